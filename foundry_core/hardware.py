@@ -1,0 +1,271 @@
+"""What machine are we on, which precision suits it, and how much memory will training need?
+
+Detection is cheap and side-effect free, so notebooks can call `detect()` freely. The memory estimate
+is analytic (counted from shapes), so it can size a preset for a GPU we do not have.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import ModelConfig, TrainConfig
+
+GIB = 1024**3
+DEVICES = ("cuda", "mps", "cpu")
+
+# Memory a process needs beyond its tensors (CUDA context and kernels, the MPS allocator's pools).
+# Rough, measured-on-typical-setups values, kept apart so the estimate shows them as their own bar.
+RUNTIME_OVERHEAD_BYTES = {"cuda": int(0.75 * GIB), "mps": int(0.5 * GIB), "cpu": 0}
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    """A description of one accelerator (or the CPU), real or hypothetical."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    name: str
+    memory_bytes: int | None  # device memory; for "mps" and "cpu" the system's RAM
+    bf16: bool  # can this device run bfloat16 autocast at useful speed?
+    cpu_cores: int = 1
+    device_count: int = 1
+    compute_capability: tuple[int, int] | None = None  # CUDA only
+
+    @property
+    def memory_gib(self) -> float | None:
+        return None if self.memory_bytes is None else self.memory_bytes / GIB
+
+    def __str__(self) -> str:
+        memory = "unknown memory" if self.memory_gib is None else f"{self.memory_gib:.1f} GiB"
+        count = f"{self.device_count} x " if self.device_count > 1 else ""
+        return f"{self.device}: {count}{self.name} ({memory}, bf16 {'yes' if self.bf16 else 'no'})"
+
+
+def _system_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # e.g. Windows has no sysconf
+        return None
+
+
+def _cpu_name() -> str:
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except OSError:
+            pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cpu_has_fast_bf16() -> bool:
+    """bf16 on a CPU is only worth it with native bf16 instructions (AVX512-BF16 or AMX).
+
+    Without them PyTorch emulates bf16 matmuls, which can be 100x slower than fp32.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _available_devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.insert(0, "cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.insert(0, "mps")
+    return found
+
+
+def detect(device: str | None = None) -> HardwareInfo:
+    """Describe the best available device: CUDA, else Apple MPS, else the CPU.
+
+    `device` (or the environment variable FOUNDRY_DEVICE) forces a choice, e.g. "cpu" on a Mac whose
+    MPS backend misbehaves.
+    """
+    available = _available_devices()
+    wanted = device or os.environ.get("FOUNDRY_DEVICE") or available[0]
+    if wanted not in DEVICES:
+        raise ValueError(f"unknown device '{wanted}': use one of {', '.join(DEVICES)}")
+    if wanted not in available:
+        raise ValueError(f"device '{wanted}' is not available here; available: {', '.join(available)}")
+    cores = _cpu_cores()
+    if wanted == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        return HardwareInfo(
+            device="cuda",
+            name=props.name,
+            memory_bytes=props.total_memory,
+            bf16=torch.cuda.is_bf16_supported(),
+            cpu_cores=cores,
+            device_count=torch.cuda.device_count(),
+            compute_capability=(props.major, props.minor),
+        )
+    if wanted == "mps":
+        # Unified memory: the GPU shares the system RAM. bf16 training on MPS is not yet proven
+        # reliable across PyTorch releases, so the course treats it as fp32-only.
+        return HardwareInfo("mps", _cpu_name(), _system_memory_bytes(), bf16=False, cpu_cores=cores)
+    return HardwareInfo("cpu", _cpu_name(), _system_memory_bytes(), bf16=_cpu_has_fast_bf16(), cpu_cores=cores)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The numeric recipe for training: parameters stay fp32, matmuls may run in a 16-bit type."""
+
+    dtype: str  # "float32", "bfloat16" or "float16"
+    autocast: bool
+    grad_scaler: bool  # fp16 needs loss scaling to keep small gradients from flushing to zero
+    reason: str
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+def choose_precision(info: HardwareInfo, requested: str = "auto") -> Precision:
+    """bf16 autocast where the device does it natively, fp16 + loss scaling on older CUDA, else fp32."""
+    if requested == "float32":
+        return Precision("float32", False, False, "float32 requested")
+    if requested == "bfloat16":
+        if not info.bf16:
+            raise ValueError(
+                f"bfloat16 is not supported at useful speed on {info.device} ({info.name}): "
+                f"use dtype='auto' or 'float32'" + (" or 'float16'" if info.device == "cuda" else "")
+            )
+        return Precision("bfloat16", True, False, "bfloat16 requested")
+    if requested == "float16":
+        if info.device != "cuda":
+            raise ValueError(f"float16 training needs CUDA (this is {info.device}): use dtype='auto'")
+        return Precision("float16", True, True, "float16 requested: loss scaling on")
+    if requested != "auto":
+        raise ValueError(f"unknown dtype '{requested}': use auto, float32, bfloat16 or float16")
+    if info.bf16:
+        return Precision("bfloat16", True, False, f"{info.device} supports bfloat16: autocast matmuls to bf16")
+    if info.device == "cuda":
+        return Precision("float16", True, True, "CUDA without bf16 (pre-Ampere): fp16 autocast with loss scaling")
+    if info.device == "mps":
+        return Precision("float32", False, False, "MPS: float32, the precision known to train reliably there")
+    return Precision("float32", False, False, "CPU without native bf16 instructions: float32 is fastest")
+
+
+def measure_matmul_tflops(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024,
+                          seconds: float = 0.5) -> float:
+    """Measured dense matmul throughput in TFLOP/s: the ceiling any training run on this device sees."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elif device == "mps":
+            torch.mps.synchronize()
+
+    a @ b  # warm-up: first calls pay for kernel selection and allocation
+    sync()
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or runs < 3:
+        a @ b
+        runs += 1
+    sync()
+    elapsed = time.perf_counter() - start
+    return 2 * size**3 * runs / elapsed / 1e12
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak training memory by component, in bytes."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    autocast_copies: int
+    activations: int
+    runtime: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.autocast_copies + self.activations + self.runtime
+
+    def as_gib(self) -> dict[str, float]:
+        parts = {k: getattr(self, k) / GIB for k in
+                 ("weights", "gradients", "optimizer", "autocast_copies", "activations", "runtime")}
+        parts["total"] = self.total / GIB
+        return parts
+
+
+def activation_bytes_per_token(model: ModelConfig, act_bytes: int, grad_checkpointing: bool = False,
+                               attention_scores: bool = False, seq_len: int | None = None) -> int:
+    """Bytes kept for the backward pass per token of a micro-batch, counted tensor by tensor.
+
+    Per layer (d = d_model, f = d_ff, fp32 residual stream, `act_bytes` for matmul-side tensors):
+      - the inputs of the two RMSNorms, in fp32:                    2 d x 4 bytes
+      - the two RMSNorm outputs that feed the matmuls:              2 d
+      - attention's query, key, value (expanded to all heads) and output: 4 d
+      - the SwiGLU gate, up, SiLU(gate) and their product:          4 f
+      - with the math attention path, the T x T scores and probabilities per head
+    After the last layer: the final norm, then the logits, their fp32 log-softmax and its gradient
+    (V values each), which dominate for small models with large vocabularies.
+    With activation checkpointing only each layer's input survives, plus one layer being recomputed.
+    This follows the method of Korthikanti et al. (2022), adapted to RoPE + GQA + SwiGLU.
+    """
+    d, f = model.d_model, model.d_ff
+    per_layer = 2 * d * 4 + (2 * d + 4 * d + 4 * f) * act_bytes
+    if model.dropout > 0:
+        per_layer += 2 * d  # one-byte masks after attention and after the MLP
+    if attention_scores:
+        per_layer += 2 * model.n_heads * (seq_len or model.max_seq_len) * act_bytes
+    layers = (model.n_layers * d * 4 + per_layer) if grad_checkpointing else model.n_layers * per_layer
+    head = d * 4 + d * act_bytes + model.vocab_size * (act_bytes + 4 + 4)
+    return layers + head
+
+
+def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo | str = "cuda") -> MemoryEstimate:
+    """Peak memory of one training step with AdamW, as the sum of its parts.
+
+    fp32 master weights (4 bytes/param), fp32 gradients (4), AdamW's two moments (8), under autocast a
+    16-bit copy of every matmul weight (2), the micro-batch's activations, and the runtime's own overhead.
+    """
+    device = info if isinstance(info, str) else info.device
+    if device not in DEVICES:
+        raise ValueError(f"unknown device '{device}': use one of {', '.join(DEVICES)}")
+    if isinstance(info, str):
+        # A hypothetical device: assume bf16 on CUDA (Ampere and newer), fp32 elsewhere.
+        info = HardwareInfo(device, device, None, bf16=device == "cuda")
+    precision = choose_precision(info, train.dtype)
+    act_bytes = 2 if precision.autocast else 4
+    n = model.num_params()
+    matmul_weights = n - model.param_counts()["norms"]
+    tokens = train.batch_size * train.seq_len
+    per_token = activation_bytes_per_token(model, act_bytes, train.grad_checkpointing,
+                                           attention_scores=device == "mps", seq_len=train.seq_len)
+    return MemoryEstimate(
+        weights=4 * n,
+        gradients=4 * n,
+        optimizer=8 * n,
+        autocast_copies=2 * matmul_weights if precision.autocast else 0,
+        activations=tokens * per_token,
+        runtime=RUNTIME_OVERHEAD_BYTES[device],
+    )

@@ -1,0 +1,205 @@
+"""Named (model, training) sizes, one per kind of machine, and the rule that picks one.
+
+A preset says what to train on a given machine: how big a model, what batch, what precision. Its
+expected memory and time are not typed in: they are computed from the configs (hardware.estimate_memory
+and ModelConfig.flops_per_token), so they stay true when a preset changes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from .config import ModelConfig, TrainConfig, check_compatible
+from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision, estimate_memory
+
+HEADROOM = 0.15  # a preset must leave this fraction of its card's memory free (fragmentation, spikes)
+
+# Share of memory a GPU may use. macOS caps the GPU's working set at roughly 3/4 of unified memory.
+USABLE_FRACTION = {"cuda": 1.0, "mps": 0.75, "cpu": 1.0}
+
+# Model FLOPs utilisation assumed for time estimates: the share of the peak a training step really
+# sustains. Typical well-tuned small-model values; the benchmarks measure the real figure.
+ASSUMED_MFU = {"cuda": 0.35, "mps": 0.25, "cpu": 0.5}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model and training config sized for one target machine."""
+
+    name: str
+    device: str  # the device kind the preset is meant for
+    hardware: str  # the target machine, in words
+    memory_gib: float  # its device memory (system RAM for MPS and CPU)
+    peak_tflops: float  # its dense matmul peak at the preset's precision (approximate, from spec sheets)
+    bf16: bool  # whether the target runs bf16 natively
+    model: ModelConfig
+    train: TrainConfig
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        check_compatible(self.model, self.train)
+
+    def target(self) -> HardwareInfo:
+        """The machine this preset was sized for, as if `detect()` had found it."""
+        return HardwareInfo(self.device, self.hardware, int(self.memory_gib * GIB), self.bf16)
+
+    def estimate_memory(self, info: HardwareInfo | None = None) -> MemoryEstimate:
+        return estimate_memory(self.model, self.train, info or self.target())
+
+    def fits(self, info: HardwareInfo | None = None) -> bool:
+        """Does the memory estimate leave HEADROOM free on `info` (default: the target machine)?"""
+        info = info or self.target()
+        if info.memory_bytes is None:
+            return False
+        usable = info.memory_bytes * USABLE_FRACTION[info.device]
+        return self.estimate_memory(info).total <= (1 - HEADROOM) * usable
+
+    def estimate_seconds(self, tflops: float | None = None, mfu: float | None = None) -> float:
+        """Expected wall time of the whole run: total FLOPs / (peak x assumed utilisation). An estimate."""
+        peak = self.peak_tflops if tflops is None else tflops
+        mfu = ASSUMED_MFU[self.device] if mfu is None else mfu
+        flops = self.train.total_tokens * self.model.flops_per_token(self.train.seq_len)
+        return flops / (peak * 1e12 * mfu)
+
+    def summary(self) -> dict[str, object]:
+        """One row of the preset table, every number computed from the configs."""
+        m, t = self.model, self.train
+        return {
+            "preset": self.name,
+            "hardware": self.hardware,
+            "params (M)": round(m.num_params() / 1e6, 1),
+            "layers x d_model": f"{m.n_layers} x {m.d_model}",
+            "heads / kv heads": f"{m.n_heads} / {m.n_kv_heads}",
+            "vocab": m.vocab_size,
+            "batch x seq x accum": f"{t.batch_size} x {t.seq_len} x {t.grad_accum_steps}",
+            "precision": choose_precision(self.target(), t.dtype).dtype,
+            "tokens (M)": round(t.total_tokens / 1e6, 1),
+            "est. memory (GiB)": round(self.estimate_memory().total / GIB, 2),
+            "device memory (GiB)": self.memory_gib,
+            "est. time (min)": round(self.estimate_seconds() / 60, 1),
+        }
+
+
+def _preset(name: str, device: str, hardware: str, memory_gib: float, peak_tflops: float, bf16: bool,
+            model: dict, train: dict, notes: str = "") -> Preset:
+    return Preset(name, device, hardware, memory_gib, peak_tflops, bf16,
+                  ModelConfig(**model), TrainConfig(**train), notes)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    _preset("ci", "cpu", "any CPU (tests)", 4, 0.1, False,
+            dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176, max_seq_len=64),
+            dict(batch_size=8, seq_len=64, max_steps=60, warmup_steps=6, lr=3e-3, min_lr=3e-4,
+                 eval_interval=20, eval_steps=2),
+            "seconds per chapter; used by FOUNDRY_FAST=1 and the test suite"),
+    _preset("cpu", "cpu", "2-core CPU runner (measured ~0.1 TFLOP/s fp32)", 8, 0.1, False,
+            dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, d_ff=688, max_seq_len=256),
+            dict(batch_size=16, seq_len=256, max_steps=300, warmup_steps=30, lr=2e-3, min_lr=2e-4,
+                 eval_interval=50, eval_steps=10),
+            "the default: a laptop or a CI runner; faster CPUs simply finish sooner"),
+    _preset("rtx3060", "cuda", "NVIDIA GeForce RTX 3060 (12 GB)", 12, 25, True,
+            dict(vocab_size=16384, d_model=640, n_layers=10, n_heads=10, n_kv_heads=5, d_ff=1728,
+                 max_seq_len=512),
+            dict(batch_size=16, seq_len=512, grad_accum_steps=4, max_steps=3000, warmup_steps=200,
+                 lr=1e-3, min_lr=1e-4, eval_interval=250, compile=True),
+            "Ampere: bf16 tensor cores; peak = 112 tensor cores x 128 FLOP/clock x 1.78 GHz"),
+    _preset("rtx5060", "cuda", "NVIDIA GeForce RTX 5060 (8 GB)", 8, 38, True,
+            dict(vocab_size=16384, d_model=768, n_layers=9, n_heads=12, n_kv_heads=4, d_ff=2048,
+                 max_seq_len=512),
+            dict(batch_size=16, seq_len=512, grad_accum_steps=4, max_steps=3000, warmup_steps=200,
+                 lr=1e-3, min_lr=1e-4, eval_interval=250, compile=True),
+            "~70M parameters; peak from NVIDIA's 614 sparse FP4 TOPS, halved for dense, FP16 and FP32 accumulate"),
+    _preset("rtx4090", "cuda", "NVIDIA GeForce RTX 4090 (24 GB)", 24, 165, True,
+            dict(vocab_size=16384, d_model=1024, n_layers=16, n_heads=16, n_kv_heads=8, d_ff=2816,
+                 max_seq_len=1024),
+            dict(batch_size=8, seq_len=1024, grad_accum_steps=8, max_steps=5000, warmup_steps=300,
+                 lr=6e-4, min_lr=6e-5, eval_interval=500, compile=True),
+            "200M+ parameters; peak: Ada whitepaper, dense FP16/BF16 with FP32 accumulate"),
+    _preset("a100", "cuda", "NVIDIA A100 80GB (also H100 / H200)", 80, 312, True,
+            dict(vocab_size=16384, d_model=1280, n_layers=20, n_heads=20, n_kv_heads=4, d_ff=3456,
+                 max_seq_len=1024),
+            dict(batch_size=32, seq_len=1024, grad_accum_steps=2, max_steps=10000, warmup_steps=500,
+                 lr=5e-4, min_lr=5e-5, eval_interval=500, compile=True),
+            "~400M parameters; peak: A100 dense BF16 (an H100 is about 3x faster)"),
+    _preset("m4pro", "mps", "Apple M4 Pro (32 GB unified memory)", 32, 8, False,
+            dict(vocab_size=16384, d_model=768, n_layers=9, n_heads=12, n_kv_heads=4, d_ff=2048,
+                 max_seq_len=512),
+            dict(batch_size=16, seq_len=512, grad_accum_steps=4, max_steps=3000, warmup_steps=200,
+                 lr=1e-3, min_lr=1e-4, eval_interval=250),
+            "~68M parameters in float32 on MPS; peak ~8 TFLOP/s fp32 (20-core GPU, approximate)"),
+)}
+
+
+@dataclass(frozen=True)
+class PresetChoice:
+    preset: Preset
+    reason: str
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fast_mode(env: Mapping[str, str] | None = None) -> bool:
+    """True under FOUNDRY_FAST=1: the test run, where every chapter shrinks to seconds."""
+    return _flag(os.environ if env is None else env, "FOUNDRY_FAST")
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset '{name}': valid presets are {', '.join(PRESETS)}") from None
+
+
+def select_preset(info: HardwareInfo, env: Mapping[str, str] | None = None) -> PresetChoice:
+    """Pick a preset for `info`, and say why.
+
+    FOUNDRY_FAST=1 wins (tests must stay fast), then FOUNDRY_PRESET=<name>. Otherwise: among the
+    presets made for this kind of device, the one sized for the largest card this device matches
+    (and whose estimate fits here with headroom); the `cpu` preset when none does.
+    """
+    env = os.environ if env is None else env
+    if fast_mode(env):
+        return PresetChoice(PRESETS["ci"], "FOUNDRY_FAST=1 selects the tiny 'ci' preset")
+    if env.get("FOUNDRY_PRESET"):
+        name = env["FOUNDRY_PRESET"].strip()
+        return PresetChoice(get_preset(name), f"FOUNDRY_PRESET={name}")
+    if info.device == "cpu":
+        return PresetChoice(PRESETS["cpu"], "no GPU found: the CPU preset")
+    # Cards report a little less than their nominal size (an "8 GB" card shows ~7.6 GiB), hence 0.9.
+    fitting = [p for p in PRESETS.values() if p.device == info.device and info.memory_gib is not None
+               and p.memory_gib * 0.9 <= info.memory_gib and p.fits(info)]
+    if not fitting:
+        memory = "unknown" if info.memory_gib is None else f"{info.memory_gib:.1f} GiB"
+        return PresetChoice(PRESETS["cpu"], f"no {info.device} preset fits {memory}: the CPU-sized preset")
+    best = max(fitting, key=lambda p: p.memory_gib)
+    return PresetChoice(best, f"{info.memory_gib:.1f} GiB of {info.device} memory: the preset sized for "
+                              f"{best.memory_gib:g} GB, which fits with {HEADROOM:.0%} headroom")
+
+
+def pick_preset(info: HardwareInfo | None = None) -> Preset:
+    """The preset for this machine (see select_preset for the rule)."""
+    from .hardware import detect
+
+    return select_preset(info or detect()).preset
+
+
+# Machines readers often have, for showing what the picker would do on each.
+EXAMPLE_MACHINES: tuple[HardwareInfo, ...] = (
+    HardwareInfo("cpu", "laptop CPU, 8 cores", 16 * GIB, bf16=False, cpu_cores=8),
+    HardwareInfo("mps", "Apple M2 MacBook Air", 16 * GIB, bf16=False, cpu_cores=8),
+    PRESETS["m4pro"].target(),
+    HardwareInfo("cuda", "Google Colab T4 (no bf16)", 15 * GIB, bf16=False),
+    PRESETS["rtx5060"].target(),
+    PRESETS["rtx3060"].target(),
+    PRESETS["rtx4090"].target(),
+    PRESETS["a100"].target(),
+)
+
+
+def with_overrides(preset: Preset, **train_overrides: object) -> Preset:
+    """A copy of `preset` with some TrainConfig fields changed (validated like any config)."""
+    return replace(preset, train=TrainConfig.from_dict({**preset.train.to_dict(), **train_overrides}))
