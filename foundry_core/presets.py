@@ -69,17 +69,32 @@ class Preset:
         return {
             "preset": self.name,
             "hardware": self.hardware,
-            "params (M)": round(m.num_params() / 1e6, 1),
+            "params (M)": _sig3(m.num_params() / 1e6),
             "layers x d_model": f"{m.n_layers} x {m.d_model}",
             "heads / kv heads": f"{m.n_heads} / {m.n_kv_heads}",
             "vocab": m.vocab_size,
             "batch x seq x accum": f"{t.batch_size} x {t.seq_len} x {t.grad_accum_steps}",
             "precision": choose_precision(self.target(), t.dtype).dtype,
-            "tokens (M)": round(t.total_tokens / 1e6, 1),
+            "tokens (M)": _sig3(t.total_tokens / 1e6),
             "est. memory (GiB)": round(self.estimate_memory().total / GIB, 2),
             "device memory (GiB)": self.memory_gib,
-            "est. time (min)": round(self.estimate_seconds() / 60, 1),
+            "est. time": format_duration(self.estimate_seconds()),
         }
+
+
+def _sig3(x: float) -> float | int:
+    """Three significant figures, as a reader would quote them (0.125, 5.4, 206)."""
+    rounded = float(f"{x:.3g}")
+    return int(rounded) if rounded >= 100 else rounded
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h': the unit a reader would use."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _preset(name: str, device: str, hardware: str, memory_gib: float, peak_tflops: float, bf16: bool,

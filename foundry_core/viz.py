@@ -22,29 +22,28 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
 
 
 def plot_memory_estimates(presets: Iterable[Preset]):
-    """Stacked bars of each preset's estimated training memory, against its target's usable memory."""
+    """Stacked bars: each preset's estimated training memory as a share of its machine's usable memory."""
     import matplotlib.pyplot as plt
 
     presets = list(presets)
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(presets) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(presets) + 2))
     colors = plt.get_cmap("tab10").colors
     for row, preset in enumerate(presets):
-        parts = preset.estimate_memory().as_gib()
+        estimate = preset.estimate_memory()
+        usable = preset.memory_gib * GIB * USABLE_FRACTION[preset.device]
         left = 0.0
         for i, part in enumerate(MEMORY_PARTS):
-            ax.barh(row, parts[part], left=left, color=colors[i], label=part.replace("_", " ") if row == 0 else None)
-            left += parts[part]
-        usable = preset.memory_gib * USABLE_FRACTION[preset.device]
-        ax.plot([usable, usable], [row - 0.4, row + 0.4], color="black", lw=2,
-                label="usable device memory" if row == 0 else None)
-        ax.plot([usable * (1 - HEADROOM)] * 2, [row - 0.4, row + 0.4], color="black", lw=1, ls="--",
-                label=f"limit with {HEADROOM:.0%} headroom" if row == 0 else None)
-    ax.set_yticks(range(len(presets)), [f"{p.name}\n{p.memory_gib:g} GB" for p in presets])
+            share = 100 * getattr(estimate, part) / usable
+            ax.barh(row, share, left=left, color=colors[i], label=part.replace("_", " ") if row == 0 else None)
+            left += share
+        ax.text(left + 1, row, f"{estimate.total / GIB:.2f} of {usable / GIB:.0f} GiB", va="center", fontsize=8)
+    ax.axvline(100 * (1 - HEADROOM), color="black", ls="--", lw=1, label=f"limit: {HEADROOM:.0%} headroom")
+    ax.set_yticks(range(len(presets)), [f"{p.name} ({p.memory_gib:g} GB)" for p in presets])
     ax.invert_yaxis()
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("GiB (log scale above 1)")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of the target machine's usable memory")
     ax.set_title("Estimated peak training memory per preset")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -62,7 +61,7 @@ def preset_choice_rows(machines: Iterable[HardwareInfo], env: dict[str, str] | N
             "params (M)": summary["params (M)"],
             "batch x seq x accum": summary["batch x seq x accum"],
             "est. memory (GiB)": round(preset.estimate_memory(machine).total / GIB, 2),
-            "est. time on its target (min)": summary["est. time (min)"],
+            "est. time on its target": summary["est. time"],
         })
     return rows
 

@@ -1,0 +1,96 @@
+"""Presets: sized to fit their machines, chosen by a stated rule, overridable, with clear errors."""
+
+import pytest
+
+from foundry_core import EXAMPLE_MACHINES, PRESETS, HardwareInfo, get_preset, pick_preset, select_preset
+from foundry_core.hardware import GIB
+from foundry_core.presets import HEADROOM, USABLE_FRACTION, fast_mode, with_overrides
+
+GPU_PRESETS = [p for p in PRESETS.values() if p.device in ("cuda", "mps")]
+NO_ENV: dict[str, str] = {}
+
+
+def test_the_issue_s_presets_exist():
+    assert {"ci", "cpu", "rtx3060", "rtx5060", "rtx4090", "m4pro", "a100"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", GPU_PRESETS, ids=lambda p: p.name)
+def test_each_gpu_preset_fits_its_card_with_headroom(preset):
+    usable = preset.memory_gib * GIB * USABLE_FRACTION[preset.device]
+    assert preset.estimate_memory().total <= (1 - HEADROOM) * usable
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS.values() if p.name != "ci"], ids=lambda p: p.name)
+def test_each_preset_is_picked_on_its_own_machine(preset):
+    assert select_preset(preset.target(), env=NO_ENV).preset is preset
+
+
+def test_named_sizes():
+    assert 60e6 <= PRESETS["rtx5060"].model.num_params() <= 80e6  # "~70M"
+    assert 60e6 <= PRESETS["m4pro"].model.num_params() <= 75e6  # "~68M"
+    assert PRESETS["rtx4090"].model.num_params() >= 200e6  # "200M+"
+    assert PRESETS["ci"].model.num_params() < 1e6
+
+
+def test_cards_that_report_a_little_less_still_get_their_preset():
+    rtx5060_as_reported = HardwareInfo("cuda", "NVIDIA GeForce RTX 5060", int(7.6 * GIB), bf16=True)
+    assert select_preset(rtx5060_as_reported, env=NO_ENV).preset.name == "rtx5060"
+    a100_as_reported = HardwareInfo("cuda", "NVIDIA A100-SXM4-80GB", int(79.2 * GIB), bf16=True)
+    assert select_preset(a100_as_reported, env=NO_ENV).preset.name == "a100"
+
+
+def test_small_devices_fall_back_to_the_cpu_preset():
+    small_gpu = HardwareInfo("cuda", "GTX 1650", 4 * GIB, bf16=False)
+    choice = select_preset(small_gpu, env=NO_ENV)
+    assert choice.preset.name == "cpu" and "no cuda preset fits 4.0 GiB" in choice.reason
+    assert select_preset(EXAMPLE_MACHINES[0], env=NO_ENV).preset.name == "cpu"
+
+
+def test_fast_mode_selects_ci_and_wins_over_an_explicit_preset():
+    for value in ("1", "true", "yes"):
+        assert fast_mode({"FOUNDRY_FAST": value})
+    assert not fast_mode({"FOUNDRY_FAST": "0"}) and not fast_mode({})
+    a100 = PRESETS["a100"].target()
+    assert select_preset(a100, env={"FOUNDRY_FAST": "1", "FOUNDRY_PRESET": "a100"}).preset.name == "ci"
+
+
+def test_foundry_preset_overrides_the_choice():
+    choice = select_preset(EXAMPLE_MACHINES[0], env={"FOUNDRY_PRESET": "rtx5060"})
+    assert choice.preset.name == "rtx5060" and choice.reason == "FOUNDRY_PRESET=rtx5060"
+
+
+def test_unknown_preset_names_list_the_valid_ones():
+    with pytest.raises(ValueError) as caught:
+        select_preset(EXAMPLE_MACHINES[0], env={"FOUNDRY_PRESET": "rtx9090"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message == f"unknown preset 'rtx9090': valid presets are {', '.join(PRESETS)}"
+    with pytest.raises(ValueError, match="unknown preset 'big'"):
+        get_preset("big")
+
+
+def test_pick_preset_in_the_test_run_is_ci():
+    # conftest.py sets FOUNDRY_FAST=1 for the whole test run
+    assert pick_preset().name == "ci"
+
+
+def test_time_estimate_follows_the_flops():
+    p = PRESETS["rtx5060"]
+    flops = p.train.total_tokens * p.model.flops_per_token(p.train.seq_len)
+    assert p.estimate_seconds(tflops=100, mfu=0.5) == pytest.approx(flops / 50e12)
+    longer = with_overrides(p, max_steps=2 * p.train.max_steps)
+    assert longer.estimate_seconds() == pytest.approx(2 * p.estimate_seconds())
+
+
+def test_overrides_are_validated():
+    with pytest.raises(ValueError, match="did you mean 'batch_size'"):
+        with_overrides(PRESETS["cpu"], batchsize=8)
+    with pytest.raises(ValueError, match="exceeds ModelConfig.max_seq_len"):
+        with_overrides(PRESETS["cpu"], seq_len=4096)
+
+
+def test_summary_is_computed_from_the_configs():
+    row = PRESETS["cpu"].summary()
+    assert row["params (M)"] == round(PRESETS["cpu"].model.num_params() / 1e6, 1)
+    assert row["precision"] == "float32"
+    assert row["est. memory (GiB)"] == round(PRESETS["cpu"].estimate_memory().total / GIB, 2)
