@@ -19,6 +19,7 @@ from .presets import (
     get_preset,
     pick_preset,
     select_preset,
+    with_overrides,
 )
 
 __version__ = "0.1.0"
@@ -43,4 +44,5 @@ __all__ = [
     "pick_preset",
     "select_preset",
     "swiglu_hidden",
+    "with_overrides",
 ]

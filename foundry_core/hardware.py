@@ -242,11 +242,12 @@ def activation_bytes_per_token(model: ModelConfig, act_bytes: int, grad_checkpoi
     return layers + head
 
 
-def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo | str = "cuda") -> MemoryEstimate:
+def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo | str) -> MemoryEstimate:
     """Peak memory of one training step with AdamW, as the sum of its parts.
 
     fp32 master weights (4 bytes/param), fp32 gradients (4), AdamW's two moments (8), under autocast a
     16-bit copy of every matmul weight (2), the micro-batch's activations, and the runtime's own overhead.
+    `info` is the machine, or just a device kind ("cuda", "mps", "cpu") for a hypothetical one.
     """
     device = info if isinstance(info, str) else info.device
     if device not in DEVICES:

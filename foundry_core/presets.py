@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from .config import ModelConfig, TrainConfig, check_compatible
-from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision, estimate_memory
+from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision, detect, estimate_memory
 
 HEADROOM = 0.15  # a preset must leave this fraction of its card's memory free (fragmentation, spikes)
 
@@ -197,8 +197,6 @@ def select_preset(info: HardwareInfo, env: Mapping[str, str] | None = None) -> P
 
 def pick_preset(info: HardwareInfo | None = None) -> Preset:
     """The preset for this machine (see select_preset for the rule)."""
-    from .hardware import detect
-
     return select_preset(info or detect()).preset
 
 
