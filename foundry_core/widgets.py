@@ -31,3 +31,37 @@ def preset_explorer():
     dropdown.observe(show, names="value")
     show()
     return widgets.VBox([dropdown, out])
+
+
+def attention_explorer(model, encode, labels, text: str):
+    """Type a text, pick a layer and a head, see who attends to whom.
+
+    `encode(text)` gives a list of token ids, `labels(ids)` the strings to print on the axes.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    import torch
+    from IPython.display import display
+
+    from .viz import plot_attention
+
+    n_layers, n_heads = model.config.n_layers, model.config.n_heads
+    box = widgets.Text(value=text, description="text", layout={"width": "90%"})
+    layer = widgets.IntSlider(0, 0, n_layers - 1, description="layer")
+    head = widgets.IntSlider(0, 0, n_heads - 1, description="head")
+    out = widgets.Output()
+
+    def show(_=None) -> None:
+        ids = encode(box.value)[: model.config.max_seq_len] or [0]
+        maps = model.attention_maps(torch.tensor([ids]))
+        out.clear_output(wait=True)
+        with out:
+            fig = plot_attention(maps, labels(ids), [layer.value], [head.value])
+            fig.set_size_inches(6, 6)
+            display(fig)
+            plt.close(fig)
+
+    for control in (box, layer, head):
+        control.observe(show, names="value")
+    show()
+    return widgets.VBox([box, widgets.HBox([layer, head]), out])

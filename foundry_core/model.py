@@ -1,0 +1,311 @@
+"""A decoder-only Transformer with the architecture of the LLaMA family.
+
+Read it top to bottom: RMSNorm, rotary position embedding, attention (grouped-query, with a KV cache),
+the SwiGLU MLP, the pre-norm block, and the model that stacks them. Module and parameter names follow
+Hugging Face's Llama so that a checkpoint converts by renaming nothing (see export.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig
+from .losses import linear_cross_entropy
+
+
+class RMSNorm(nn.Module):
+    """Scale each vector to unit root-mean-square, then by a learned gain.
+
+    Unlike LayerNorm it neither subtracts the mean nor adds a bias: cheaper, and as good in practice.
+    The statistics are computed in fp32 even under autocast, where bf16 would lose precision.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angle for every (position, frequency), shape (max_seq_len, head_dim).
+
+    Dimension pair i turns at frequency base^(-2i/head_dim): fast for the first pairs, slow for the last.
+    Each frequency appears twice because the two halves of a head vector form the rotated pairs.
+    """
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[i], x[i + d/2]) of x (..., seq, head_dim) by its position's angle.
+
+    A query at position m and a key at position n then meet at an angle that depends only on m - n:
+    attention sees relative positions although each vector was rotated by its absolute one.
+    """
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, so each new token attends without recomputing them.
+
+    Preallocated for `max_len` positions: generation writes in place instead of concatenating.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.max_len = max_len or config.max_seq_len
+        if self.max_len > config.max_seq_len:
+            raise ValueError(f"KVCache max_len ({self.max_len}) exceeds the model's max_seq_len "
+                             f"({config.max_seq_len})")
+        shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_len, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled; advanced by the model after all layers have written
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values for `layer`; return all of them so far."""
+        end = self.length + k.shape[2]
+        self.keys[layer, :, :, self.length:end] = k
+        self.values[layer, :, :, self.length:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+
+def kv_cache_bytes(config: ModelConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2) -> int:
+    """Memory of a KV cache: keys and values for every layer, KV head, position and head dimension."""
+    return 2 * config.n_layers * batch_size * config.n_kv_heads * seq_len * config.head_dim * bytes_per_value
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query attention (GQA).
+
+    n_heads query heads share n_kv_heads key/value heads, in groups of n_heads // n_kv_heads:
+    1 KV head is multi-query attention (MQA), n_heads KV heads is classic multi-head attention.
+    Fewer KV heads shrink the KV cache, which dominates memory when generating long texts.
+    """
+
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.dropout = config.dropout
+        self.q_proj = nn.Linear(config.d_model, config.n_heads * config.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.d_model, config.kv_dim, bias=False)
+        self.v_proj = nn.Linear(config.d_model, config.kv_dim, bias=False)
+        self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer_idx, k, v)
+        if need_weights:
+            out, weights = explicit_attention(q, k, v, past)
+        else:
+            out, weights = self._sdpa(q, k, v, past), None
+        out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
+        return self.o_proj(out), weights
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+        dropout = self.dropout if self.training else 0.0
+        seq = q.shape[2]
+        # enable_gqa: each group of n_heads // n_kv_heads query heads reads the same key/value head,
+        # inside the fused kernel, without materialising repeated copies of k and v.
+        gqa = self.n_kv_heads != self.n_heads
+        if past == 0:  # a fresh sequence: the fused kernel applies the causal mask itself
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
+        # New tokens after cached ones: query i (at position past + i) sees keys 0 .. past + i.
+        mask = None if seq == 1 else causal_mask(seq, past + seq, past, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
+
+
+def causal_mask(n_queries: int, n_keys: int, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """True where query i (at position offset + i) may attend to key j: j <= offset + i."""
+    rows = torch.arange(n_queries, device=device)[:, None] + offset
+    return torch.arange(n_keys, device=device)[None, :] <= rows
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       past: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(d) + causal mask) v, written out so the weights can be looked at."""
+    groups = q.shape[1] // k.shape[1]  # under GQA, repeat each key/value head for its query heads
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    allowed = causal_mask(q.shape[2], k.shape[2], past, q.device)
+    weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    return weights @ v, weights
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)). The gate decides, per hidden unit, how much of `up` passes."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attention(norm(x)), then x + mlp(norm(x)).
+
+    Normalising the input of each branch, not the sum, keeps a clean identity path from the first layer
+    to the last, which is what lets deep stacks train without careful warm-up.
+    """
+
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.d_model, config.norm_eps)
+        self.self_attn = Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, cache, need_weights)
+        x = x + self.dropout(attn_out)
+        x = x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+        return x, weights
+
+
+class Transformer(nn.Module):
+    """Token embedding, n_layers pre-norm blocks, a final RMSNorm and the output projection."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:  # one matrix both reads tokens in and scores them out
+            self.lm_head.weight = self.embed_tokens.weight
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.gradient_checkpointing = False
+        self.apply(self._init_weights)
+        # Scaled residual init (GPT-2): each block adds two outputs to the residual stream, so shrink the
+        # projections that write into it to keep its variance from growing with depth.
+        for block in self.layers:
+            for proj in (block.self_attn.o_proj, block.mlp.down_proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _check_ids(self, idx: torch.Tensor, past: int) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.long, torch.int32, torch.int64):
+            kind = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise TypeError(f"token ids must be an integer tensor (torch.long), got {kind}")
+        if idx.dim() != 2:
+            raise ValueError(f"token ids must have shape (batch, seq), got {tuple(idx.shape)}; "
+                             f"for one sequence use ids[None]")
+        if past + idx.shape[1] > self.config.max_seq_len:
+            raise ValueError(f"{past + idx.shape[1]} positions exceed the model's context "
+                             f"(max_seq_len={self.config.max_seq_len}): shorten the input")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
+                             f"[{int(idx.min())}, {int(idx.max())}]: tokenizer and model vocabularies differ?")
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Without targets: (logits, None), logits of shape (batch, seq, vocab) for ids (batch, seq).
+
+        With targets (batch, seq): (None, mean next-token cross-entropy). Training never needs the full
+        logits, so the loss is computed chunk by chunk without them (losses.linear_cross_entropy).
+        Positions whose target is -100 are ignored, e.g. the prompt tokens in SFT.
+        """
+        x = self._run(idx, cache, need_weights=False)[0]
+        if targets is None:
+            return self.lm_head(x), None
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets shape {tuple(targets.shape)} must match ids shape {tuple(idx.shape)}")
+        return None, linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights (batch, n_heads, seq, seq) of every layer, via the explicit path."""
+        return self._run(idx, None, need_weights=True)[1]
+
+    def _run(self, idx: torch.Tensor, cache: KVCache | None,
+             need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        past = cache.length if cache is not None else 0
+        self._check_ids(idx, past)
+        seq = idx.shape[1]
+        cos, sin = self.rope_cos[past:past + seq], self.rope_sin[past:past + seq]
+        x = self.dropout(self.embed_tokens(idx))
+        maps = []
+        for block in self.layers:
+            if self.gradient_checkpointing and self.training and cache is None:
+                # Keep only the block's input; recompute its insides during the backward pass.
+                x, weights = checkpoint(block, x, cos, sin, None, need_weights, use_reentrant=False)
+            else:
+                x, weights = block(x, cos, sin, cache, need_weights)
+            if weights is not None:
+                maps.append(weights)
+        if cache is not None:
+            cache.length += seq
+        return self.norm(x), maps
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters by component, counted from the live modules (shared weights counted once)."""
+        counts = {"embedding": self.embed_tokens.weight.numel(), "attention": 0, "mlp": 0,
+                  "norms": self.norm.weight.numel(), "lm_head": 0}
+        if self.lm_head.weight is not self.embed_tokens.weight:
+            counts["lm_head"] = self.lm_head.weight.numel()
+        for block in self.layers:
+            counts["attention"] += sum(p.numel() for p in block.self_attn.parameters())
+            counts["mlp"] += sum(p.numel() for p in block.mlp.parameters())
+            counts["norms"] += block.input_layernorm.weight.numel() + block.post_attention_layernorm.weight.numel()
+        return counts
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """load_state_dict with one readable error listing every missing, unexpected or misshapen tensor."""
+        own = self.state_dict()
+        if self.config.tie_embeddings:
+            own.pop("lm_head.weight", None)
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        problems = [f"missing {k}" for k in own if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in own]
+        problems += [f"{k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+                     for k, v in own.items() if k in state and state[k].shape != v.shape]
+        if problems:
+            shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+            c = self.config
+            raise ValueError(f"{source} does not fit this model (d_model={c.d_model}, n_layers={c.n_layers}, "
+                             f"vocab_size={c.vocab_size}): {shown}")
+        self.load_state_dict(state, strict=not self.config.tie_embeddings)
