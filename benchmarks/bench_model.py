@@ -113,7 +113,15 @@ def main() -> None:
             if header is None:
                 header = list(row)
                 print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-            print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+            print("| " + " | ".join(_format(k, v) for k, v in row.items()) + " |")
+
+
+def _format(key: str, value: object) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    if key.endswith(("ms/step", "tok/s")):
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if key.startswith("params") else f"{value:.2f}"
 
 
 if __name__ == "__main__":
