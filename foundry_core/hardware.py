@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig, TrainConfig
+from .losses import CHUNK_ELEMENTS
 
 GIB = 1024**3
 DEVICES = ("cuda", "mps", "cpu")
@@ -220,26 +221,34 @@ def activation_bytes_per_token(model: ModelConfig, act_bytes: int, grad_checkpoi
                                attention_scores: bool = False, seq_len: int | None = None) -> int:
     """Bytes kept for the backward pass per token of a micro-batch, counted tensor by tensor.
 
-    Per layer (d = d_model, f = d_ff, fp32 residual stream, `act_bytes` for matmul-side tensors):
-      - the inputs of the two RMSNorms, in fp32:                    2 d x 4 bytes
-      - the two RMSNorm outputs that feed the matmuls:              2 d
-      - attention's query, key, value (expanded to all heads) and output: 4 d
-      - the SwiGLU gate, up, SiLU(gate) and their product:          4 f
-      - with the math attention path, the T x T scores and probabilities per head
-    After the last layer: the final norm, then the logits, their fp32 log-softmax and its gradient
-    (V values each), which dominate for small models with large vocabularies.
+    Per layer (d = d_model, f = d_ff, kv = key/value width, fp32 residual stream, `act_bytes` for the
+    tensors next to matmuls):
+      - the inputs of the two RMSNorms, in fp32:                        2 d x 4 bytes
+      - the two RMSNorm outputs that feed the matmuls:                  2 d
+      - attention's query and output (d each), key and value (kv each): 2 d + 2 kv
+      - the SwiGLU gate, up, SiLU(gate) and their product:              4 f
+      - with the math attention path (MPS), the T x T scores and probabilities per head
+    After the last layer: the final norm's input and output, and the loss's gradient for them (d each).
+    The logits are never stored whole (losses.linear_cross_entropy); see loss_workspace_bytes.
     With activation checkpointing only each layer's input survives, plus one layer being recomputed.
     This follows the method of Korthikanti et al. (2022), adapted to RoPE + GQA + SwiGLU.
     """
     d, f = model.d_model, model.d_ff
-    per_layer = 2 * d * 4 + (2 * d + 4 * d + 4 * f) * act_bytes
+    per_layer = 2 * d * 4 + (2 * d + 2 * d + 2 * model.kv_dim + 4 * f) * act_bytes
     if model.dropout > 0:
         per_layer += 2 * d  # one-byte masks after attention and after the MLP
     if attention_scores:
         per_layer += 2 * model.n_heads * (seq_len or model.max_seq_len) * act_bytes
     layers = (model.n_layers * d * 4 + per_layer) if grad_checkpointing else model.n_layers * per_layer
-    head = d * 4 + d * act_bytes + model.vocab_size * (act_bytes + 4 + 4)
+    head = d * 4 + d * act_bytes + d * 4
     return layers + head
+
+
+def loss_workspace_bytes(model: ModelConfig, tokens: int) -> int:
+    """Memory of the fused loss beyond the per-token part: the output weight's gradient, made in the
+    forward pass, and one chunk's logits, log-probabilities and 16-bit gradient at a time."""
+    chunk_rows = min(tokens, max(16, CHUNK_ELEMENTS // model.vocab_size))
+    return model.vocab_size * model.d_model * 4 + chunk_rows * model.vocab_size * (4 + 4 + 2)
 
 
 def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo | str) -> MemoryEstimate:
@@ -267,6 +276,6 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo |
         gradients=4 * n,
         optimizer=8 * n,
         autocast_copies=2 * matmul_weights if precision.autocast else 0,
-        activations=tokens * per_token,
+        activations=tokens * per_token + loss_workspace_bytes(model, tokens),
         runtime=RUNTIME_OVERHEAD_BYTES[device],
     )

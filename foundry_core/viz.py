@@ -21,30 +21,43 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def plot_memory_estimates(presets: Iterable[Preset]):
-    """Stacked bars: each preset's estimated training memory as a share of its machine's usable memory."""
+def _stacked_shares(rows: Sequence[tuple[str, dict[str, float], str]], xlabel: str, title: str):
+    """One horizontal bar per row, split into percentage shares; `rows` are (label, shares, note)."""
     import matplotlib.pyplot as plt
 
-    presets = list(presets)
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(presets) + 2))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 2))
     colors = plt.get_cmap("tab10").colors
-    for row, preset in enumerate(presets):
-        estimate = preset.estimate_memory()
-        usable = preset.memory_gib * GIB * USABLE_FRACTION[preset.device]
+    for y, (_, shares, note) in enumerate(rows):
         left = 0.0
-        for i, part in enumerate(MEMORY_PARTS):
-            share = 100 * getattr(estimate, part) / usable
-            ax.barh(row, share, left=left, color=colors[i], label=part.replace("_", " ") if row == 0 else None)
+        for i, (part, share) in enumerate(shares.items()):
+            ax.barh(y, share, left=left, color=colors[i], label=part.replace("_", " ") if y == 0 else None)
             left += share
-        ax.text(left + 1, row, f"{estimate.total / GIB:.2f} of {usable / GIB:.0f} GiB", va="center", fontsize=8)
-    ax.axvline(100 * (1 - HEADROOM), color="black", ls="--", lw=1, label=f"limit: {HEADROOM:.0%} headroom")
-    ax.set_yticks(range(len(presets)), [f"{p.name} ({p.memory_gib:g} GB)" for p in presets])
+        ax.text(left + 1, y, note, va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
     ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("% of the target machine's usable memory")
-    ax.set_title("Estimated peak training memory per preset")
+    ax.set_xlim(0, 115)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig, ax
+
+
+def _legend_below(fig, ax) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
+
+
+def plot_memory_estimates(presets: Iterable[Preset]):
+    """Stacked bars: each preset's estimated training memory as a share of its machine's usable memory."""
+    rows = []
+    for preset in presets:
+        estimate = preset.estimate_memory()
+        usable = preset.memory_gib * GIB * USABLE_FRACTION[preset.device]
+        shares = {part: 100 * getattr(estimate, part) / usable for part in MEMORY_PARTS}
+        rows.append((f"{preset.name} ({preset.memory_gib:g} GB)", shares,
+                     f"{estimate.total / GIB:.2f} of {usable / GIB:.0f} GiB"))
+    fig, ax = _stacked_shares(rows, "% of the target machine's usable memory", "Estimated peak training memory per preset")
+    ax.axvline(100 * (1 - HEADROOM), color="black", ls="--", lw=1, label=f"limit: {HEADROOM:.0%} headroom")
+    _legend_below(fig, ax)
     return fig
 
 
@@ -153,28 +166,13 @@ def plot_kv_cache(config, seq_len: int, batch_size: int = 1, bytes_per_value: in
 
 def plot_param_breakdown(presets: Iterable[Preset]):
     """Each preset's parameters split by component, as shares of its total."""
-    import matplotlib.pyplot as plt
-
-    presets = list(presets)
-    parts = ("embedding", "attention", "mlp", "norms", "lm_head")
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(presets) + 1.6))
-    colors = plt.get_cmap("tab10").colors
-    for row, preset in enumerate(presets):
+    rows = []
+    for preset in presets:
         counts = preset.model.param_counts()
         total = sum(counts.values())
-        left = 0.0
-        for i, part in enumerate(parts):
-            share = 100 * counts[part] / total
-            ax.barh(row, share, left=left, color=colors[i], label=part if row == 0 else None)
-            left += share
-        ax.text(101, row, f"{total / 1e6:.3g}M", va="center", fontsize=8)
-    ax.set_yticks(range(len(presets)), [p.name for p in presets])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 112)
-    ax.set_xlabel("% of parameters")
-    ax.set_title("Where the parameters are")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=5, fontsize=8, frameon=False)
-    fig.tight_layout()
+        rows.append((preset.name, {part: 100 * n / total for part, n in counts.items()}, f"{total / 1e6:.3g}M"))
+    fig, ax = _stacked_shares(rows, "% of parameters", "Where the parameters are")
+    _legend_below(fig, ax)
     return fig
 
 

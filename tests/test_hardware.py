@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from foundry_core import HardwareInfo, ModelConfig, TrainConfig, choose_precision, detect, estimate_memory
-from foundry_core.hardware import GIB, activation_bytes_per_token, measure_matmul_tflops
+from foundry_core.hardware import GIB, activation_bytes_per_token, loss_workspace_bytes, measure_matmul_tflops
+from foundry_core.losses import CHUNK_ELEMENTS
 
 CUDA_AMPERE = HardwareInfo("cuda", "A100", 80 * GIB, bf16=True)
 CUDA_TURING = HardwareInfo("cuda", "T4", 15 * GIB, bf16=False)
@@ -78,9 +79,17 @@ def test_optimizer_state_is_sixteen_bytes_per_parameter():
 def test_activations_scale_with_batch_and_shrink_with_checkpointing():
     base = estimate_memory(MODEL, TRAIN, CPU).activations
     double = estimate_memory(MODEL, TrainConfig(batch_size=16, seq_len=128), CPU).activations
-    assert double == 2 * base
+    per_token_part = base - loss_workspace_bytes(MODEL, 8 * 128)
+    assert per_token_part == 8 * 128 * activation_bytes_per_token(MODEL, 4)
+    assert double - loss_workspace_bytes(MODEL, 16 * 128) == 2 * per_token_part  # linear in the batch
     ckpt = estimate_memory(MODEL, TrainConfig(batch_size=8, seq_len=128, grad_checkpointing=True), CPU).activations
     assert ckpt < base / 2
+
+
+def test_loss_workspace_is_one_chunk_of_logits_plus_the_output_gradient():
+    tokens = 4096
+    assert loss_workspace_bytes(MODEL, tokens) == 1000 * 128 * 4 + min(tokens, CHUNK_ELEMENTS // 1000) * 1000 * 10
+    assert loss_workspace_bytes(MODEL, 8) == 1000 * 128 * 4 + 8 * 1000 * 10  # never more rows than tokens
 
 
 def test_autocast_halves_matmul_activations_and_adds_weight_copies():
