@@ -10,6 +10,7 @@ from .hardware import (
     estimate_memory,
     measure_matmul_tflops,
 )
+from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer
 from .presets import (
     EXAMPLE_MACHINES,
     PRESETS,
@@ -25,6 +26,10 @@ from .presets import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "SPECIAL_TOKENS",
+    "Tokenizer",
+    "train_bpe",
+    "train_tokenizer",
     "EXAMPLE_MACHINES",
     "PRESETS",
     "HardwareInfo",

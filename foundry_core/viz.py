@@ -191,3 +191,39 @@ def plot_activation_functions():
     ax.set_title("Activation functions")
     fig.tight_layout()
     return fig
+
+
+def plot_corpus_stats(documents: Sequence, title: str = "corpus"):
+    """Left: words per document, largest first. Right: histogram of non-empty line lengths."""
+    import matplotlib.pyplot as plt
+
+    words = sorted((len(d.text.split()), d.title) for d in documents)[::-1]
+    line_lengths = [len(line) for d in documents for line in d.text.split("\n") if line.strip()]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    left.bar(range(len(words)), [w for w, _ in words], color="tab:blue")
+    left.set_xlabel("documents, largest first")
+    left.set_ylabel("words")
+    left.set_title(f"{title}: {len(documents)} documents")
+    right.hist(line_lengths, bins=60, color="tab:orange")
+    right.set_xlabel("characters per line")
+    right.set_ylabel("lines")
+    right.set_title(f"{len(line_lengths):,} non-empty lines")
+    fig.tight_layout()
+    return fig
+
+
+def plot_jaccard_estimates(true: Sequence[float], estimated: Sequence[float], threshold: float | None = None):
+    """MinHash's estimated Jaccard similarity against the exact value, one dot per pair of documents."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(true, estimated, s=10, alpha=0.6)
+    top = max(max(true, default=0), max(estimated, default=0)) * 1.1 or 1
+    ax.plot([0, top], [0, top], color="gray", lw=1, label="estimate = truth")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}")
+    ax.set_xlabel("exact Jaccard of the shingle sets")
+    ax.set_ylabel("MinHash estimate")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,6 +1,7 @@
 """The data pipeline: named sources, cleaning, deduplication, and token datasets."""
 
 from .clean import CleanConfig, CleanReport, clean_documents, normalize_text
+from .dedup import NearDuplicates, exact_dedup, minhash_dedup, near_duplicates
 from .dataset import TokenWindows, make_loader, read_tokens, split_documents, token_dtype, write_tokens
 from .sources import CORPORA, Document, load_corpus
 
@@ -9,10 +10,14 @@ __all__ = [
     "CleanConfig",
     "CleanReport",
     "Document",
+    "NearDuplicates",
     "TokenWindows",
     "clean_documents",
+    "exact_dedup",
     "load_corpus",
     "make_loader",
+    "minhash_dedup",
+    "near_duplicates",
     "normalize_text",
     "read_tokens",
     "split_documents",

@@ -1,0 +1,47 @@
+"""The chapter hand-off: stages build once, are reused, and a changed setting never reuses an artifact."""
+
+from dataclasses import replace
+
+import pytest
+
+from foundry_core import PRESETS
+from foundry_core.data import read_tokens
+from foundry_core.pipeline import data_settings, ensure
+
+
+@pytest.fixture()
+def artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOUNDRY_ARTIFACTS", str(tmp_path))
+    return tmp_path
+
+
+def test_tokens_are_built_once_and_reused(artifacts):
+    preset = PRESETS["ci"]
+    train_path, val_path = ensure("tokens", preset)
+    train, val = read_tokens(train_path), read_tokens(val_path)
+    assert len(train) > len(val) > 1000
+    tokenizer = ensure("tokenizer", preset)
+    assert len(tokenizer) == preset.model.vocab_size
+    assert int(train.max()) < preset.model.vocab_size
+    eos_count = int((train == tokenizer.eos_id).sum())
+    train_docs, val_docs = ensure("corpus", preset)
+    assert eos_count == len(train_docs)  # one separator per document
+    assert not {d.name for d in train_docs} & {d.name for d in val_docs}
+    assert len(train_docs) + len(val_docs) == data_settings(preset).max_documents
+    stamp = train_path.stat().st_mtime_ns
+    assert ensure("tokens", preset) == (train_path, val_path) and train_path.stat().st_mtime_ns == stamp
+    assert not [p for p in artifacts.rglob(".*")], "temporary folders left behind"
+
+
+def test_a_changed_vocabulary_builds_a_new_tokenizer_on_the_same_corpus(artifacts):
+    preset = PRESETS["ci"]
+    other = replace(preset, model=replace(preset.model, vocab_size=384))
+    first, second = ensure("tokenizer", preset), ensure("tokenizer", other)
+    assert (len(first), len(second)) == (512, 384)
+    assert len(list((artifacts / "ci").glob("corpus-*"))) == 1
+    assert len(list((artifacts / "ci").glob("tokenizer-*"))) == 2
+
+
+def test_unknown_stage_is_a_clear_error(artifacts):
+    with pytest.raises(ValueError, match="unknown stage 'model': choose one of corpus, tokenizer, tokens"):
+        ensure("model", PRESETS["ci"])
