@@ -227,3 +227,48 @@ def plot_jaccard_estimates(true: Sequence[float], estimated: Sequence[float], th
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+TOKEN_COLORS = ("#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f9f1")
+
+
+def tokens_html(pieces: Sequence[str]) -> str:
+    """Text cut into tokens, each on its own coloured background; spaces shown as '·', newlines as '⏎'."""
+    import html
+
+    spans = []
+    for i, piece in enumerate(pieces):
+        shown = html.escape(piece).replace(" ", "·").replace("\n", "⏎<br>")
+        spans.append(f'<span style="background:{TOKEN_COLORS[i % len(TOKEN_COLORS)]};padding:1px 0;'
+                     f'font-family:monospace">{shown}</span>')
+    return '<div style="line-height:1.9">' + "".join(spans) + "</div>"
+
+
+def plot_bpe_progress(text: str, model):
+    """Tokens needed for `text` after each merge of a teaching BPE model: every merge saves some."""
+    import matplotlib.pyplot as plt
+
+    from .tokenizer import BPEModel
+
+    counts = [len(BPEModel(model.merges[:n]).encode(text)) for n in range(len(model.merges) + 1)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(counts)), counts, marker="o", ms=3)
+    ax.set_xlabel("merges learned")
+    ax.set_ylabel("tokens for the text")
+    ax.set_title(f"{len(text.encode('utf-8'))} bytes of text")
+    fig.tight_layout()
+    return fig
+
+
+def plot_compression(vocab_sizes: Sequence[int], bytes_per_token: Sequence[float]):
+    """Average bytes of text per token against vocabulary size (log scale)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(vocab_sizes, bytes_per_token, marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("vocabulary size")
+    ax.set_ylabel("bytes per token (validation text)")
+    ax.set_title("A larger vocabulary compresses more")
+    fig.tight_layout()
+    return fig

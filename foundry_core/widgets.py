@@ -65,3 +65,28 @@ def attention_explorer(model, encode, labels, text: str):
         control.observe(show, names="value")
     show()
     return widgets.VBox([box, widgets.HBox([layer, head]), out])
+
+
+def bpe_explorer(model, text: str):
+    """Slide through a teaching BPE model's merges and watch the text's tokens grow."""
+    import ipywidgets as widgets
+    from IPython.display import HTML, display
+
+    from .tokenizer import BPEModel
+    from .viz import tokens_html
+
+    slider = widgets.IntSlider(0, 0, len(model.merges), description="merges")
+    out = widgets.Output()
+
+    def show(_=None) -> None:
+        partial = BPEModel(model.merges[: slider.value])
+        pieces = [partial.vocab[i].decode("utf-8", errors="replace") for i in partial.encode(text)]
+        latest = model.merges[slider.value - 1] if slider.value else None
+        note = f"last merge: {latest.pair[0]!r} + {latest.pair[1]!r} (seen {latest.count} times)" if latest else ""
+        out.clear_output(wait=True)
+        with out:
+            display(HTML(f"<p>{len(pieces)} tokens. {note}</p>" + tokens_html(pieces)))
+
+    slider.observe(show, names="value")
+    show()
+    return widgets.VBox([slider, out])

@@ -29,6 +29,7 @@ import numpy as np
 MERSENNE_PRIME = (1 << 61) - 1  # p = 2**61 - 1: reducing mod p is a shift and an add
 EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature entry of an empty set; real hashes are < p
 _P = np.uint64(MERSENNE_PRIME)
+_CHUNK = 256  # shingles hashed per block in MinHasher.signature
 _LOW32, _LOW29 = np.uint64((1 << 32) - 1), np.uint64((1 << 29) - 1)
 _PUNCTUATION = re.compile(r"[^\w\s]")
 
@@ -117,8 +118,13 @@ class MinHasher:
             return np.full(self.num_perm, EMPTY, dtype=np.uint64)
         if int(x.max()) >= 1 << 32:
             raise ValueError("shingle ids must be < 2**32: build them with shingles()")
-        hashed = _mod_p(_mul_mod_p(self.a, x[None, :]) + self.b)  # (num_perm, n_shingles)
-        return hashed.min(axis=1)
+        # Hash a chunk of shingles at a time: each (num_perm, chunk) block of temporaries stays in the
+        # CPU cache, instead of a dozen full-size arrays making trips through main memory.
+        best = np.full(self.num_perm, EMPTY, dtype=np.uint64)
+        for start in range(0, x.size, _CHUNK):
+            block = _mod_p(_mul_mod_p(self.a, x[None, start:start + _CHUNK]) + self.b)
+            np.minimum(best, block.min(axis=1), out=best)
+        return best
 
     def signatures(self, shingle_sets: Sequence[Iterable[int]]) -> np.ndarray:
         """(n_docs, num_perm) uint64 signatures, one row per document."""
