@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
+from .fileio import atomic_write, atomic_write_bytes
 from .model import Transformer
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -62,21 +62,9 @@ def save_hf(model: Transformer, folder: str | os.PathLike, dtype: torch.dtype = 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(model).items()}
-    _atomic_write(folder / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-    config_text = json.dumps(hf_config(model.config, dtype), indent=2)
-    _atomic_write(folder / CONFIG_NAME, lambda path: Path(path).write_text(config_text))
+    atomic_write(folder / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(hf_config(model.config, dtype), indent=2).encode())
     return folder
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def config_from_hf(values: dict) -> ModelConfig:

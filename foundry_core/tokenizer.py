@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+
+from .fileio import atomic_write_bytes
 
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -66,7 +67,7 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model file atomically (a crash never leaves half a file); a directory gets tokenizer.model."""
         path = _model_path(path)
-        _atomic_write(path, self.model_proto)
+        atomic_write_bytes(path, self.model_proto)
         return path
 
     def __len__(self) -> int:
@@ -237,21 +238,6 @@ def _auto_character_coverage(lines: Iterable[str]) -> float:
     lines = list(lines)
     cjk = sum(len(_CJK.findall(line)) for line in lines)
     return 0.9995 if cjk > 0.01 * sum(map(len, lines)) else 1.0
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:

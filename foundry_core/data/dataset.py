@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..fileio import atomic_write, atomic_write_bytes
 from .sources import Document
 
 
@@ -52,18 +53,21 @@ def write_tokens(documents: Sequence[Document], encode: Callable[[str], list[int
     """
     path = Path(path)
     dtype = token_dtype(vocab_size)
-    tmp = path.with_name(f".{path.name}.tmp")
     count = 0
-    with open(tmp, "wb") as f:
-        for doc in documents:
-            ids = np.asarray(encode(doc.text) + [separator], dtype=np.int64)
-            if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-                raise ValueError(f"token id {int(ids.max())} in {doc.name} is outside vocab_size {vocab_size}")
-            f.write(ids.astype(dtype).tobytes())
-            count += ids.size
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        nonlocal count
+        with open(tmp, "wb") as f:
+            for doc in documents:
+                ids = np.asarray(encode(doc.text) + [separator], dtype=np.int64)
+                if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+                    raise ValueError(f"token id {int(ids.max())} in {doc.name} is outside vocab_size {vocab_size}")
+                f.write(ids.astype(dtype).tobytes())
+                count += ids.size
+
+    atomic_write(path, write)
     meta = {"dtype": dtype.name, "tokens": count, "vocab_size": vocab_size, "documents": len(documents)}
-    path.with_suffix(".json").write_text(json.dumps(meta))
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta).encode())
     return count
 
 
