@@ -10,6 +10,9 @@ from .hardware import (
     estimate_memory,
     measure_matmul_tflops,
 )
+from .generate import generate, stream
+from .model import KVCache, Transformer
+from .train import Trainer, TrainingDiverged
 from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer
 from .presets import (
     EXAMPLE_MACHINES,
@@ -26,6 +29,12 @@ from .presets import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "KVCache",
+    "Trainer",
+    "TrainingDiverged",
+    "Transformer",
+    "generate",
+    "stream",
     "SPECIAL_TOKENS",
     "Tokenizer",
     "train_bpe",

@@ -121,5 +121,7 @@ def make_loader(dataset: TokenWindows, batch_size: int, rank: int = 0, world_siz
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
     indices = list(range(rank, len(dataset), world_size))[start_index:]
+    # A private generator: creating a loader's iterator draws a seed, which must not come from the global
+    # random state (dropout's), or a resumed run would see different random numbers from the original.
     return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      drop_last=True)
+                      drop_last=True, generator=torch.Generator().manual_seed(0))

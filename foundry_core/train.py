@@ -1,0 +1,204 @@
+"""The training loop: AdamW, warmup + cosine decay, clipping, accumulation, mixed precision, checkpoints.
+
+One `Trainer.fit()` call runs the whole loop; every piece is a short method so the chapter can show it on
+its own. The run is reproducible: batches come in a fixed order from the seed, and a checkpoint holds
+everything the next step depends on (weights, optimizer moments, step, data position, random
+generators), so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from .config import TrainConfig, check_compatible
+from .data.dataset import TokenWindows, make_loader
+from .hardware import HardwareInfo, Precision, choose_precision, detect
+from .model import Transformer
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: continuing would only destroy the weights."""
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup from 0 to lr, then a cosine decay to min_lr at max_steps.
+
+    Warmup keeps the first updates small while AdamW's moment estimates are still noise; the cosine
+    lowers the step size smoothly as the model approaches a minimum.
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices of the blocks only.
+
+    Decay pulls weights towards zero. That regularises the large matrices, but on norm gains it fights
+    the normalisation, and on the embedding it shrinks rare tokens' vectors just for being rare.
+    """
+    decay, no_decay = [], []
+    embedding = {id(p) for name, p in model.named_parameters() if "embed_tokens" in name}
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 and id(param) not in embedding else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+
+
+class Trainer:
+    """Trains a Transformer on token windows; keeps a history of metrics the chapters plot."""
+
+    def __init__(self, model: Transformer, config: TrainConfig, train_tokens: np.ndarray,
+                 val_tokens: np.ndarray | None = None, out_dir: str | Path | None = None,
+                 hardware: HardwareInfo | None = None, rank: int = 0, world_size: int = 1,
+                 checkpoint_interval: int | None = None, keep_checkpoints: int = 3, peak_tflops: float | None = None,
+                 callbacks: tuple[Callable[["Trainer", dict], None], ...] = (), progress: bool = False):
+        check_compatible(model.config, config)
+        self.hardware = hardware or detect()
+        self.device = torch.device(self.hardware.device)
+        self.precision: Precision = choose_precision(self.hardware, config.dtype)
+        self.model = model.to(self.device)
+        self.model.gradient_checkpointing = config.grad_checkpointing
+        self.config, self.rank, self.world_size = config, rank, world_size
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.checkpoint_interval, self.keep = checkpoint_interval, keep_checkpoints
+        self.peak_tflops, self.callbacks, self.progress = peak_tflops, callbacks, progress
+        examples = config.max_steps * config.grad_accum_steps * config.batch_size * world_size
+        self.train_data = TokenWindows(train_tokens, config.seq_len, num_samples=examples, seed=config.seed)
+        self.val_data = TokenWindows(val_tokens, config.seq_len, strided=True) if val_tokens is not None else None
+        self.optimizer = make_optimizer(self.model, config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ one step, piece by piece
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.precision.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.torch_dtype)
+
+    def train_step(self, batches) -> dict:
+        """Accumulate gradients over grad_accum_steps micro-batches, clip, and take one AdamW step."""
+        config = self.config
+        lr = lr_at(self.step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        losses = []
+        for _ in range(config.grad_accum_steps):
+            inputs, targets = (t.to(self.device, non_blocking=True) for t in next(batches))
+            with self.autocast():
+                _, loss = self.forward(inputs, targets)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at step {self.step} (lr {lr:.2e}): lower the learning rate, "
+                    f"keep grad_clip > 0 and warmup_steps > 0, or use dtype='float32'; "
+                    f"the last good checkpoint is {self.last_checkpoint()}")
+            self.scaler.scale(loss / config.grad_accum_steps).backward()
+            losses.append(loss.item())
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr, "grad_norm": grad_norm.item()}
+
+    @torch.no_grad()
+    def evaluate(self, max_batches: int | None = None) -> float:
+        """Mean loss over consecutive validation windows (each token scored once)."""
+        if self.val_data is None:
+            raise ValueError("no validation tokens were given to the Trainer")
+        self.model.eval()
+        total, count = 0.0, 0
+        loader = make_loader(self.val_data, self.config.batch_size)
+        for inputs, targets in loader:
+            if count == (max_batches or self.config.eval_steps):
+                break
+            with self.autocast():
+                _, loss = self.forward(inputs.to(self.device), targets.to(self.device))
+            total, count = total + loss.item(), count + 1
+        self.model.train()
+        if count == 0:
+            raise ValueError(f"the validation set holds fewer than batch_size={self.config.batch_size} windows")
+        return total / count
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, steps: int | None = None) -> list[dict]:
+        """Train until max_steps (or `steps` more steps), evaluating and checkpointing on schedule."""
+        config = self.config
+        stop = config.max_steps if steps is None else min(config.max_steps, self.step + steps)
+        start_example = self.step * config.grad_accum_steps * config.batch_size
+        batches = iter(make_loader(self.train_data, config.batch_size, self.rank, self.world_size, start_example))
+        tokens_per_step = config.tokens_per_step * self.world_size
+        flops_per_step = self.model.config.flops_per_token(config.seq_len) * tokens_per_step
+        bar = _progress_bar(stop - self.step, self.progress)
+        self.model.train()
+        while self.step < stop:
+            started = time.perf_counter()
+            record = self.train_step(batches)
+            elapsed = time.perf_counter() - started
+            record["tokens_per_s"] = tokens_per_step / elapsed
+            if self.peak_tflops:
+                record["mfu"] = flops_per_step / elapsed / (self.peak_tflops * 1e12)
+            if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
+                record["val_loss"] = self.evaluate()
+            self.history.append(record)
+            if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
+                self.save()
+            for callback in self.callbacks:
+                callback(self, record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+        if bar is not None:
+            bar.close()
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        if self.out_dir is None:
+            raise ValueError("the Trainer has no out_dir to save checkpoints into")
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "history": self.history, "train_config": self.config.to_dict(),
+                 "model_config": self.model.config.to_dict()}
+        return save_checkpoint(self.out_dir, self.step, self.model, state, keep=self.keep)
+
+    def last_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.out_dir) if self.out_dir else None
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Continue from a checkpoint (default: the newest in out_dir); returns its step."""
+        path = Path(path) if path else self.last_checkpoint()
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint to resume from in {self.out_dir}")
+        state = load_checkpoint(path, self.model)
+        if state["model_config"] != self.model.config.to_dict():
+            raise ValueError(f"{path} was trained with a different ModelConfig: build the model from "
+                             f"ModelConfig.from_dict(state['model_config'])")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history, self.step = list(state["history"]), state["step"]
+        set_rng_state(state["rng"])
+        return self.step
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="training", unit="step")
