@@ -19,12 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .data import Document, clean_documents, load_corpus, split_documents, write_tokens
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
 from .presets import Preset, pick_preset
+from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
+from .train import Trainer
 
-STAGES = ("corpus", "tokenizer", "tokens")
+STAGES = ("corpus", "tokenizer", "tokens", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -136,10 +141,43 @@ def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
     return folder / "train.bin", folder / "val.bin"
 
 
+def pretrained_dir(preset: Preset) -> Path:
+    key = {"stage": "pretrained", "tokens": _key({"stage": "tokens", "tokenizer": _key(tokenizer_key(preset))}),
+           "model": preset.model.to_dict(), "train": preset.train.to_dict()}
+    return artifacts_root() / preset.name / f"pretrained-{_key(key)}"
+
+
+def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = False,
+                      checkpoints: int = 4) -> tuple[Transformer, list[dict]]:
+    """The pretrained model and its training history; trains it (chapter 4) if it is not there yet.
+
+    Training writes `checkpoints` evenly spaced checkpoints into the run folder, which is renamed into
+    place only when the run has finished, so a half-trained model is never taken for a finished one.
+    """
+    folder = pretrained_dir(preset)
+
+    def build(tmp: Path) -> None:
+        train_path, val_path = ensure_tokens(preset)
+        torch.manual_seed(preset.train.seed)
+        interval = max(1, preset.train.max_steps // checkpoints)
+        trainer = Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
+                          out_dir=tmp, checkpoint_interval=interval, keep_checkpoints=checkpoints,
+                          callbacks=callbacks, progress=progress)
+        trainer.fit()
+        if trainer.step % interval:
+            trainer.save()
+
+    _build_once(folder, build)
+    model = Transformer(preset.model)
+    state = load_checkpoint(latest_checkpoint(folder), model)
+    return model.eval(), list(state["history"])
+
+
 def ensure(stage: str, preset: Preset | None = None):
     """The artifact of `stage` for `preset` (default: the preset picked for this machine)."""
     preset = preset or pick_preset()
-    builders = {"corpus": ensure_corpus, "tokenizer": ensure_tokenizer, "tokens": ensure_tokens}
+    builders = {"corpus": ensure_corpus, "tokenizer": ensure_tokenizer, "tokens": ensure_tokens,
+                "pretrained": ensure_pretrained}
     if stage not in builders:
         raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
     return builders[stage](preset)

@@ -272,3 +272,61 @@ def plot_compression(vocab_sizes: Sequence[int], bytes_per_token: Sequence[float
     ax.set_title("A larger vocabulary compresses more")
     fig.tight_layout()
     return fig
+
+
+def plot_lr_schedule(config):
+    """The learning rate of every step: linear warmup, then cosine decay to min_lr."""
+    import matplotlib.pyplot as plt
+
+    from .train import lr_at
+
+    steps = range(config.max_steps)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, [lr_at(s, config) for s in steps])
+    ax.axvline(config.warmup_steps, color="gray", ls=":", lw=1, label="end of warmup")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training(history: Sequence[dict], baseline: float | None = None, ax=None):
+    """Training loss per step and validation loss where measured, with an optional baseline line."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+    else:
+        fig = ax.figure
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=1, label="train loss")
+    val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    if baseline is not None:
+        ax.axhline(baseline, color="tab:red", ls="--", lw=1, label="unigram baseline")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+class LiveLoss:
+    """A Trainer callback that redraws the loss curve in the notebook every `every` steps."""
+
+    def __init__(self, every: int = 10, baseline: float | None = None):
+        self.every, self.baseline, self.handle = every, baseline, None
+
+    def __call__(self, trainer, record: dict) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        if record["step"] % self.every and record["step"] != trainer.config.max_steps:
+            return
+        fig = plot_training(trainer.history, self.baseline)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)

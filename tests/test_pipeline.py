@@ -43,5 +43,5 @@ def test_a_changed_vocabulary_builds_a_new_tokenizer_on_the_same_corpus(artifact
 
 
 def test_unknown_stage_is_a_clear_error(artifacts):
-    with pytest.raises(ValueError, match="unknown stage 'model': choose one of corpus, tokenizer, tokens"):
+    with pytest.raises(ValueError, match="unknown stage 'model': choose one of corpus, tokenizer, tokens, pretrained"):
         ensure("model", PRESETS["ci"])
