@@ -79,6 +79,10 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.forward = torch.compile(self.model) if config.compile else self.model
+        if world_size > 1:  # DDP averages the gradients of all ranks during backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(self.forward)
         self.step = 0
         self.history: list[dict] = []
 
@@ -96,16 +100,19 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses = []
-        for _ in range(config.grad_accum_steps):
+        for micro in range(config.grad_accum_steps):
             inputs, targets = (t.to(self.device, non_blocking=True) for t in next(batches))
-            with self.autocast():
-                _, loss = self.forward(inputs, targets)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at step {self.step} (lr {lr:.2e}): lower the learning rate, "
-                    f"keep grad_clip > 0 and warmup_steps > 0, or use dtype='float32'; "
-                    f"the last good checkpoint is {self.last_checkpoint()}")
-            self.scaler.scale(loss / config.grad_accum_steps).backward()
+            # Under DDP, only the last micro-batch's backward needs to all-reduce the gradients.
+            last = micro == config.grad_accum_steps - 1
+            with contextlib.nullcontext() if last or self.world_size == 1 else self.forward.no_sync():
+                with self.autocast():
+                    _, loss = self.forward(inputs, targets)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the loss became {loss.item()} at step {self.step} (lr {lr:.2e}): lower the learning "
+                        f"rate, keep grad_clip > 0 and warmup_steps > 0, or use dtype='float32'; "
+                        f"the last good checkpoint is {self.last_checkpoint()}")
+                self.scaler.scale(loss / config.grad_accum_steps).backward()
             losses.append(loss.item())
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
@@ -113,7 +120,15 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr, "grad_norm": grad_norm.item()}
+        return {"step": self.step, "loss": self._mean_over_ranks(sum(losses) / len(losses)), "lr": lr,
+                "grad_norm": grad_norm.item()}
+
+    def _mean_over_ranks(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return tensor.item() / self.world_size
 
     @torch.no_grad()
     def evaluate(self, max_batches: int | None = None) -> float:
@@ -156,7 +171,7 @@ class Trainer:
             if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
                 record["val_loss"] = self.evaluate()
             self.history.append(record)
-            if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
+            if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0 and self.rank == 0:
                 self.save()
             for callback in self.callbacks:
                 callback(self, record)

@@ -330,3 +330,20 @@ class LiveLoss:
         else:
             self.handle.update(fig)
         plt.close(fig)
+
+
+def plot_next_token(panels: dict[str, "object"], labels: Sequence[str], top: int = 12):
+    """Bar charts of next-token distributions (one per panel title), over the `top` tokens of the first."""
+    import matplotlib.pyplot as plt
+
+    names = list(panels)
+    order = panels[names[0]][0].argsort(descending=True)[:top].tolist()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), sharey=True)
+    for ax, name in zip(axes, names):
+        probs = panels[name][0]
+        ax.bar(range(top), [probs[i].item() for i in order], color="tab:blue")
+        ax.set_xticks(range(top), [repr(labels[i])[1:-1] for i in order], rotation=90, fontsize=7)
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("probability")
+    fig.tight_layout()
+    return fig

@@ -90,3 +90,30 @@ def bpe_explorer(model, text: str):
     slider.observe(show, names="value")
     show()
     return widgets.VBox([slider, out])
+
+
+def sampling_explorer(model, tokenizer, prompt: str, max_new_tokens: int = 60):
+    """Prompt, temperature, top-k and top-p sliders; shows a sample (seeded, so a change shows its effect)."""
+    import ipywidgets as widgets
+    import torch
+
+    from .generate import generate
+
+    text = widgets.Textarea(value=prompt, description="prompt", layout={"width": "90%"})
+    temperature = widgets.FloatSlider(0.8, min=0.0, max=2.0, step=0.1, description="temperature")
+    top_k = widgets.IntSlider(50, min=1, max=200, description="top-k")
+    top_p = widgets.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p")
+    out = widgets.Output()
+
+    def show(_=None) -> None:
+        ids = tokenizer.encode(text.value)[-(model.config.max_seq_len - max_new_tokens):] or [tokenizer.bos_id]
+        new = generate(model, ids, max_new_tokens, temperature=temperature.value, top_k=top_k.value,
+                       top_p=top_p.value, generator=torch.Generator().manual_seed(0))[0]
+        out.clear_output(wait=True)
+        with out:
+            print(text.value + tokenizer.decode(new))
+
+    for control in (text, temperature, top_k, top_p):
+        control.observe(show, names="value")
+    show()
+    return widgets.VBox([text, widgets.HBox([temperature, top_k, top_p]), out])

@@ -1,0 +1,64 @@
+"""Generation speed of foundry_core.generate beside transformers' generate, with and without KV cache.
+
+    python benchmarks/bench_generate.py [--prompt 32] [--new 200] [--repeats 3]
+
+Both models have the same configuration and weights (the `small` config of bench_model.py); batch 1,
+greedy decoding, the same random prompt. Reports tokens/s (median of the repeats) and checks that the
+two produce the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from foundry_core import detect
+from foundry_core.generate import generate
+from foundry_core.model import Transformer
+
+from bench_model import CONFIGS, hf_twin
+
+
+def timed(fn, repeats: int) -> tuple[list, float]:
+    result, times = None, []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import transformers
+
+    config = CONFIGS["small"]
+    torch.manual_seed(0)
+    ours = Transformer(config).eval()
+    theirs = hf_twin(ours).eval()
+    prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
+    print(f"{detect('cpu')} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+          f"transformers {transformers.__version__} | prompt {args.prompt}, {args.new} new tokens, greedy")
+    rows = []
+    for cache in (True, False):
+        ids, ours_s = timed(lambda: generate(ours, prompt, args.new, temperature=0, use_cache=cache)[0], args.repeats)
+        with torch.no_grad():
+            out, hf_s = timed(lambda: theirs.generate(prompt, max_new_tokens=args.new, min_new_tokens=args.new,
+                                                      do_sample=False, use_cache=cache,
+                                                      pad_token_id=0)[0, args.prompt:].tolist(), args.repeats)
+        rows.append((cache, args.new / ours_s, args.new / hf_s, ids == out))
+    print("| KV cache | ours tok/s | transformers tok/s | ratio | same tokens |\n|---|---|---|---|---|")
+    for cache, ours_rate, hf_rate, same in rows:
+        print(f"| {'on' if cache else 'off'} | {ours_rate:,.0f} | {hf_rate:,.0f} | {ours_rate / hf_rate:.2f} | {same} |")
+    print(f"cache speed-up: ours {rows[0][1] / rows[1][1]:.1f}x, transformers {rows[0][2] / rows[1][2]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

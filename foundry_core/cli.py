@@ -1,0 +1,131 @@
+"""The course from a terminal: the same functions the chapters call, for runs too long for a notebook.
+
+    python -m foundry_core prepare  [--preset NAME]                  # corpus, tokenizer, token files
+    python -m foundry_core pretrain [--preset NAME] [--steps N] [--out DIR] [--resume]
+    python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
+    torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .config import ModelConfig
+from .data import read_tokens
+from .generate import generate
+from .hardware import detect
+from .model import Transformer
+from .pipeline import artifacts_root, ensure
+from .presets import PRESETS, get_preset, pick_preset, select_preset
+from .tokenizer import Tokenizer
+from .train import Trainer
+
+
+def _preset(name: str | None):
+    if name:
+        return get_preset(name)
+    choice = select_preset(detect())
+    print(f"preset {choice.preset.name}: {choice.reason}")
+    return choice.preset
+
+
+def prepare(args: argparse.Namespace) -> None:
+    preset = _preset(args.preset)
+    train, val = ensure("tokens", preset)
+    print(f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / {len(read_tokens(val)):,} "
+          f"validation tokens in {train.parent}")
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size): from torchrun's environment, initialising the process group; else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return rank, world
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    rank, world = _distributed()
+    preset = _preset(args.preset) if rank == 0 else (get_preset(args.preset) if args.preset else pick_preset())
+    if rank == 0:  # one process builds the data; the others wait, then read the cached files
+        train_path, val_path = ensure("tokens", preset)
+    if world > 1:
+        torch.distributed.barrier()
+    train_path, val_path = ensure("tokens", preset)
+    out = Path(args.out) if args.out else artifacts_root() / preset.name / "runs" / "pretrain"
+    torch.manual_seed(preset.train.seed)
+    trainer = Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
+                      out_dir=out, rank=rank, world_size=world, checkpoint_interval=args.checkpoint_interval,
+                      progress=rank == 0)
+    if args.resume and latest_checkpoint(out):
+        print(f"resuming from step {trainer.resume()}")
+    if rank == 0:
+        ensure("tokenizer", preset).save(out / "tokenizer.model")
+    trainer.fit(args.steps)
+    if rank == 0:
+        path = trainer.save()
+        last = trainer.history[-1]
+        print(json.dumps({"checkpoint": str(path), "step": last["step"], "loss": round(last["loss"], 4),
+                          "val_loss": round(last.get("val_loss", float("nan")), 4)}))
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def generate_text(args: argparse.Namespace) -> None:
+    run = Path(args.run)
+    checkpoint = latest_checkpoint(run) if not (run / "state.pt").exists() else run
+    if checkpoint is None:
+        raise SystemExit(f"no checkpoint in {run}: train one with `python -m foundry_core pretrain`")
+    folder = checkpoint.parent if checkpoint != run else run.parent
+    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+    model = Transformer(ModelConfig.from_dict(state["model_config"]))
+    load_checkpoint(checkpoint, model)
+    tokenizer = Tokenizer.load(args.tokenizer or folder / "tokenizer.model")
+    tokenizer.check_compatible(model.config.vocab_size)
+    ids = generate(model, tokenizer.encode(args.prompt), args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed))[0]
+    print(args.prompt + tokenizer.decode(ids))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m foundry_core", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    names = ", ".join(PRESETS)
+    p = commands.add_parser("prepare", help="build the corpus, tokenizer and token files of a preset")
+    p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+    p.set_defaults(handler=prepare)
+    p = commands.add_parser("pretrain", help="pretrain a model (under torchrun: with DDP)")
+    p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+    p.add_argument("--steps", type=int, help="train this many steps now (default: to the preset's max_steps)")
+    p.add_argument("--out", help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrain)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--checkpoint-interval", type=int, default=100, help="steps between checkpoints")
+    p.set_defaults(handler=pretrain)
+    p = commands.add_parser("generate", help="continue a prompt with a trained model")
+    p.add_argument("--run", required=True, help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--tokenizer", help="tokenizer.model (default: the one saved in the run folder)")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=generate_text)
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+        sys.exit(f"error: {error}")
