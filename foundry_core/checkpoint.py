@@ -13,12 +13,13 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .fileio import atomic_directory
 
 WEIGHTS, STATE = "model.safetensors", "state.pt"
 _NAME = re.compile(r"^step-(\d+)$")
@@ -58,17 +59,10 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
                     keep: int = 3) -> Path:
     """Write `folder/step-<step>/` atomically, then delete all but the newest `keep` checkpoints."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{target.name}."))
-    try:
+    with atomic_directory(target) as tmp:
         save_file(_weights(model), tmp / WEIGHTS)
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return target

@@ -23,16 +23,17 @@ from .generate import generate
 from .hardware import detect
 from .model import Transformer
 from .pipeline import artifacts_root, ensure
-from .presets import PRESETS, get_preset, pick_preset, select_preset
+from .presets import PRESETS, get_preset, select_preset
 from .tokenizer import Tokenizer
 from .train import Trainer
 
 
-def _preset(name: str | None):
+def _preset(name: str | None, announce: bool = True):
     if name:
         return get_preset(name)
     choice = select_preset(detect())
-    print(f"preset {choice.preset.name}: {choice.reason}")
+    if announce:
+        print(f"preset {choice.preset.name}: {choice.reason}")
     return choice.preset
 
 
@@ -58,12 +59,13 @@ def _distributed() -> tuple[int, int]:
 
 def pretrain(args: argparse.Namespace) -> None:
     rank, world = _distributed()
-    preset = _preset(args.preset) if rank == 0 else (get_preset(args.preset) if args.preset else pick_preset())
-    if rank == 0:  # one process builds the data; the others wait, then read the cached files
-        train_path, val_path = ensure("tokens", preset)
-    if world > 1:
+    preset = _preset(args.preset, announce=rank == 0)
+    # Rank 0 builds the data while the others wait at the barrier; then they read the cached files.
+    if rank > 0:
         torch.distributed.barrier()
     train_path, val_path = ensure("tokens", preset)
+    if rank == 0 and world > 1:
+        torch.distributed.barrier()
     out = Path(args.out) if args.out else artifacts_root() / preset.name / "runs" / "pretrain"
     torch.manual_seed(preset.train.seed)
     trainer = Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),

@@ -33,10 +33,12 @@ class _Validated:
         return cls(**values)
 
 
-def _require_positive_ints(owner: str, **values: int) -> None:
+def require_positive_ints(owner: str = "", **values: int) -> None:
+    """Raise a one-line ValueError naming the first value that is not a positive int (bools excluded)."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+            where = f"{owner}.{name}" if owner else name
+            raise ValueError(f"{where} must be a positive integer, got {value!r}")
 
 
 def _divisors(n: int) -> list[int]:
@@ -76,7 +78,7 @@ class ModelConfig(_Validated):
     norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        _require_positive_ints(
+        require_positive_ints(
             "ModelConfig",
             vocab_size=self.vocab_size,
             d_model=self.d_model,
@@ -177,7 +179,7 @@ class TrainConfig(_Validated):
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        _require_positive_ints(
+        require_positive_ints(
             "TrainConfig",
             batch_size=self.batch_size,
             seq_len=self.seq_len,

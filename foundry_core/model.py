@@ -234,9 +234,11 @@ class Transformer(nn.Module):
         if past + idx.shape[1] > self.config.max_seq_len:
             raise ValueError(f"{past + idx.shape[1]} positions exceed the model's context "
                              f"(max_seq_len={self.config.max_seq_len}): shorten the input")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
-                             f"[{int(idx.min())}, {int(idx.max())}]: tokenizer and model vocabularies differ?")
+        if idx.numel():
+            low, high = (int(v) for v in torch.aminmax(idx))
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got [{low}, {high}]: "
+                                 f"tokenizer and model vocabularies differ?")
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

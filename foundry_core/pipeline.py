@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +22,7 @@ import torch
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
+from .fileio import atomic_directory
 from .presets import Preset, pick_preset
 from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
@@ -61,15 +60,9 @@ def _key(values: dict) -> str:
 
 def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     """Run `build` into a temporary sibling of `folder` and rename it into place, unless it exists."""
-    if folder.exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        build(tmp)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not folder.exists():
+        with atomic_directory(folder) as tmp:
+            build(tmp)
     return folder
 
 

@@ -26,6 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..config import require_positive_ints
+
 MERSENNE_PRIME = (1 << 61) - 1  # p = 2**61 - 1: reducing mod p is a shift and an add
 EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature entry of an empty set; real hashes are < p
 _P = np.uint64(MERSENNE_PRIME)
@@ -67,7 +69,7 @@ def shingles(text: str, k: int = 5) -> set[int]:
     shorter than k characters, so they still have something to compare. 32 bits keep every value below
     2**32, which MinHasher's overflow-free arithmetic relies on; collisions are rare at corpus scale.
     """
-    _require_positive_ints(k=k)
+    require_positive_ints(k=k)
     text = normalize_for_dedup(text)
     words = text.split()
     if len(words) >= k:
@@ -103,7 +105,7 @@ class MinHasher:
     """
 
     def __init__(self, num_perm: int = 128, seed: int = 0) -> None:
-        _require_positive_ints(num_perm=num_perm)
+        require_positive_ints(num_perm=num_perm)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         rng = np.random.default_rng(seed)
@@ -199,7 +201,7 @@ def near_duplicates(
     Clusters are connected components, so A~B and B~C put A, B, C together even if A and C differ
     more: the usual, deliberately greedy choice for deduplication.
     """
-    _require_positive_ints(k=k, num_perm=num_perm, bands=bands, rows=rows)
+    require_positive_ints(k=k, num_perm=num_perm, bands=bands, rows=rows)
     _check_banding(bands, rows, num_perm)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}: 0.5 to 0.8 are usual")
@@ -237,12 +239,6 @@ def _connected_components(n: int, pairs: Iterable[tuple[int, int, float]]) -> li
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
     return [g for g in groups.values() if len(g) >= 2]
-
-
-def _require_positive_ints(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_banding(bands: int, rows: int, num_perm: int) -> None:
