@@ -58,13 +58,30 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     return probs
 
 
-def _as_batch(prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor, device: torch.device) -> torch.Tensor:
-    ids = prompt if isinstance(prompt, torch.Tensor) else torch.tensor(prompt, dtype=torch.long)
-    if ids.dim() == 1:
-        ids = ids[None]
-    if ids.dim() != 2 or ids.shape[1] == 0:
-        raise ValueError("the prompt must be a non-empty list of token ids (or a batch of equal-length lists)")
-    return ids.to(device)
+def _as_batch(prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token ids (batch, seq) and, when the prompts differ in length, the mask of real tokens.
+
+    Shorter prompts are padded on the left, so every sequence's next token lands in the same last column.
+    """
+    if isinstance(prompt, torch.Tensor):
+        rows = prompt[None] if prompt.dim() == 1 else prompt
+    elif len(prompt) and hasattr(prompt[0], "__len__"):
+        rows = [list(row) for row in prompt]
+    else:
+        rows = [list(prompt)]
+    if len(rows) == 0 or any(len(row) == 0 for row in rows):
+        raise ValueError("every prompt must be a non-empty list of token ids")
+    if isinstance(rows, torch.Tensor):
+        if rows.dim() != 2:
+            raise ValueError(f"a prompt tensor must have shape (seq,) or (batch, seq), got {tuple(prompt.shape)}")
+        return rows.to(device), None
+    longest = max(len(row) for row in rows)
+    ids = torch.tensor([[0] * (longest - len(row)) + row for row in rows], dtype=torch.long, device=device)
+    if all(len(row) == longest for row in rows):
+        return ids, None
+    real = torch.tensor([[False] * (longest - len(row)) + [True] * len(row) for row in rows], device=device)
+    return ids, real
 
 
 @torch.no_grad()
@@ -73,17 +90,21 @@ def stream(model: Transformer, prompt, max_new_tokens: int = 100, temperature: f
            stop_tokens: Sequence[int] = (), use_cache: bool = True,
            generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence in the batch, step by step, until max_new_tokens or until
-    every sequence has produced a stop token. Finished sequences keep yielding their stop token."""
+    every sequence has produced a stop token. Finished sequences keep yielding their stop token.
+
+    `prompt` is one list of ids, a list of lists (of any lengths: they are padded on the left and the
+    padding is masked) or a (batch, seq) tensor.
+    """
     check_sampling(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
     device = next(model.parameters()).device
-    ids = _as_batch(prompt, device)
+    ids, real = _as_batch(prompt, device)
     if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's context of {model.config.max_seq_len}: shorten one of them")
     model.eval()
     cache = KVCache(model.config, ids.shape[0], ids.shape[1] + max_new_tokens, device,
                     next(model.parameters()).dtype) if use_cache else None
-    logits = model(ids, cache=cache)[0][:, -1]
+    logits = model(ids, cache=cache, attention_mask=real)[0][:, -1]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
@@ -96,14 +117,19 @@ def stream(model: Transformer, prompt, max_new_tokens: int = 100, temperature: f
         if finished.all():
             return
         ids = torch.cat([ids, token[:, None]], dim=1)
-        logits = model(token[:, None], cache=cache)[0][:, -1] if use_cache else model(ids)[0][:, -1]
+        if real is not None:
+            real = torch.cat([real, real.new_ones(real.shape[0], 1)], dim=1)
+        if use_cache:
+            logits = model(token[:, None], cache=cache, attention_mask=real)[0][:, -1]
+        else:
+            logits = model(ids, attention_mask=real)[0][:, -1]
 
 
 def generate(model: Transformer, prompt, max_new_tokens: int = 100, **sampling) -> list[list[int]]:
     """The new tokens of each sequence (without the prompt), cut before its first stop token."""
     steps = list(stream(model, prompt, max_new_tokens, **sampling))
     if not steps:
-        return [[] for _ in range(_as_batch(prompt, torch.device("cpu")).shape[0])]
+        return [[] for _ in range(_as_batch(prompt, torch.device("cpu"))[0].shape[0])]
     out = torch.stack(steps, dim=1).tolist()
     stops = set(sampling.get("stop_tokens", ()))
     return [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in out]

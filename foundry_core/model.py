@@ -112,7 +112,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                need_weights: bool = False,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq, _ = x.shape
         q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -124,6 +125,12 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer_idx, k, v)
         if need_weights:
             out, weights = explicit_attention(q, k, v, past)
+        elif key_mask is not None:  # a padded batch: explicit mask, padding keys hidden
+            mask = padded_causal_mask(key_mask, seq, past)
+            dropout = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                 enable_gqa=self.n_kv_heads != self.n_heads)
+            weights = None
         else:
             out, weights = self._sdpa(q, k, v, past), None
         out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
@@ -146,6 +153,18 @@ def causal_mask(n_queries: int, n_keys: int, offset: int = 0, device: torch.devi
     """True where query i (at position offset + i) may attend to key j: j <= offset + i."""
     rows = torch.arange(n_queries, device=device)[:, None] + offset
     return torch.arange(n_keys, device=device)[None, :] <= rows
+
+
+def padded_causal_mask(key_mask: torch.Tensor, n_queries: int, offset: int = 0) -> torch.Tensor:
+    """Causal mask (batch, 1, queries, keys) that also hides padding keys (key_mask False).
+
+    A padding query would then see no key at all, and softmax over nothing is NaN; letting every query
+    see itself avoids that. Padding outputs are never read, so what they compute does not matter.
+    """
+    allowed = causal_mask(n_queries, key_mask.shape[1], offset, key_mask.device)
+    keys = torch.arange(key_mask.shape[1], device=key_mask.device)
+    itself = keys[None, :] == (torch.arange(n_queries, device=key_mask.device)[:, None] + offset)
+    return ((allowed & key_mask[:, None, None, :]) | itself)
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -188,8 +207,9 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, cache, need_weights)
+                need_weights: bool = False,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, cache, need_weights, key_mask)
         x = x + self.dropout(attn_out)
         x = x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
         return x, weights
@@ -240,15 +260,19 @@ class Transformer(nn.Module):
                 raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got [{low}, {high}]: "
                                  f"tokenizer and model vocabularies differ?")
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Without targets: (logits, None), logits of shape (batch, seq, vocab) for ids (batch, seq).
 
         With targets (batch, seq): (None, mean next-token cross-entropy). Training never needs the full
         logits, so the loss is computed chunk by chunk without them (losses.linear_cross_entropy).
         Positions whose target is -100 are ignored, e.g. the prompt tokens in SFT.
+
+        attention_mask (batch, past + seq), True on real tokens, lets a batch hold sequences of different
+        lengths padded on the left: padding is hidden from attention and each sequence's positions start
+        at its first real token, so every row computes what it would compute alone.
         """
-        x = self._run(idx, cache, need_weights=False)[0]
+        x = self._run(idx, cache, need_weights=False, attention_mask=attention_mask)[0]
         if targets is None:
             return self.lm_head(x), None
         if targets.shape != idx.shape:
@@ -260,20 +284,28 @@ class Transformer(nn.Module):
         """Attention weights (batch, n_heads, seq, seq) of every layer, via the explicit path."""
         return self._run(idx, None, need_weights=True)[1]
 
-    def _run(self, idx: torch.Tensor, cache: KVCache | None,
-             need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(self, idx: torch.Tensor, cache: KVCache | None, need_weights: bool,
+             attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         past = cache.length if cache is not None else 0
         self._check_ids(idx, past)
         seq = idx.shape[1]
         cos, sin = self.rope_cos[past:past + seq], self.rope_sin[past:past + seq]
+        if attention_mask is not None:
+            if attention_mask.shape != (idx.shape[0], past + seq):
+                raise ValueError(f"attention_mask must have shape (batch, past + seq) = "
+                                 f"{(idx.shape[0], past + seq)}, got {tuple(attention_mask.shape)}")
+            attention_mask = attention_mask.bool()
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
         x = self.dropout(self.embed_tokens(idx))
         maps = []
         for block in self.layers:
             if self.gradient_checkpointing and self.training and cache is None:
                 # Keep only the block's input; recompute its insides during the backward pass.
-                x, weights = checkpoint(block, x, cos, sin, None, need_weights, use_reentrant=False)
+                x, weights = checkpoint(block, x, cos, sin, None, need_weights, attention_mask,
+                                        use_reentrant=False)
             else:
-                x, weights = block(x, cos, sin, cache, need_weights)
+                x, weights = block(x, cos, sin, cache, need_weights, attention_mask)
             if weights is not None:
                 maps.append(weights)
         if cache is not None:

@@ -65,6 +65,28 @@ def test_batches_of_equal_length_prompts(model):
     assert together == [generate(model, p, 12, temperature=0)[0] for p in batch]
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_batches_of_prompts_of_different_lengths(model, use_cache):
+    """Left padding is invisible: each row generates exactly what it generates alone."""
+    batch = [PROMPT, PROMPT[:3], PROMPT[2:7], [11]]
+    together = generate(model, batch, 15, temperature=0, use_cache=use_cache)
+    assert together == [generate(model, p, 15, temperature=0)[0] for p in batch]
+
+
+def test_padded_forward_matches_unpadded_logits(model):
+    short, pad = torch.tensor([PROMPT[:5]]), 3
+    padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), short], dim=1)
+    real = torch.cat([torch.zeros(1, pad, dtype=torch.bool), torch.ones(1, 5, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        alone = model(short)[0]
+        masked = model(padded, attention_mask=real)[0][:, pad:]
+        unmasked = model(padded)[0][:, pad:]
+    assert torch.allclose(masked, alone, atol=1e-5)
+    assert not torch.allclose(unmasked, alone, atol=1e-3)  # without the mask the padding leaks in
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        model(padded, attention_mask=real[:, 1:])
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     assert torch.allclose(next_token_probs(logits, top_p=0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
@@ -97,3 +119,5 @@ def test_context_overflow_and_empty_prompt(model):
         generate(model, PROMPT, 60)
     with pytest.raises(ValueError, match="non-empty list of token ids"):
         generate(model, [], 5)
+    with pytest.raises(ValueError, match="non-empty list of token ids"):
+        generate(model, [PROMPT, []], 5)
