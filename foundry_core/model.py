@@ -279,6 +279,11 @@ class Transformer(nn.Module):
             raise ValueError(f"targets shape {tuple(targets.shape)} must match ids shape {tuple(idx.shape)}")
         return None, linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
 
+    def hidden_states(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final (normalised) hidden state of every position, (batch, seq, d_model): what the output
+        projection reads, and what a reward model's scalar head reads instead."""
+        return self._run(idx, None, need_weights=False, attention_mask=attention_mask)[0]
+
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Attention weights (batch, n_heads, seq, seq) of every layer, via the explicit path."""

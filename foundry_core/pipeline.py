@@ -19,7 +19,10 @@ from typing import Callable
 
 import torch
 
+from .align import (ChatDataset, PairDataset, RewardModel, TaskSplits, add_reference_logprobs, build_tasks,
+                    encode_chat, example_chat, make_dpo_loss, on_policy_pairs, preference_pairs, reward_loss)
 from .checkpoint import latest_checkpoint, load_checkpoint
+from .config import TrainConfig
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
 from .fileio import atomic_directory
@@ -28,7 +31,7 @@ from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
 from .train import Trainer
 
-STAGES = ("corpus", "tokenizer", "tokens", "pretrained")
+STAGES = ("corpus", "tokenizer", "tokens", "pretrained", "tasks", "sft", "reward", "dpo")
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,158 @@ def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = Fa
     return model.eval(), list(state["history"])
 
 
+# ---------------------------------------------------------------------------------------- post-training
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """The post-training runs of a preset (chapters 6-8): data sizes and one TrainConfig per stage."""
+
+    sft: TrainConfig
+    reward: TrainConfig
+    dpo: TrainConfig
+    train_per_task: int = 1500
+    test_per_task: int = 100
+    held_out: float = 0.2
+    template: str = "chatml"
+    beta: float = 0.1  # DPO: how far the policy may move from the reference
+    on_policy_prompts: int = 600  # DPO: training prompts the SFT model answers for its own pairs
+    samples: int = 4  # answers sampled per prompt
+    max_new_tokens: int = 16
+    seed: int = 0
+
+
+def align_settings(preset: Preset) -> AlignSettings:
+    seq_len = min(128, preset.model.max_seq_len)
+    common = dict(seq_len=seq_len, warmup_steps=10, weight_decay=0.0, eval_steps=4, seed=preset.train.seed)
+    if preset.name == "ci":
+        return AlignSettings(
+            sft=TrainConfig(batch_size=32, max_steps=400, lr=3e-3, min_lr=3e-4, eval_interval=100, **common),
+            reward=TrainConfig(batch_size=16, max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
+            dpo=TrainConfig(batch_size=16, max_steps=100, lr=5e-4, min_lr=5e-5, eval_interval=25, **common),
+            train_per_task=2000, test_per_task=50, on_policy_prompts=300)
+    lr = preset.train.lr
+    return AlignSettings(
+        sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
+        reward=TrainConfig(batch_size=16, max_steps=300, lr=lr / 4, min_lr=lr / 40, eval_interval=100, **common),
+        dpo=TrainConfig(batch_size=16, max_steps=200, lr=lr / 10, min_lr=lr / 100, eval_interval=50, **common))
+
+
+def _align_key(preset: Preset, stage: str, *fields: str) -> str:
+    settings = align_settings(preset)
+    values = {f: getattr(settings, f) for f in ("train_per_task", "test_per_task", "held_out", "template", "seed",
+                                               "max_new_tokens", *fields)}
+    values = {k: v.to_dict() if isinstance(v, TrainConfig) else v for k, v in values.items()}
+    return _key({"stage": stage, "pretrained": pretrained_dir(preset).name, **values})
+
+
+def ensure_tasks(preset: Preset) -> TaskSplits:
+    """Train and held-out instruction examples from the preset's corpus, keeping only those whose chat
+    (with room for a full answer) fits the model's context."""
+    settings = align_settings(preset)
+    train_docs, val_docs = ensure_corpus(preset)
+    tokenizer = ensure_tokenizer(preset)
+    splits = build_tasks(train_docs + val_docs, settings.train_per_task, settings.test_per_task,
+                         settings.held_out, settings.seed)
+    room = preset.model.max_seq_len - settings.max_new_tokens
+
+    def fits(example) -> bool:
+        return len(encode_chat(tokenizer, example_chat(example), settings.template)[0]) <= room
+
+    return TaskSplits([e for e in splits.train if fits(e)], [e for e in splits.test if fits(e)], splits.plays)
+
+
+def _train_stage(folder: Path, model: torch.nn.Module, config: TrainConfig, train, val, callbacks,
+                 progress: bool, **trainer_kwargs) -> None:
+    def build(tmp: Path) -> None:
+        torch.manual_seed(config.seed)
+        trainer = Trainer(model, config, train, val, out_dir=tmp, keep_checkpoints=1, callbacks=callbacks,
+                          progress=progress, **trainer_kwargs)
+        trainer.fit()
+        trainer.save()
+
+    _build_once(folder, build)
+
+
+def _load_stage(folder: Path, model: torch.nn.Module) -> tuple[torch.nn.Module, list[dict]]:
+    state = load_checkpoint(latest_checkpoint(folder), model)
+    return model.eval(), list(state["history"])
+
+
+def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[Transformer, list[dict]]:
+    """The pretrained model fine-tuned on the instruction tasks (chapter 6), and its history."""
+    settings = align_settings(preset)
+    folder = artifacts_root() / preset.name / f"sft-{_align_key(preset, 'sft', 'sft')}"
+    if not folder.exists():
+        tokenizer, tasks = ensure_tokenizer(preset), ensure_tasks(preset)
+        model, _ = ensure_pretrained(preset)
+        max_len = preset.model.max_seq_len
+        train = ChatDataset(tokenizer, [example_chat(e) for e in tasks.train], max_len, settings.template)
+        val = ChatDataset(tokenizer, [example_chat(e) for e in tasks.test], max_len, settings.template)
+        _train_stage(folder, model, settings.sft, train, val, callbacks, progress)
+    return _load_stage(folder, Transformer(preset.model))
+
+
+def preference_data(preset: Preset) -> tuple[list, list]:
+    """(train, held-out) preference pairs: the reference answer against a realistic wrong one."""
+    settings, tasks = align_settings(preset), ensure_tasks(preset)
+    return (preference_pairs(tasks.train, tasks.plays, settings.seed),
+            preference_pairs(tasks.test, tasks.plays, settings.seed + 1))
+
+
+def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[RewardModel, list[dict]]:
+    """A reward model started from the SFT model and trained on the preference pairs (chapter 7)."""
+    settings = align_settings(preset)
+    folder = artifacts_root() / preset.name / f"reward-{_align_key(preset, 'reward', 'sft', 'reward')}"
+    if not folder.exists():
+        tokenizer = ensure_tokenizer(preset)
+        backbone, _ = ensure_sft(preset)
+        train_pairs, test_pairs = preference_data(preset)
+        max_len = preset.model.max_seq_len
+        train = PairDataset(tokenizer, train_pairs, max_len, settings.template)
+        val = PairDataset(tokenizer, test_pairs, max_len, settings.template)
+        _train_stage(folder, RewardModel(backbone), settings.reward, train, val, callbacks, progress,
+                     loss_fn=reward_loss)
+    return _load_stage(folder, RewardModel(Transformer(preset.model)))
+
+
+def dpo_pairs(preset: Preset) -> tuple[list, list]:
+    """DPO's (train, held-out) pairs: the offline pairs, plus on the training side the SFT model's own
+    sampled answers scored by the task rules (on-policy pairs)."""
+    settings, tasks = align_settings(preset), ensure_tasks(preset)
+    tokenizer, (sft, _) = ensure_tokenizer(preset), ensure_sft(preset)
+    train, test = preference_data(preset)
+    own = on_policy_pairs(sft, tokenizer, tasks.train[: settings.on_policy_prompts], settings.samples,
+                          seed=settings.seed, template=settings.template, max_new_tokens=settings.max_new_tokens)
+    return train + own, test
+
+
+def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
+               beta: float | None = None) -> tuple[Transformer, list[dict]]:
+    """The SFT model after DPO against a frozen copy of itself (chapter 8); `beta` overrides the preset's."""
+    settings = align_settings(preset)
+    beta = settings.beta if beta is None else beta
+    key = _align_key(preset, "dpo", "sft", "dpo", "on_policy_prompts", "samples") + f"-beta{beta:g}"
+    folder = artifacts_root() / preset.name / f"dpo-{key}"
+    if not folder.exists():
+        tokenizer, (reference, _) = ensure_tokenizer(preset), ensure_sft(preset)
+        train_pairs, test_pairs = dpo_pairs(preset)
+        max_len = preset.model.max_seq_len
+        train = PairDataset(tokenizer, train_pairs, max_len, settings.template)
+        val = PairDataset(tokenizer, test_pairs, max_len, settings.template)
+        for dataset in (train, val):
+            add_reference_logprobs(reference, dataset)
+        policy, _ = ensure_sft(preset)
+        _train_stage(folder, policy, settings.dpo, train, val, callbacks, progress, loss_fn=make_dpo_loss(beta))
+    return _load_stage(folder, Transformer(preset.model))
+
+
 def ensure(stage: str, preset: Preset | None = None):
     """The artifact of `stage` for `preset` (default: the preset picked for this machine)."""
     preset = preset or pick_preset()
     builders = {"corpus": ensure_corpus, "tokenizer": ensure_tokenizer, "tokens": ensure_tokens,
-                "pretrained": ensure_pretrained}
+                "pretrained": ensure_pretrained, "tasks": ensure_tasks, "sft": ensure_sft,
+                "reward": ensure_reward, "dpo": ensure_dpo}
     if stage not in builders:
         raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
     return builders[stage](preset)

@@ -105,7 +105,7 @@ def _preset(name: str, device: str, hardware: str, memory_gib: float, peak_tflop
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("ci", "cpu", "any CPU (tests)", 4, 0.1, False,
-            dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176, max_seq_len=64),
+            dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176, max_seq_len=128),
             dict(batch_size=16, seq_len=64, max_steps=200, warmup_steps=20, lr=3e-3, min_lr=3e-4,
                  eval_interval=50, eval_steps=4),
             "seconds per chapter; used by FOUNDRY_FAST=1 and the test suite"),

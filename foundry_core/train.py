@@ -16,16 +16,29 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .config import TrainConfig, check_compatible
-from .data.dataset import TokenWindows, make_loader
+from .data.dataset import Resampled, TokenWindows, make_loader
 from .hardware import HardwareInfo, Precision, choose_precision, detect
 from .model import Transformer
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: continuing would only destroy the weights."""
+
+
+# A loss function takes the (possibly wrapped) model and one batch, already on the device, and returns the
+# loss to minimise and any metrics worth logging. Post-training (SFT, reward model, DPO) reuses the whole
+# loop below by passing its own.
+LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def language_model_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+    """Next-token cross-entropy on (inputs, targets); targets of -100 are ignored."""
+    inputs, targets = batch
+    return model(inputs, targets)[1], {}
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -56,13 +69,19 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
 
 
 class Trainer:
-    """Trains a Transformer on token windows; keeps a history of metrics the chapters plot."""
+    """Trains a model; keeps a history of metrics the chapters plot.
 
-    def __init__(self, model: Transformer, config: TrainConfig, train_tokens: np.ndarray,
-                 val_tokens: np.ndarray | None = None, out_dir: str | Path | None = None,
+    The data is a token stream (a numpy array, cut into random windows: pretraining) or any Dataset of
+    tensor tuples, drawn in a seeded random order, epoch after epoch, and batched by its `collate`
+    method when it has one (SFT, reward model, DPO). `loss_fn` turns a batch into a loss.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, train_tokens: np.ndarray | Dataset,
+                 val_tokens: np.ndarray | Dataset | None = None, out_dir: str | Path | None = None,
                  hardware: HardwareInfo | None = None, rank: int = 0, world_size: int = 1,
                  checkpoint_interval: int | None = None, keep_checkpoints: int = 3, peak_tflops: float | None = None,
-                 callbacks: tuple[Callable[["Trainer", dict], None], ...] = (), progress: bool = False):
+                 callbacks: tuple[Callable[["Trainer", dict], None], ...] = (), progress: bool = False,
+                 loss_fn: LossFn = language_model_loss):
         check_compatible(model.config, config)
         self.hardware = hardware or detect()
         self.device = torch.device(self.hardware.device)
@@ -73,9 +92,16 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir else None
         self.checkpoint_interval, self.keep = checkpoint_interval, keep_checkpoints
         self.peak_tflops, self.callbacks, self.progress = peak_tflops, callbacks, progress
+        self.loss_fn = loss_fn
         examples = config.max_steps * config.grad_accum_steps * config.batch_size * world_size
-        self.train_data = TokenWindows(train_tokens, config.seq_len, num_samples=examples, seed=config.seed)
-        self.val_data = TokenWindows(val_tokens, config.seq_len, strided=True) if val_tokens is not None else None
+        if isinstance(train_tokens, Dataset):
+            self.train_data = Resampled(train_tokens, examples, seed=config.seed)
+        else:
+            self.train_data = TokenWindows(train_tokens, config.seq_len, num_samples=examples, seed=config.seed)
+        if val_tokens is None or isinstance(val_tokens, Dataset):
+            self.val_data = val_tokens
+        else:
+            self.val_data = TokenWindows(val_tokens, config.seq_len, strided=True)
         self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.forward = torch.compile(self.model) if config.compile else self.model
@@ -99,14 +125,14 @@ class Trainer:
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        losses = []
+        losses, metrics = [], {}
         for micro in range(config.grad_accum_steps):
-            inputs, targets = (t.to(self.device, non_blocking=True) for t in next(batches))
+            batch = tuple(t.to(self.device, non_blocking=True) for t in next(batches))
             # Under DDP, only the last micro-batch's backward needs to all-reduce the gradients.
             last = micro == config.grad_accum_steps - 1
             with contextlib.nullcontext() if last or self.world_size == 1 else self.forward.no_sync():
                 with self.autocast():
-                    _, loss = self.forward(inputs, targets)
+                    loss, extra = self.loss_fn(self.forward, batch)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"the loss became {loss.item()} at step {self.step} (lr {lr:.2e}): lower the learning "
@@ -114,6 +140,8 @@ class Trainer:
                         f"the last good checkpoint is {self.last_checkpoint()}")
                 self.scaler.scale(loss / config.grad_accum_steps).backward()
             losses.append(loss.item())
+            for name, value in extra.items():
+                metrics[name] = metrics.get(name, 0.0) + float(value) / config.grad_accum_steps
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
         self.scaler.step(self.optimizer)
@@ -121,7 +149,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {"step": self.step, "loss": self._mean_over_ranks(sum(losses) / len(losses)), "lr": lr,
-                "grad_norm": grad_norm.item()}
+                "grad_norm": grad_norm.item(), **{k: self._mean_over_ranks(v) for k, v in metrics.items()}}
 
     def _mean_over_ranks(self, value: float) -> float:
         if self.world_size == 1:
@@ -130,24 +158,29 @@ class Trainer:
         torch.distributed.all_reduce(tensor)
         return tensor.item() / self.world_size
 
-    @torch.no_grad()
     def evaluate(self, max_batches: int | None = None) -> float:
         """Mean loss over consecutive validation windows (each token scored once)."""
+        return self.evaluate_metrics(max_batches)["loss"]
+
+    @torch.no_grad()
+    def evaluate_metrics(self, max_batches: int | None = None) -> dict[str, float]:
+        """The loss and the loss function's metrics, averaged over up to eval_steps validation batches."""
         if self.val_data is None:
-            raise ValueError("no validation tokens were given to the Trainer")
+            raise ValueError("no validation data was given to the Trainer")
         self.model.eval()
-        total, count = 0.0, 0
-        loader = make_loader(self.val_data, self.config.batch_size)
-        for inputs, targets in loader:
+        totals, count = {}, 0
+        for batch in make_loader(self.val_data, self.config.batch_size):
             if count == (max_batches or self.config.eval_steps):
                 break
             with self.autocast():
-                _, loss = self.forward(inputs.to(self.device), targets.to(self.device))
-            total, count = total + loss.item(), count + 1
+                loss, extra = self.loss_fn(self.forward, tuple(t.to(self.device) for t in batch))
+            for name, value in {"loss": loss, **extra}.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            count += 1
         self.model.train()
         if count == 0:
-            raise ValueError(f"the validation set holds fewer than batch_size={self.config.batch_size} windows")
-        return total / count
+            raise ValueError(f"the validation set holds fewer than batch_size={self.config.batch_size} examples")
+        return {name: total / count for name, total in totals.items()}
 
     # ------------------------------------------------------------------ the loop
 
@@ -169,7 +202,7 @@ class Trainer:
             if self.peak_tflops:
                 record["mfu"] = flops_per_step / elapsed / (self.peak_tflops * 1e12)
             if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
-                record["val_loss"] = self.evaluate()
+                record.update({f"val_{k}": v for k, v in self.evaluate_metrics().items()})
             self.history.append(record)
             if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0 and self.rank == 0:
                 self.save()

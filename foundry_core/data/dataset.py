@@ -114,9 +114,29 @@ class TokenWindows(Dataset):
         return window[:-1], window[1:]
 
 
-def make_loader(dataset: TokenWindows, batch_size: int, rank: int = 0, world_size: int = 1,
+class Resampled(Dataset):
+    """`num_samples` examples of `dataset`, in a seeded random order, epoch after epoch (fine-tuning
+    sets are small: a run sees each example several times, in a different order each epoch)."""
+
+    def __init__(self, dataset: Dataset, num_samples: int, seed: int = 0):
+        if len(dataset) == 0:
+            raise ValueError("the training set is empty: nothing to train on")
+        rng = np.random.default_rng(seed)
+        epochs = -(-num_samples // len(dataset))
+        self.dataset = dataset
+        self.order = np.concatenate([rng.permutation(len(dataset)) for _ in range(epochs)])[:num_samples]
+        self.collate = getattr(dataset, "collate", None)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.order[i])]
+
+
+def make_loader(dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1,
                 start_index: int = 0) -> DataLoader:
-    """Batches in a fixed order; under DDP each rank takes every world_size-th example, so ranks never
+    """Batches in a fixed order (padded by the dataset's `collate`, if it has one); under DDP each rank takes every world_size-th example, so ranks never
     share an example. `start_index` skips examples already seen, for resuming a run where it stopped."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
@@ -124,4 +144,5 @@ def make_loader(dataset: TokenWindows, batch_size: int, rank: int = 0, world_siz
     # A private generator: creating a loader's iterator draws a seed, which must not come from the global
     # random state (dropout's), or a resumed run would see different random numbers from the original.
     return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      drop_last=True, generator=torch.Generator().manual_seed(0))
+                      drop_last=True, generator=torch.Generator().manual_seed(0),
+                      collate_fn=getattr(dataset, "collate", None))

@@ -1,0 +1,70 @@
+"""Direct preference optimisation (DPO): learn from preference pairs without a reward model.
+
+The RLHF objective (maximise reward, stay close to a reference model with a KL penalty of strength
+beta) has a closed-form optimum, and inverting it expresses the reward through the policy itself:
+r(x, y) = beta * log(pi(y|x) / pi_ref(y|x)) + a term that cancels in a pair. Putting this implicit reward
+into the Bradley-Terry loss gives a plain classification loss on the policy's log-probabilities.
+The reference model is frozen; its log-probabilities are computed once, before training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import Transformer
+from .pairs import PairDataset
+
+
+def sequence_logprobs(model: nn.Module, ids: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token | everything before it) over the answer tokens of each sequence, (batch,)."""
+    logits = model(ids[:, :-1])[0].float()
+    token_logprobs = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(-1)
+    return (token_logprobs * answer[:, 1:]).sum(-1)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DPO loss and the implicit rewards beta * (log pi - log pi_ref) of chosen and rejected answers.
+
+    loss = -log sigmoid(reward_chosen - reward_rejected). With the policy equal to the reference both
+    rewards are 0 and the loss is log 2; it falls as the policy moves probability towards chosen answers.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    chosen_reward = beta * (policy_chosen - reference_chosen)
+    rejected_reward = beta * (policy_rejected - reference_rejected)
+    return -F.logsigmoid(chosen_reward - rejected_reward).mean(), chosen_reward, rejected_reward
+
+
+@torch.no_grad()
+def add_reference_logprobs(reference: Transformer, dataset: PairDataset, batch_size: int = 64) -> None:
+    """Score every pair once under the frozen reference model and store it in the dataset."""
+    reference.eval()
+    device = next(reference.parameters()).device
+    dataset.reference = None
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        logprobs = sequence_logprobs(reference, batch[0].to(device), batch[1].to(device)).cpu()
+        chosen, rejected = logprobs.chunk(2)
+        out.append(torch.stack([chosen, rejected], dim=1))
+    dataset.reference = torch.cat(out)
+
+
+def make_dpo_loss(beta: float):
+    """Loss function for the Trainer on PairDataset batches that carry reference log-probs."""
+
+    def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        if len(batch) < 4:
+            raise ValueError("DPO needs the reference log-probs: call add_reference_logprobs(reference, dataset)")
+        ids, answer, _, reference = batch
+        policy_chosen, policy_rejected = sequence_logprobs(model, ids, answer).chunk(2)
+        reference_chosen, reference_rejected = reference.chunk(2)
+        loss, chosen, rejected = dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+        return loss, {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean(),
+                      "chosen_reward": chosen.mean(), "rejected_reward": rejected.mean(),
+                      "chosen_logp": policy_chosen.mean(), "rejected_logp": policy_rejected.mean()}
+
+    return loss_fn
