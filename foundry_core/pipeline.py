@@ -19,8 +19,9 @@ from typing import Callable
 
 import torch
 
-from .align import (ChatDataset, PairDataset, RewardModel, TaskSplits, add_reference_logprobs, build_tasks,
-                    encode_chat, example_chat, make_dpo_loss, on_policy_pairs, preference_pairs, reward_loss)
+from .align import (ChatDataset, PairDataset, PreferencePair, RewardModel, TaskSplits, add_reference_logprobs,
+                    build_tasks, encode_chat, example_chat, make_dpo_loss, on_policy_pairs, preference_pairs,
+                    reward_loss)
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
@@ -184,7 +185,9 @@ class AlignSettings:
     held_out: float = 0.2
     template: str = "chatml"
     beta: float = 0.1  # DPO: how far the policy may move from the reference
+    nll_weight: float = 1.0  # DPO: weight of the SFT loss on chosen answers added to the DPO loss
     on_policy_prompts: int = 600  # DPO: training prompts the SFT model answers for its own pairs
+    offline_pairs: int = 2000  # DPO: how many of the offline training pairs it also uses
     samples: int = 4  # answers sampled per prompt
     max_new_tokens: int = 16
     seed: int = 0
@@ -197,8 +200,8 @@ def align_settings(preset: Preset) -> AlignSettings:
         return AlignSettings(
             sft=TrainConfig(batch_size=32, max_steps=400, lr=3e-3, min_lr=3e-4, eval_interval=100, **common),
             reward=TrainConfig(batch_size=16, max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
-            dpo=TrainConfig(batch_size=16, max_steps=100, lr=5e-4, min_lr=5e-5, eval_interval=25, **common),
-            train_per_task=2000, test_per_task=50, on_policy_prompts=300)
+            dpo=TrainConfig(batch_size=16, max_steps=200, lr=5e-4, min_lr=5e-5, eval_interval=50, **common),
+            train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000)
     lr = preset.train.lr
     return AlignSettings(
         sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
@@ -284,15 +287,46 @@ def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False)
     return _load_stage(folder, RewardModel(Transformer(preset.model)))
 
 
-def dpo_pairs(preset: Preset) -> tuple[list, list]:
+def _dpo_data_dir(preset: Preset) -> Path:
+    key = _align_key(preset, "dpo-data", "sft", "on_policy_prompts", "samples", "offline_pairs")
+    return artifacts_root() / preset.name / f"dpo-data-{key}"
+
+
+def dpo_pairs(preset: Preset) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """DPO's (train, held-out) pairs: the offline pairs, plus on the training side the SFT model's own
-    sampled answers scored by the task rules (on-policy pairs)."""
-    settings, tasks = align_settings(preset), ensure_tasks(preset)
-    tokenizer, (sft, _) = ensure_tokenizer(preset), ensure_sft(preset)
-    train, test = preference_data(preset)
-    own = on_policy_pairs(sft, tokenizer, tasks.train[: settings.on_policy_prompts], settings.samples,
-                          seed=settings.seed, template=settings.template, max_new_tokens=settings.max_new_tokens)
-    return train + own, test
+    sampled answers scored by the task rules (on-policy pairs). Sampled once and cached."""
+    settings = align_settings(preset)
+    folder = _dpo_data_dir(preset)
+
+    def build(tmp: Path) -> None:
+        tasks, tokenizer, (sft, _) = ensure_tasks(preset), ensure_tokenizer(preset), ensure_sft(preset)
+        train, test = preference_data(preset)
+        train = train[: settings.offline_pairs]
+        own = on_policy_pairs(sft, tokenizer, tasks.train[: settings.on_policy_prompts], settings.samples,
+                              seed=settings.seed, template=settings.template, max_new_tokens=settings.max_new_tokens)
+        for name, pairs in (("train", train + own), ("test", test)):
+            dataset = PairDataset(tokenizer, pairs, preset.model.max_seq_len, settings.template)
+            add_reference_logprobs(sft, dataset)
+            rows = [{**asdict(p), "reference": r} for p, r in zip(dataset.pairs, dataset.reference.tolist())]
+            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    _build_once(folder, build)
+
+    def load(name: str) -> list[PreferencePair]:
+        rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
+        return [PreferencePair(**{k: v for k, v in row.items() if k != "reference"}) for row in rows]
+
+    return load("train"), load("test")
+
+
+def _dpo_dataset(preset: Preset, name: str) -> PairDataset:
+    """A cached split of DPO pairs as a dataset, with the reference model's log-probs already in it."""
+    settings, tokenizer = align_settings(preset), ensure_tokenizer(preset)
+    pairs = dpo_pairs(preset)[0 if name == "train" else 1]
+    rows = [json.loads(line) for line in (_dpo_data_dir(preset) / f"{name}.jsonl").read_text().splitlines()]
+    dataset = PairDataset(tokenizer, pairs, preset.model.max_seq_len, settings.template)
+    dataset.reference = torch.tensor([row["reference"] for row in rows])
+    return dataset
 
 
 def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
@@ -300,18 +334,14 @@ def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
     """The SFT model after DPO against a frozen copy of itself (chapter 8); `beta` overrides the preset's."""
     settings = align_settings(preset)
     beta = settings.beta if beta is None else beta
-    key = _align_key(preset, "dpo", "sft", "dpo", "on_policy_prompts", "samples") + f"-beta{beta:g}"
+    key = _align_key(preset, "dpo", "sft", "dpo", "on_policy_prompts", "samples", "offline_pairs",
+                     "nll_weight") + f"-beta{beta:g}"
     folder = artifacts_root() / preset.name / f"dpo-{key}"
     if not folder.exists():
-        tokenizer, (reference, _) = ensure_tokenizer(preset), ensure_sft(preset)
-        train_pairs, test_pairs = dpo_pairs(preset)
-        max_len = preset.model.max_seq_len
-        train = PairDataset(tokenizer, train_pairs, max_len, settings.template)
-        val = PairDataset(tokenizer, test_pairs, max_len, settings.template)
-        for dataset in (train, val):
-            add_reference_logprobs(reference, dataset)
+        train, val = _dpo_dataset(preset, "train"), _dpo_dataset(preset, "test")
         policy, _ = ensure_sft(preset)
-        _train_stage(folder, policy, settings.dpo, train, val, callbacks, progress, loss_fn=make_dpo_loss(beta))
+        _train_stage(folder, policy, settings.dpo, train, val, callbacks, progress,
+                     loss_fn=make_dpo_loss(beta, settings.nll_weight))
     return _load_stage(folder, Transformer(preset.model))
 
 

@@ -51,8 +51,8 @@ CHAT = [{"role": "system", "content": "Answer briefly."},
         {"role": "assistant", "content": "Long live the king"}]
 
 
-def trained_text(tokenizer, ids, trained):
-    return tokenizer.decode([i for i, t in zip(ids, trained) if t])
+def trained_text(tokenizer, ids, trained, eot):
+    return tokenizer.decode([i for i, t in zip(ids, trained) if t and i != eot])
 
 
 @pytest.mark.parametrize("template", [CHATML, ALPACA])
@@ -63,7 +63,7 @@ def test_loss_mask_covers_exactly_the_assistant_answers_and_their_end(tokenizer,
         answers = [m["content"] for m in chat if m["role"] == "assistant"]
         # every trained token is answer text or the end-of-turn that closes an answer, and all of them are
         assert [i for i, t in zip(ids, trained) if t and i == eot] == [eot] * len(answers)
-        assert trained_text(tokenizer, ids, trained) == "".join(answers)  # specials decode to ""
+        assert trained_text(tokenizer, ids, trained, eot) == "".join(answers)
         # the trained run of each answer starts right after the assistant header and ends at end-of-turn
         runs, start = [], None
         for i, t in enumerate(trained + [False]):
@@ -87,7 +87,7 @@ def test_sft_targets_are_shifted_by_one_and_an_off_by_one_is_caught(tokenizer):
     assert kept == [i for i, keep in zip(ids, trained) if keep]
     # the first trained target is predicted from the last prompt token (the newline of the header)
     first = next(i for i, t in enumerate(targets) if t != IGNORE)
-    assert tokenizer.decode(inputs[:first + 1]).endswith("<|im_start|>assistant\n") or inputs[first] == ids[first]
+    assert tokenizer.decode(inputs[:first + 1]).endswith("<|im_start|>assistant\n")
     shifted_wrong = [t if keep else IGNORE for t, keep in zip(ids[1:], trained[:-1])]
     assert shifted_wrong != targets
 
@@ -107,12 +107,13 @@ def test_render_and_chat_errors(tokenizer):
 def test_chats_longer_than_the_context_are_dropped_and_counted(tokenizer):
     short = CHAT[1:3]
     long = [{"role": "user", "content": "Who's there? " * 40}, {"role": "assistant", "content": "Bernardo"}]
-    dataset = ChatDataset(tokenizer, [short, long, short], max_len=32)
+    limit = len(encode_chat(tokenizer, short)[0]) + 2
+    dataset = ChatDataset(tokenizer, [short, long, short], max_len=limit)
     assert len(dataset) == 2 and dataset.dropped == 1
     inputs, targets = dataset.collate([dataset[0], dataset[1]])
     assert inputs.shape == targets.shape
     with pytest.raises(ValueError, match="longer than the context"):
-        ChatDataset(tokenizer, [long], max_len=32)
+        ChatDataset(tokenizer, [long], max_len=limit)
 
 
 def test_lines_and_task_splits_never_overlap():
@@ -142,7 +143,7 @@ def test_preference_pairs_are_wrong_in_realistic_ways():
 def test_identical_pairs_are_dropped_with_a_count(tokenizer):
     pairs = [PreferencePair("Who's there?", "Bernardo", "Bernardo.", "t", "k"),
              PreferencePair("Who's there?", "Bernardo", "Horatio", "t", "k")]
-    dataset = PairDataset(tokenizer, pairs, max_len=64)
+    dataset = PairDataset(tokenizer, pairs, max_len=256)
     assert len(dataset) == 1 and dataset.dropped == {"identical answers": 1, "too long": 0}
     with pytest.raises(ValueError, match="no usable preference pairs"):
         PairDataset(tokenizer, pairs[:1], max_len=64)
@@ -166,13 +167,13 @@ def test_bradley_terry_and_dpo_losses_match_hand_computed_values():
 def tiny_model(vocab):
     torch.manual_seed(0)
     return Transformer(ModelConfig(vocab_size=vocab, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
-                                   max_seq_len=64))
+                                   max_seq_len=256))
 
 
 def test_sequence_logprobs_sum_over_the_answer_only(tokenizer):
     model = tiny_model(len(tokenizer)).eval()
     pairs = [PreferencePair("Who's there?", "Bernardo", "Horatio and Marcellus", "t", "k")]
-    dataset = PairDataset(tokenizer, pairs, max_len=64)
+    dataset = PairDataset(tokenizer, pairs, max_len=256)
     ids, answer, lengths = dataset.collate([dataset[0]])
     with torch.no_grad():
         got = sequence_logprobs(model, ids, answer)
@@ -190,7 +191,7 @@ def test_sequence_logprobs_sum_over_the_answer_only(tokenizer):
 def test_reward_model_reads_the_last_real_token_and_starts_neutral(tokenizer):
     model = RewardModel(tiny_model(len(tokenizer)))
     pairs = [PreferencePair("Who's there?", "Bernardo", "Horatio and Marcellus, the guards", "t", "k")]
-    dataset = PairDataset(tokenizer, pairs, max_len=64)
+    dataset = PairDataset(tokenizer, pairs, max_len=256)
     batch = dataset.collate([dataset[0]])
     loss, metrics = reward_loss(model, batch)
     assert loss.item() == pytest.approx(math.log(2))  # zero-initialised head: every reward is 0
@@ -210,3 +211,15 @@ def test_on_policy_pairs_pair_right_with_wrong_answers(tokenizer):
     by_prompt = {e.prompt: e for e in splits.train}
     for p in pairs:  # an untrained model is always wrong: the reference answer is chosen
         assert is_correct(by_prompt[p.prompt], p.chosen) and not is_correct(by_prompt[p.prompt], p.rejected)
+
+
+def test_sft_runs_through_the_pretraining_trainer_and_learns_the_answers(tokenizer):
+    from foundry_core import TrainConfig
+    from foundry_core.train import Trainer
+
+    chats = [[{"role": "user", "content": "Who's there?"}, {"role": "assistant", "content": "Bernardo"}],
+             [{"role": "user", "content": "Long live?"}, {"role": "assistant", "content": "the king"}]] * 8
+    dataset = ChatDataset(tokenizer, chats, max_len=256)
+    config = TrainConfig(batch_size=4, seq_len=64, max_steps=40, warmup_steps=2, lr=1e-2, eval_interval=40, eval_steps=2)
+    history = Trainer(tiny_model(len(tokenizer)), config, dataset, dataset).fit()
+    assert history[-1]["val_loss"] < 0.2 * history[0]["loss"]

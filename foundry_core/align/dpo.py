@@ -53,8 +53,13 @@ def add_reference_logprobs(reference: Transformer, dataset: PairDataset, batch_s
     dataset.reference = torch.cat(out)
 
 
-def make_dpo_loss(beta: float):
-    """Loss function for the Trainer on PairDataset batches that carry reference log-probs."""
+def make_dpo_loss(beta: float, nll_weight: float = 0.0):
+    """Loss function for the Trainer on PairDataset batches that carry reference log-probs.
+
+    DPO only widens the gap between chosen and rejected answers; it can do so while the chosen answers
+    themselves become less likely, which hurts a small model's answers. `nll_weight` > 0 adds the SFT loss
+    on the chosen answers (per token), which keeps them likely (Pang et al., 2024).
+    """
 
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
         if len(batch) < 4:
@@ -63,6 +68,11 @@ def make_dpo_loss(beta: float):
         policy_chosen, policy_rejected = sequence_logprobs(model, ids, answer).chunk(2)
         reference_chosen, reference_rejected = reference.chunk(2)
         loss, chosen, rejected = dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+        if nll_weight:
+            chosen_tokens = answer[: len(answer) // 2, 1:].sum(-1).clamp(min=1)
+            loss = loss - nll_weight * (policy_chosen / chosen_tokens).mean()
+        policy_chosen, policy_rejected = policy_chosen.detach(), policy_rejected.detach()
+        chosen, rejected = chosen.detach(), rejected.detach()
         return loss, {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean(),
                       "chosen_reward": chosen.mean(), "rejected_reward": rejected.mean(),
                       "chosen_logp": policy_chosen.mean(), "rejected_logp": policy_rejected.mean()}

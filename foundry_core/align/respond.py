@@ -13,7 +13,7 @@ from ..generate import generate
 from ..model import Transformer
 from ..tokenizer import Tokenizer
 from .chat import CHATML, ChatTemplate, encode_prompt, get_template
-from .tasks import Example, PreferencePair, is_correct
+from .tasks import Example, PreferencePair, is_correct, is_well_formed
 
 
 def answer(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[str], template: str | ChatTemplate = CHATML,
@@ -41,6 +41,11 @@ class Graded:
 def grade(model: Transformer, tokenizer: Tokenizer, examples: Sequence[Example], **kwargs) -> list[Graded]:
     responses = answer(model, tokenizer, [e.prompt for e in examples], **kwargs)
     return [Graded(e, r, is_correct(e, r)) for e, r in zip(examples, responses)]
+
+
+def well_formed_share(graded: Sequence[Graded], plays: Sequence[str]) -> float:
+    """The share of answers of the right kind (see tasks.is_well_formed), right or wrong."""
+    return sum(is_well_formed(g.example, g.response, plays) for g in graded) / len(graded)
 
 
 def accuracy_by_task(graded: Sequence[Graded]) -> dict[str, float]:

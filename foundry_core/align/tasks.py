@@ -144,6 +144,13 @@ def is_correct(example: Example, response: str) -> bool:
     return normalize_answer(response) == normalize_answer(example.answer)
 
 
+def is_well_formed(example: Example, response: str, plays: Sequence[str]) -> bool:
+    """A weaker rule: the response is the right kind of answer (one of the plays, or one word of the line),
+    right or wrong. Rambling, empty or invented answers fail it."""
+    options = plays if example.task == "play" else example.line.words
+    return normalize_answer(response) in {normalize_answer(o) for o in options}
+
+
 def wrong_answer(example: Example, rng: random.Random, plays: Sequence[str]) -> tuple[str, str]:
     """A realistic wrong answer and what kind of mistake it is.
 
