@@ -1,22 +1,30 @@
-"""Save and load models in the Hugging Face Llama format: a folder with config.json + model.safetensors.
+"""Save models for other tools: the Hugging Face Llama format, and GGUF for llama.cpp.
 
-Such a folder loads with `transformers.LlamaForCausalLM.from_pretrained(folder)` and in every tool that
-reads Llama checkpoints. Our module names already match Llama's, so conversion is only a `model.`
-prefix; nothing is transposed or permuted (our RoPE uses the same half-split pairing).
+A Hugging Face folder (config.json + model.safetensors) loads with
+`transformers.LlamaForCausalLM.from_pretrained(folder)` and in every tool that reads Llama checkpoints. Our
+module names already match Llama's, so conversion is only a `model.` prefix; nothing is transposed or
+permuted (our RoPE uses the same half-split pairing).
+
+A GGUF file holds the weights, the hyperparameters and the tokenizer in one file, which llama.cpp (and the
+tools built on it: Ollama, LM Studio) run on a laptop CPU. Its tensors have their own names, and its Llama
+graph pairs RoPE dimensions differently, so the query and key rows are reordered (see to_gguf_rope_order).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .fileio import atomic_write, atomic_write_bytes
 from .model import Transformer
+from .tokenizer import Tokenizer
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
@@ -113,3 +121,153 @@ def load_hf(folder: str | os.PathLike) -> Transformer:
     model = Transformer(config)
     model.load_weights(state, source=str(folder / WEIGHTS_NAME))
     return model
+
+
+# ---------------------------------------------------------------- GGUF (llama.cpp)
+
+GGUF_GLOBAL_NAMES = {"embed_tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight",
+                     "lm_head.weight": "output.weight"}
+GGUF_LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+# our CHATML template (align/chat.py) in the Jinja syntax that llama.cpp's chat mode and other front ends read
+CHATML_JINJA = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def gguf_name(name: str) -> str:
+    """llama.cpp's name for one of our parameters: layers.3.mlp.up_proj.weight -> blk.3.ffn_up.weight."""
+    if name in GGUF_GLOBAL_NAMES:
+        return GGUF_GLOBAL_NAMES[name]
+    match = re.fullmatch(r"layers\.(\d+)\.(.+)\.weight", name)
+    if not match or match.group(2) not in GGUF_LAYER_NAMES:
+        raise ValueError(f"no GGUF name for parameter {name!r}")
+    return f"blk.{match.group(1)}.{GGUF_LAYER_NAMES[match.group(2)]}.weight"
+
+
+def to_gguf_rope_order(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder the output rows of a q_proj or k_proj weight, head by head, for llama.cpp's RoPE.
+
+    Our RoPE (like Hugging Face's) rotates dimension i of a head together with dimension i + head_dim/2;
+    llama.cpp's Llama graph rotates neighbours 2i and 2i + 1, at the same frequency for the same i. Moving
+    row i to 2i and row i + head_dim/2 to 2i + 1 makes its pairs ours. Queries and keys are reordered
+    alike, and a dot product does not depend on the order of the dimensions, so attention is unchanged.
+    """
+    rows, columns = weight.shape
+    half = rows // n_heads // 2
+    return weight.reshape(n_heads, 2, half, columns).transpose(1, 2).reshape(rows, columns)
+
+
+def from_gguf_rope_order(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of to_gguf_rope_order: interleaved pairs back to half-split pairs."""
+    rows, columns = weight.shape
+    half = rows // n_heads // 2
+    return weight.reshape(n_heads, half, 2, columns).transpose(1, 2).reshape(rows, columns)
+
+
+def gguf_tensors(model: Transformer, dtype: torch.dtype = torch.float32) -> dict[str, np.ndarray]:
+    """Every tensor under its llama.cpp name, as numpy arrays in PyTorch's (out, in) order (GGUF lists the
+    dimensions the other way round, fastest first; the bytes are the same).
+
+    A tied output matrix is not written: llama.cpp's Llama loader uses token_embd when output.weight is
+    missing, as for every tied checkpoint that the Hugging Face converter writes. Norm gains stay in
+    float32 (they are tiny, and llama.cpp reads them as float32); matrices take `dtype`.
+    """
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"GGUF export writes float32 or float16, got {dtype}")
+    config, out = model.config, {}
+    for name, tensor in to_hf_state_dict(model).items():
+        name = name.removeprefix("model.")
+        if name.endswith("q_proj.weight"):
+            tensor = to_gguf_rope_order(tensor, config.n_heads)
+        elif name.endswith("k_proj.weight"):
+            tensor = to_gguf_rope_order(tensor, config.n_kv_heads)
+        tensor = tensor.float() if tensor.dim() == 1 else tensor.to(dtype)
+        out[gguf_name(name)] = tensor.numpy()
+    return out
+
+
+def gguf_token_types(tokenizer: Tokenizer) -> list[int]:
+    """llama.cpp's kind of each piece (gguf.TokenType values): what it may merge, and what it never prints."""
+    from gguf import TokenType
+
+    specials = set(tokenizer.special_token_ids().values())  # control pieces (caught first) and the chat markers
+    sp, types = tokenizer.sp, []
+    for i in range(tokenizer.vocab_size):
+        kind = (TokenType.UNKNOWN if sp.is_unknown(i) else TokenType.CONTROL if sp.is_control(i)
+                else TokenType.USER_DEFINED if i in specials else TokenType.BYTE if sp.is_byte(i)
+                else TokenType.UNUSED if sp.is_unused(i) else TokenType.NORMAL)
+        types.append(int(kind))
+    return types
+
+
+def save_gguf(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+              name: str = "foundry-llm") -> Path:
+    """Write a GGUF file (architecture "llama") that llama.cpp runs: weights, hyperparameters, tokenizer.
+
+    The tokenizer is stored as SentencePiece pieces with their scores and kinds. We train it without
+    SentencePiece's dummy space prefix, so add_space_prefix is false, and no <s> is added, as in training.
+    <|im_end|> is marked as the end of a turn and the ChatML template is included, for llama.cpp's chat mode.
+    The file appears under its final name only when complete (temporary file + rename).
+    """
+    try:
+        import gguf
+    except ImportError:
+        raise ImportError("GGUF export needs the gguf package: pip install gguf") from None
+    tokenizer.check_compatible(model.config.vocab_size)
+    tensors = gguf_tensors(model, dtype)
+
+    def write(tmp: str) -> None:
+        writer = gguf.GGUFWriter(tmp, "llama")
+        try:
+            _fill_gguf(writer, model.config, tokenizer, tensors, dtype, name)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+
+    return atomic_write(path, write)
+
+
+def _fill_gguf(writer, config: ModelConfig, tokenizer: Tokenizer, tensors: dict[str, np.ndarray],
+               dtype: torch.dtype, name: str) -> None:
+    """The metadata llama.cpp's Llama loader reads, the tokenizer, and the tensors."""
+    from gguf import LlamaFileType
+
+    writer.add_name(name)
+    writer.add_file_type(LlamaFileType.ALL_F32 if dtype == torch.float32 else LlamaFileType.MOSTLY_F16)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_context_length(config.max_seq_len)
+    writer.add_embedding_length(config.d_model)
+    writer.add_block_count(config.n_layers)
+    writer.add_feed_forward_length(config.d_ff)
+    writer.add_head_count(config.n_heads)
+    writer.add_head_count_kv(config.n_kv_heads)
+    writer.add_rope_freq_base(config.rope_base)
+    writer.add_layer_norm_rms_eps(config.norm_eps)
+    writer.add_rope_dimension_count(config.head_dim)
+    _add_tokenizer(writer, tokenizer)
+    for tensor_name, array in tensors.items():
+        writer.add_tensor(tensor_name, array)
+
+
+def _add_tokenizer(writer, tokenizer: Tokenizer) -> None:
+    sp = tokenizer.sp
+    writer.add_tokenizer_model("llama")  # llama.cpp's name for a SentencePiece vocabulary
+    writer.add_token_list([sp.id_to_piece(i) for i in range(tokenizer.vocab_size)])
+    writer.add_token_scores([sp.get_score(i) for i in range(tokenizer.vocab_size)])
+    writer.add_token_types(gguf_token_types(tokenizer))
+    writer.add_bos_token_id(tokenizer.bos_id)
+    writer.add_eos_token_id(tokenizer.eos_id)
+    writer.add_unk_token_id(tokenizer.unk_id)
+    writer.add_pad_token_id(tokenizer.pad_id)
+    writer.add_add_bos_token(False)
+    writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(False)
+    end_of_turn = tokenizer.special_token_ids().get("<|im_end|>")
+    if end_of_turn is not None:  # a chat model's answer ends here: llama.cpp stops generating on it
+        writer.add_eot_token_id(end_of_turn)
+        writer.add_chat_template(CHATML_JINJA)

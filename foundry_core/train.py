@@ -22,7 +22,6 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set
 from .config import TrainConfig, check_compatible
 from .data.dataset import Resampled, TokenWindows, make_loader
 from .hardware import HardwareInfo, Precision, choose_precision, detect
-from .model import Transformer
 
 
 class TrainingDiverged(RuntimeError):
@@ -125,9 +124,10 @@ class Trainer:
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        losses, metrics = [], {}
+        losses, metrics, tokens = [], {}, 0
         for micro in range(config.grad_accum_steps):
             batch = tuple(t.to(self.device, non_blocking=True) for t in next(batches))
+            tokens += batch[0].numel()  # padded batches (SFT, DPO) vary in length
             # Under DDP, only the last micro-batch's backward needs to all-reduce the gradients.
             last = micro == config.grad_accum_steps - 1
             with contextlib.nullcontext() if last or self.world_size == 1 else self.forward.no_sync():
@@ -149,7 +149,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {"step": self.step, "loss": self._mean_over_ranks(sum(losses) / len(losses)), "lr": lr,
-                "grad_norm": grad_norm.item(), **{k: self._mean_over_ranks(v) for k, v in metrics.items()}}
+                "grad_norm": grad_norm.item(), "tokens": tokens * self.world_size,
+                **{k: self._mean_over_ranks(v) for k, v in metrics.items()}}
 
     def _mean_over_ranks(self, value: float) -> float:
         if self.world_size == 1:
@@ -190,17 +191,16 @@ class Trainer:
         stop = config.max_steps if steps is None else min(config.max_steps, self.step + steps)
         start_example = self.step * config.grad_accum_steps * config.batch_size
         batches = iter(make_loader(self.train_data, config.batch_size, self.rank, self.world_size, start_example))
-        tokens_per_step = config.tokens_per_step * self.world_size
-        flops_per_step = self.model.config.flops_per_token(config.seq_len) * tokens_per_step
+        flops_per_token = self.model.config.flops_per_token(config.seq_len)
         bar = _progress_bar(stop - self.step, self.progress)
         self.model.train()
         while self.step < stop:
             started = time.perf_counter()
             record = self.train_step(batches)
             elapsed = time.perf_counter() - started
-            record["tokens_per_s"] = tokens_per_step / elapsed
+            record["tokens_per_s"] = record["tokens"] / elapsed
             if self.peak_tflops:
-                record["mfu"] = flops_per_step / elapsed / (self.peak_tflops * 1e12)
+                record["mfu"] = flops_per_token * record["tokens"] / elapsed / (self.peak_tflops * 1e12)
             if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
                 record.update({f"val_{k}": v for k, v in self.evaluate_metrics().items()})
             self.history.append(record)

@@ -1,7 +1,6 @@
 """Post-training: chat templates and loss masks, task splits, the reward and DPO losses, bad input."""
 
 import math
-import random
 
 import pytest
 import torch

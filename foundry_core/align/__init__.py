@@ -7,7 +7,13 @@ from .respond import Graded, accuracy_by_task, answer, grade, on_policy_pairs, w
 from .reward import RewardModel, bradley_terry_loss, reward_loss, score_answers, score_pairs
 from .sft import IGNORE, ChatDataset, example_chat, sft_targets
 from .tasks import (TASKS, Example, Line, PreferencePair, TaskSplits, build_tasks, drop_ties, is_correct,
-                    is_well_formed,
-                    play_lines, preference_pairs, wrong_answer)
+                    is_well_formed, play_lines, preference_pairs, wrong_answer)
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "ALPACA", "CHATML", "ChatDataset", "ChatTemplate", "Example", "Graded", "IGNORE", "Line", "PairDataset",
+    "PreferencePair", "RewardModel", "TASKS", "TEMPLATES", "TaskSplits", "accuracy_by_task",
+    "add_reference_logprobs", "answer", "bradley_terry_loss", "build_tasks", "dpo_loss", "drop_ties",
+    "encode_chat", "encode_prompt", "example_chat", "get_template", "grade", "is_correct", "is_well_formed",
+    "make_dpo_loss", "on_policy_pairs", "play_lines", "preference_pairs", "render", "reward_loss",
+    "score_answers", "score_pairs", "sequence_logprobs", "sft_targets", "well_formed_share", "wrong_answer",
+]

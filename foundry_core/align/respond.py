@@ -51,9 +51,9 @@ def well_formed_share(graded: Sequence[Graded], plays: Sequence[str]) -> float:
 def accuracy_by_task(graded: Sequence[Graded]) -> dict[str, float]:
     """The share of correct answers per task, and over all of them ("all")."""
     groups = defaultdict(list)
-    for g in graded:
+    for g in sorted(graded, key=lambda g: g.example.task):
         groups[g.example.task].append(g.correct)
-        groups["all"].append(g.correct)
+    groups["all"] = [g.correct for g in graded]
     return {task: sum(v) / len(v) for task, v in groups.items()}
 
 
