@@ -3,6 +3,7 @@
     python -m foundry_core prepare  [--preset NAME]                  # corpus, tokenizer, token files
     python -m foundry_core pretrain [--preset NAME] [--steps N] [--out DIR] [--resume]
     python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
+    python -m foundry_core pipeline [--preset NAME]                  # every stage, then report.md
     torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
 """
 
@@ -101,6 +102,14 @@ def generate_text(args: argparse.Namespace) -> None:
     print(args.prompt + tokenizer.decode(ids))
 
 
+def run_pipeline(args: argparse.Namespace) -> None:
+    from .report_card import run_all
+
+    preset = _preset(args.preset)
+    card = run_all(preset, Path(args.out) if args.out else None)
+    print(card.markdown())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m foundry_core", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -126,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=generate_text)
+    p = commands.add_parser("pipeline", help="run every stage (data to export), reusing finished ones, "
+                                             "and write a report card")
+    p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+    p.add_argument("--out", help="folder for report.md and the exports (default: artifacts/<preset>)")
+    p.set_defaults(handler=run_pipeline)
     args = parser.parse_args(argv)
     try:
         args.handler(args)
