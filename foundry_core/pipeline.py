@@ -210,12 +210,17 @@ def align_settings(preset: Preset) -> AlignSettings:
         on_policy_prompts=300, offline_pairs=900)
 
 
+# Post-training artifacts are keyed by their settings; bump this when a change to the task, template or
+# pair-making code changes what a stage builds, so no stale artifact is reused.
+ALIGN_VERSION = 1
+
+
 def _align_key(preset: Preset, stage: str, *fields: str) -> str:
     settings = align_settings(preset)
     values = {f: getattr(settings, f) for f in ("train_per_task", "test_per_task", "held_out", "template", "seed",
                                                "max_new_tokens", *fields)}
     values = {k: v.to_dict() if isinstance(v, TrainConfig) else v for k, v in values.items()}
-    return _key({"stage": stage, "pretrained": pretrained_dir(preset).name, **values})
+    return _key({"stage": stage, "version": ALIGN_VERSION, "pretrained": pretrained_dir(preset).name, **values})
 
 
 def ensure_tasks(preset: Preset) -> TaskSplits:
