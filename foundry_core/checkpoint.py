@@ -44,7 +44,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def unique_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each storage once, on the CPU: what safetensors can write (no shared tensors)."""
     # safetensors stores each tensor once: a tied output matrix is saved as the embedding only
     seen, weights = set(), {}
     for name, tensor in model.state_dict().items():
@@ -61,7 +62,7 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
     folder = Path(folder)
     target = folder / f"step-{step:06d}"
     with atomic_directory(target) as tmp:
-        save_file(_weights(model), tmp / WEIGHTS)
+        save_file(unique_tensors(model), tmp / WEIGHTS)
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import _weights as unique_tensors
+from .checkpoint import unique_tensors
 from .config import ModelConfig
 from .fileio import atomic_directory
 from .model import Transformer
