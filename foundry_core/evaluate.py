@@ -19,7 +19,8 @@ from torch import nn
 
 from .align.chat import CHATML, ChatTemplate, encode_chat
 from .align.respond import accuracy_by_task, grade
-from .align.sft import IGNORE
+from .align.dpo import sequence_logprobs
+from .align.sft import IGNORE, pad_right
 from .align.tasks import Example
 from .tokenizer import Tokenizer
 
@@ -152,14 +153,10 @@ def answer_logprobs(model: nn.Module, sequences: Sequence[tuple[list[int], list[
     with _evaluating(model):
         for first in range(0, len(sequences), batch_size):
             chunk = sequences[first:first + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            scored = torch.zeros((len(chunk), width), dtype=torch.bool)
-            for row, (seq, flags) in enumerate(chunk):
-                ids[row, :len(seq)], scored[row, :len(seq)] = torch.tensor(seq), torch.tensor(flags)
-            ids, scored = ids.to(_device(model)), scored[:, 1:].to(_device(model))
-            logprobs = model(ids[:, :-1])[0].float().log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(-1)
-            out += zip((logprobs * scored).sum(-1).tolist(), scored.sum(-1).tolist())
+            ids = pad_right([seq for seq, _ in chunk], 0).to(_device(model))
+            scored = pad_right([[int(f) for f in flags] for _, flags in chunk], 0).bool().to(_device(model))
+            sums = sequence_logprobs(model, ids, scored)
+            out += zip(sums.tolist(), scored[:, 1:].sum(-1).tolist())
     return out
 
 

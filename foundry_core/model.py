@@ -125,23 +125,21 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer_idx, k, v)
         if need_weights:
             out, weights = explicit_attention(q, k, v, past)
-        elif key_mask is not None:  # a padded batch: explicit mask, padding keys hidden
-            mask = padded_causal_mask(key_mask, seq, past)
-            dropout = self.dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                                 enable_gqa=self.n_kv_heads != self.n_heads)
-            weights = None
         else:
-            out, weights = self._sdpa(q, k, v, past), None
+            out, weights = self._sdpa(q, k, v, past, key_mask), None
         out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
         return self.o_proj(out), weights
 
-    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int,
+              key_mask: torch.Tensor | None = None) -> torch.Tensor:
         dropout = self.dropout if self.training else 0.0
         seq = q.shape[2]
         # enable_gqa: each group of n_heads // n_kv_heads query heads reads the same key/value head,
         # inside the fused kernel, without materialising repeated copies of k and v.
         gqa = self.n_kv_heads != self.n_heads
+        if key_mask is not None:  # a padded batch: causal mask with the padding keys hidden
+            mask = padded_causal_mask(key_mask, seq, past)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
         if past == 0:  # a fresh sequence: the fused kernel applies the causal mask itself
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
         # New tokens after cached ones: query i (at position past + i) sees keys 0 .. past + i.
@@ -164,7 +162,7 @@ def padded_causal_mask(key_mask: torch.Tensor, n_queries: int, offset: int = 0) 
     allowed = causal_mask(n_queries, key_mask.shape[1], offset, key_mask.device)
     keys = torch.arange(key_mask.shape[1], device=key_mask.device)
     itself = keys[None, :] == (torch.arange(n_queries, device=key_mask.device)[:, None] + offset)
-    return ((allowed & key_mask[:, None, None, :]) | itself)
+    return (allowed & key_mask[:, None, None, :]) | itself
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

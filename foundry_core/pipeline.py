@@ -298,9 +298,8 @@ def _dpo_data_dir(preset: Preset) -> Path:
     return artifacts_root() / preset.name / f"dpo-data-{key}"
 
 
-def dpo_pairs(preset: Preset) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """DPO's (train, held-out) pairs: the offline pairs, plus on the training side the SFT model's own
-    sampled answers scored by the task rules (on-policy pairs). Sampled once and cached."""
+def _dpo_rows(preset: Preset) -> dict[str, list[dict]]:
+    """DPO's cached pairs, each with the reference model's log-probs, built once (see dpo_pairs)."""
     settings = align_settings(preset)
     folder = _dpo_data_dir(preset)
 
@@ -317,22 +316,30 @@ def dpo_pairs(preset: Preset) -> tuple[list[PreferencePair], list[PreferencePair
             (tmp / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     _build_once(folder, build)
-
-    def load(name: str) -> list[PreferencePair]:
-        rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
-        return [PreferencePair(**{k: v for k, v in row.items() if k != "reference"}) for row in rows]
-
-    return load("train"), load("test")
+    return {name: [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("train", "test")}
 
 
-def _dpo_dataset(preset: Preset, name: str) -> PairDataset:
-    """A cached split of DPO pairs as a dataset, with the reference model's log-probs already in it."""
+def _pair(row: dict) -> PreferencePair:
+    return PreferencePair(**{k: v for k, v in row.items() if k != "reference"})
+
+
+def dpo_pairs(preset: Preset) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """DPO's (train, held-out) pairs: the offline pairs, plus on the training side the SFT model's own
+    sampled answers scored by the task rules (on-policy pairs). Sampled once and cached."""
+    rows = _dpo_rows(preset)
+    return [_pair(r) for r in rows["train"]], [_pair(r) for r in rows["test"]]
+
+
+def _dpo_datasets(preset: Preset) -> tuple[PairDataset, PairDataset]:
+    """The cached (train, held-out) DPO pairs as datasets, with the reference log-probs already in them."""
     settings, tokenizer = align_settings(preset), ensure_tokenizer(preset)
-    pairs = dpo_pairs(preset)[0 if name == "train" else 1]
-    rows = [json.loads(line) for line in (_dpo_data_dir(preset) / f"{name}.jsonl").read_text().splitlines()]
-    dataset = PairDataset(tokenizer, pairs, preset.model.max_seq_len, settings.template)
-    dataset.reference = torch.tensor([row["reference"] for row in rows])
-    return dataset
+    datasets = []
+    for rows in _dpo_rows(preset).values():
+        dataset = PairDataset(tokenizer, [_pair(r) for r in rows], preset.model.max_seq_len, settings.template)
+        dataset.reference = torch.tensor([r["reference"] for r in rows])
+        datasets.append(dataset)
+    return datasets[0], datasets[1]
 
 
 def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
@@ -344,7 +351,7 @@ def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
                      "nll_weight") + f"-beta{beta:g}"
     folder = artifacts_root() / preset.name / f"dpo-{key}"
     if not folder.exists():
-        train, val = _dpo_dataset(preset, "train"), _dpo_dataset(preset, "test")
+        train, val = _dpo_datasets(preset)
         policy, _ = ensure_sft(preset)
         _train_stage(folder, policy, settings.dpo, train, val, callbacks, progress,
                      loss_fn=make_dpo_loss(beta, settings.nll_weight))

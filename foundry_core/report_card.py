@@ -70,12 +70,13 @@ def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] 
     def stage(name: str, work: Callable[[], dict]) -> None:
         started = time.perf_counter()
         metrics = work()
-        card.stages.append({"stage": name, "seconds": time.perf_counter() - started, "metrics": metrics})
-        log(f"[{len(card.stages)}/{len(STAGE_NAMES)}] {name:<14} {time.perf_counter() - started:7.1f} s  "
+        seconds = time.perf_counter() - started
+        card.stages.append({"stage": name, "seconds": seconds, "metrics": metrics})
+        log(f"[{len(card.stages)}/{len(STAGE_NAMES)}] {name:<14} {seconds:7.1f} s  "
             + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
 
     def data() -> dict:
-        train_docs, val_docs = pipeline.ensure_corpus(preset)
+        train_docs, val_docs = state["documents"] = pipeline.ensure_corpus(preset)
         train_path, val_path = pipeline.ensure_tokens(preset)
         state["val_tokens"] = read_tokens(val_path)
         return {"train documents": len(train_docs), "validation documents": len(val_docs),
@@ -83,7 +84,7 @@ def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] 
 
     def tokenizer() -> dict:
         state["tokenizer"] = tok = pipeline.ensure_tokenizer(preset)
-        sample = "".join(d.text for d in pipeline.ensure_corpus(preset)[1])[:200_000]
+        sample = "".join(d.text for d in state["documents"][1])[:200_000]
         return {"vocabulary": len(tok), "bytes per token (validation)": len(sample.encode()) / len(tok.encode(sample))}
 
     def ppl(model) -> float:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 
+def _finish(fig, ax, title: str, legend_size: int = 8):
+    """The common last touches: title, legend, tight layout."""
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    return fig
+
+
 def loss_mask_html(tokenizer, ids: Sequence[int], trained: Sequence[bool]) -> str:
     """Every token of a chat; the ones the loss is computed on in bold on green, the others grey."""
     import html
@@ -35,10 +43,7 @@ def plot_accuracy(results: Mapping[str, Mapping[str, float]], title: str = "held
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of correct answers")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_curves(history: Sequence[dict], metrics: Mapping[str, str], ylabel: str, title: str = "", ax=None):
@@ -58,10 +63,7 @@ def plot_curves(history: Sequence[dict], metrics: Mapping[str, str], ylabel: str
             ax.plot(*zip(*val), "o-", color=color, label=f"{label} (held-out)")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, legend_size=7)
 
 
 def plot_margins(margins: Mapping[str, Sequence[float]], title: str = "reward margin on held-out pairs"):
@@ -74,10 +76,7 @@ def plot_margins(margins: Mapping[str, Sequence[float]], title: str = "reward ma
     ax.axvline(0, color="black", lw=1)
     ax.set_xlabel("r(chosen) - r(rejected)")
     ax.set_ylabel("pairs")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_beta_sweep(betas: Sequence[float], series: Mapping[str, Sequence[float]], title: str = "the effect of beta"):
@@ -89,7 +88,4 @@ def plot_beta_sweep(betas: Sequence[float], series: Mapping[str, Sequence[float]
         ax.plot(betas, values, "o-", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("beta")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)

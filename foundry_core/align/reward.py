@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import Transformer
+from ..tokenizer import Tokenizer
+from .chat import CHATML, ChatTemplate, encode_chat
+from .sft import pad_right
 
 
 class RewardModel(nn.Module):
@@ -65,12 +68,9 @@ def score_pairs(model: RewardModel, dataset, batch_size: int = 64) -> tuple[torc
 
 
 @torch.no_grad()
-def score_answers(model: RewardModel, tokenizer, prompts, answers, template="chatml",
-                  batch_size: int = 64) -> torch.Tensor:
+def score_answers(model: RewardModel, tokenizer: Tokenizer, prompts: list[str], answers: list[str],
+                  template: str | ChatTemplate = CHATML, batch_size: int = 64) -> torch.Tensor:
     """The reward of each (prompt, answer), e.g. of answers a policy generated."""
-    from .chat import encode_chat
-    from .sft import pad_right
-
     model.eval()
     device = next(model.parameters()).device
     rows = [encode_chat(tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": a}], template)[0]
