@@ -70,7 +70,7 @@ class ModelConfig(_Validated):
     n_layers: int = 6
     n_heads: int = 8
     n_kv_heads: int = 4  # 1 = multi-query attention, n_heads = classic multi-head attention
-    d_ff: int = 688  # SwiGLU hidden width; swiglu_hidden(d_model) gives the usual choice
+    d_ff: int = 768  # SwiGLU hidden width; a multiple of 128 so int4 groups of 32-128 divide it
     max_seq_len: int = 256
     rope_base: float = 10000.0
     dropout: float = 0.0

@@ -203,26 +203,40 @@ def gguf_token_types(tokenizer: Tokenizer) -> list[int]:
     return types
 
 
+GGUF_QUANTIZATIONS = ("Q8_0", "Q4_0")  # llama.cpp's simplest block formats, written by the gguf package
+
+
 def save_gguf(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-              name: str = "foundry-llm") -> Path:
+              name: str = "foundry-llm", quantization: str | None = None) -> Path:
     """Write a GGUF file (architecture "llama") that llama.cpp runs: weights, hyperparameters, tokenizer.
 
     The tokenizer is stored as SentencePiece pieces with their scores and kinds. We train it without
     SentencePiece's dummy space prefix, so add_space_prefix is false, and no <s> is added, as in training.
     <|im_end|> is marked as the end of a turn and the ChatML template is included, for llama.cpp's chat mode.
     The file appears under its final name only when complete (temporary file + rename).
+
+    `quantization` "Q8_0" or "Q4_0" stores the weight matrices in llama.cpp's own block formats: blocks
+    of 32 weights with one float16 scale each (8 or 4 bits per weight, symmetric), as `llama-quantize`
+    would; norm gains stay float32.
     """
     try:
         import gguf
     except ImportError:
         raise ImportError("GGUF export needs the gguf package: pip install gguf") from None
+    if quantization not in (None, *GGUF_QUANTIZATIONS):
+        raise ValueError(f"GGUF quantization {quantization!r} is not offered: choose one of "
+                         f"{', '.join(GGUF_QUANTIZATIONS)}, or None for {dtype}")
     tokenizer.check_compatible(model.config.vocab_size)
-    tensors = gguf_tensors(model, dtype)
+    tensors = gguf_tensors(model, torch.float32 if quantization else dtype)
+    odd = [f"{name} (rows of {a.shape[1]})" for name, a in tensors.items() if quantization and a.ndim == 2
+           and a.shape[1] % 32]
+    if odd:
+        raise ValueError(f"{quantization} stores blocks of 32 weights, which do not divide {', '.join(odd)}")
 
     def write(tmp: str) -> None:
         writer = gguf.GGUFWriter(tmp, "llama")
         try:
-            _fill_gguf(writer, model.config, tokenizer, tensors, dtype, name)
+            _fill_gguf(writer, model.config, tokenizer, tensors, dtype, name, quantization)
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
@@ -233,12 +247,14 @@ def save_gguf(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike,
 
 
 def _fill_gguf(writer, config: ModelConfig, tokenizer: Tokenizer, tensors: dict[str, np.ndarray],
-               dtype: torch.dtype, name: str) -> None:
+               dtype: torch.dtype, name: str, quantization: str | None = None) -> None:
     """The metadata llama.cpp's Llama loader reads, the tokenizer, and the tensors."""
-    from gguf import LlamaFileType
+    from gguf import GGMLQuantizationType, LlamaFileType, quants
 
     writer.add_name(name)
-    writer.add_file_type(LlamaFileType.ALL_F32 if dtype == torch.float32 else LlamaFileType.MOSTLY_F16)
+    file_type = (LlamaFileType[f"MOSTLY_{quantization}"] if quantization
+                 else LlamaFileType.ALL_F32 if dtype == torch.float32 else LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(file_type)
     writer.add_vocab_size(config.vocab_size)
     writer.add_context_length(config.max_seq_len)
     writer.add_embedding_length(config.d_model)
@@ -251,7 +267,11 @@ def _fill_gguf(writer, config: ModelConfig, tokenizer: Tokenizer, tensors: dict[
     writer.add_rope_dimension_count(config.head_dim)
     _add_tokenizer(writer, tokenizer)
     for tensor_name, array in tensors.items():
-        writer.add_tensor(tensor_name, array)
+        if quantization and array.ndim == 2:
+            qtype = GGMLQuantizationType[quantization]
+            writer.add_tensor(tensor_name, quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(tensor_name, array)
 
 
 def _add_tokenizer(writer, tokenizer: Tokenizer) -> None:

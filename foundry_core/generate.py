@@ -7,6 +7,8 @@ before it are already stored (model.KVCache).
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Iterator, Sequence
 
 import torch
@@ -133,3 +135,17 @@ def generate(model: Transformer, prompt, max_new_tokens: int = 100, **sampling) 
     out = torch.stack(steps, dim=1).tolist()
     stops = set(sampling.get("stop_tokens", ()))
     return [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in out]
+
+
+def decode_ms_per_token(model: Transformer, prompt: Sequence[int], new_tokens: int = 32, repeats: int = 3) -> float:
+    """Median milliseconds per generated token (batch 1, greedy, with the KV cache): the latency a chat
+    user feels (one prefill of a short prompt included). Decoding reads every weight once per token, so
+    this is the speed that quantization is meant to improve; the first (warm-up) run is not counted."""
+    if new_tokens < 1 or repeats < 1:
+        raise ValueError(f"new_tokens and repeats must be at least 1, got {new_tokens} and {repeats}")
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        generate(model, list(prompt), new_tokens, temperature=0.0)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times[1:]) / new_tokens

@@ -186,6 +186,42 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int = 32,
     return model
 
 
+def quantization_error(w: torch.Tensor, scheme: str, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(error, step) per element of `w`: the dequantized weight minus the original, and the size of one
+    quantization step where that element lives (its row's scale for int8, its group's for int4).
+
+    Rounding to the nearest step is never off by more than half a step, so |error| / step <= 0.5 for
+    every element: the bound the tests and chapter 10 check.
+    """
+    _check_scheme(scheme)
+    w = _as_matrix(w)
+    if scheme == "int8":
+        q, scales = quantize_tensor_int8(w)
+        return dequantize_int8(q, scales) - w, scales[:, None].expand_as(w)
+    packed, scales, zeros = quantize_tensor_int4(w, group_size)
+    steps = scales.repeat_interleave(group_size, dim=1)
+    return dequantize_int4(packed, scales, zeros, w.shape[1]) - w, steps
+
+
+def layer_errors(model: nn.Module, scheme: str, group_size: int = 32,
+                 skip: tuple[str, ...] = ("lm_head",)) -> dict[str, float]:
+    """Relative error ||W_q - W|| / ||W|| of each Linear layer of a float model, without changing it."""
+    errors = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and not _skipped(name, skip):
+            error, _ = quantization_error(m.weight, scheme, group_size)
+            errors[name] = (error.norm() / m.weight.detach().float().norm()).item()
+    return errors
+
+
+def fitting_group_sizes(model: nn.Module, candidates: tuple[int, ...] = (32, 64, 128),
+                        skip: tuple[str, ...] = ("lm_head",)) -> list[int]:
+    """The candidate int4 group sizes that divide the input width of every Linear layer to quantize."""
+    widths = {m.in_features for name, m in model.named_modules()
+              if isinstance(m, nn.Linear) and not _skipped(name, skip)}
+    return [g for g in candidates if all(width % g == 0 for width in widths)]
+
+
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes of all parameters and buffers, each storage counted once (a tied output layer is free)."""
     unique = {(t.data_ptr(), t.nbytes): t.nbytes for t in [*model.parameters(), *model.buffers()]}

@@ -145,3 +145,32 @@ def test_the_stored_chat_template_renders_our_chatml():
             {"role": "assistant", "content": "Bernardo"}, {"role": "user", "content": "And the king?"}]
     text = jinja2.Template(CHATML_JINJA).render(messages=chat, add_generation_prompt=True)
     assert text == render(chat, CHATML, add_generation_prompt=True).replace("<eot>", "<|im_end|>")
+
+
+@pytest.mark.parametrize("quantization,bits", [("Q8_0", 8), ("Q4_0", 4)])
+def test_quantized_gguf_is_smaller_and_reads_back_close(tmp_path, tokenizer, quantization, bits):
+    model = make_model(tokenizer.vocab_size, d_ff=64).eval()
+    full = save_gguf(model, tokenizer, tmp_path / "f32.gguf")
+    small = save_gguf(model, tokenizer, tmp_path / f"{quantization}.gguf", quantization=quantization)
+    reader = gguf.GGUFReader(small)
+    kind = gguf.GGMLQuantizationType[quantization]
+    tensors = {t.name: t for t in reader.tensors}
+    assert tensors["blk.0.ffn_up.weight"].tensor_type == kind
+    assert tensors["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+    up = gguf.quants.dequantize(tensors["blk.0.ffn_up.weight"].data, kind)
+    weight = model.layers[0].mlp.up_proj.weight.detach().numpy()
+    assert up.shape == weight.shape
+    # symmetric blocks of 32 with a float16 scale. Q8_0: half a step, plus the scale's float16 rounding
+    # (2^-11 relative, times up to 127 steps). Q4_0 maps the block's signed extreme to -8, so the other
+    # side can clip at +7: up to one step.
+    step = np.abs(weight.reshape(weight.shape[0], -1, 32)).max(axis=-1) / (127 if bits == 8 else 8)
+    error = np.abs(up - weight).reshape(weight.shape[0], -1, 32)
+    assert (error <= step[..., None] * (0.57 if bits == 8 else 1.0) + 1e-6).all() and error.max() > 0
+    matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2)
+    saved = (full.stat().st_size - small.stat().st_size) / matrices  # bytes saved per weight
+    assert abs(saved - (4 - (bits + 16 / 32) / 8)) < 0.05, saved
+    with pytest.raises(ValueError, match="not offered"):
+        save_gguf(model, tokenizer, tmp_path / "x.gguf", quantization="Q2_K")
+    with pytest.raises(ValueError, match="ffn_down.weight \\(rows of 48\\)"):
+        save_gguf(make_model(tokenizer.vocab_size), tokenizer, tmp_path / "y.gguf", quantization=quantization)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["f32.gguf", f"{quantization}.gguf"])

@@ -121,3 +121,13 @@ def test_context_overflow_and_empty_prompt(model):
         generate(model, [], 5)
     with pytest.raises(ValueError, match="non-empty list of token ids"):
         generate(model, [PROMPT, []], 5)
+
+
+def test_decode_ms_per_token_is_positive_and_checks_its_arguments():
+    from foundry_core.generate import decode_ms_per_token
+
+    model = Transformer(ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=32,
+                                    max_seq_len=16)).eval()
+    assert decode_ms_per_token(model, [1, 2, 3], new_tokens=4, repeats=1) > 0
+    with pytest.raises(ValueError, match="at least 1"):
+        decode_ms_per_token(model, [1], new_tokens=0)

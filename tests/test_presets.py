@@ -91,6 +91,6 @@ def test_overrides_are_validated():
 
 def test_summary_is_computed_from_the_configs():
     row = PRESETS["cpu"].summary()
-    assert row["params (M)"] == round(PRESETS["cpu"].model.num_params() / 1e6, 1)
+    assert row["params (M)"] == float(f"{PRESETS['cpu'].model.num_params() / 1e6:.3g}")
     assert row["precision"] == "float32"
     assert row["est. memory (GiB)"] == round(PRESETS["cpu"].estimate_memory().total / GIB, 2)

@@ -15,12 +15,15 @@ from foundry_core.quantize import (
     QuantLinear,
     dequantize_int4,
     dequantize_int8,
+    fitting_group_sizes,
+    layer_errors,
     linear_size_bytes,
     load_quantized,
     model_size_bytes,
     pack_int4,
     quantize_model,
     quantize_tensor_int4,
+    quantization_error,
     quantize_tensor_int8,
     save_quantized,
     torch_dynamic_int8,
@@ -83,6 +86,33 @@ def test_int4_error_is_at_most_half_a_step_per_group(group_size):
     step = scales.repeat_interleave(group_size, dim=1)
     assert (error <= step / 2 * (1 + 1e-5)).all()
     assert error.max() > 0.1 * scales.min()
+
+
+@pytest.mark.parametrize("scheme,group_size", [("int8", 32), ("int4", 32), ("int4", 64)])
+def test_quantization_error_reports_the_real_error_and_its_step(scheme, group_size):
+    w = random_weight()
+    error, step = quantization_error(w, scheme, group_size)
+    assert error.shape == step.shape == w.shape
+    assert (error.abs() <= step / 2 * (1 + 1e-5)).all()
+    assert (error.abs() / step).max() > 0.4, "rounding errors should reach close to half a step"
+    linear = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    linear.weight.data = w.clone()
+    assert torch.allclose(QuantLinear.from_linear(linear, scheme, group_size).weight - w, error, atol=1e-6), \
+        "the layer and the error analysis must quantize alike"
+
+
+def test_layer_errors_cover_every_block_linear_and_grow_with_fewer_bits(float_model):
+    before = copy.deepcopy(float_model.state_dict())
+    int8, int4 = layer_errors(float_model, "int8"), layer_errors(float_model, "int4", 32)
+    assert len(int8) == len(int4) == BLOCK_LINEARS and "lm_head" not in int8
+    assert all(0 < int8[name] < int4[name] < 0.5 for name in int8), (int8, int4)
+    assert all(torch.equal(before[k], v) for k, v in float_model.state_dict().items()), "model changed"
+
+
+def test_fitting_group_sizes_divide_every_layer():
+    config = ModelConfig(vocab_size=64, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2, d_ff=96, max_seq_len=16)
+    assert fitting_group_sizes(Transformer(config)) == [32]  # 64 and 128 do not divide d_ff = 96
+    assert fitting_group_sizes(Transformer(CONFIG), (16, 32, 64, 128)) == [16, 32, 64]
 
 
 def test_pack_unpack_round_trips_every_value_and_odd_lengths():
