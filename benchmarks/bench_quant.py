@@ -1,14 +1,15 @@
 """Size, prefill speed and logit error of foundry_core.quantize beside fp32, bf16 and torch's dynamic int8.
 
-    python benchmarks/bench_quant.py [--repeats 10] [--prompt 64] [--preset cpu] [--d-ff 768]
-                                     [--checkpoint runs/cpu/step-000300]
+    python benchmarks/bench_quant.py [--repeats 10] [--prompt 64] [--decode 32] [--preset cpu]
+                                     [--d-ff 768] [--checkpoint runs/cpu/step-000300]
 
 One model (the preset's config, random init, or the weights of a training checkpoint) is copied into each
 variant. Sizes count real storage: "Linear" is the Linear layers of the blocks (what is quantized; the
 tied output layer is the embedding and stays in float), "model" every parameter and buffer once. Speed is
-one forward pass over a batch-1 prompt (prefill), divided by its length; the variants take turns every
-repeat so that noise from the machine hits all alike, and the median is reported. The error is the
-largest |logit - fp32 logit| over the prompt.
+one forward pass over a batch-1 prompt (prefill), divided by its length, and greedy decoding with the KV
+cache (decode, ms per new token: the memory-bound case that quantization targets); the variants take
+turns every repeat so that noise from the machine hits all alike, and medians are reported. The error
+is the largest |logit - fp32 logit| over the prompt.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import torch.nn as nn
 
 from foundry_core import ModelConfig, detect, get_preset
 from foundry_core.checkpoint import STATE, load_checkpoint
+from foundry_core.generate import decode_ms_per_token
 from foundry_core.model import Transformer
-from foundry_core.quantize import linear_size_bytes, model_size_bytes, quantize_model, torch_dynamic_int8
+from foundry_core.quantize import (cast_weights, linear_size_bytes, model_size_bytes, quantize_model,
+                                   torch_dynamic_int8)
 
 
 def load_model(args: argparse.Namespace) -> Transformer:
@@ -42,14 +45,6 @@ def load_model(args: argparse.Namespace) -> Transformer:
     return Transformer(config).eval()
 
 
-def cast_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast the parameters only: the RoPE tables stay fp32, as they are computed, not learned."""
-    model = copy.deepcopy(model)
-    for p in model.parameters():
-        p.data = p.data.to(dtype)
-    return model
-
-
 def int4(model: Transformer, group_size: int) -> tuple[nn.Module, str]:
     """int4 with this group size; layers whose width it does not divide stay in float (and are named)."""
     kept = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features % group_size]
@@ -61,16 +56,6 @@ def int4(model: Transformer, group_size: int) -> tuple[nn.Module, str]:
         note = f"{len(kept)} layers kept fp32 ({', '.join(kinds)}: in_features {widths} % {group_size} != 0)"
     quantized = quantize_model(copy.deepcopy(model), "int4", group_size, skip=("lm_head", *kept))
     return quantized, note
-
-
-def torch_linear_bytes(model: nn.Module) -> int:
-    """Storage of torch's dynamic int8 Linear layers: int8 weights, one scale and zero point, float bias."""
-    total = 0
-    for m in model.modules():
-        if callable(getattr(m, "weight", None)) and hasattr(m, "_packed_params"):
-            w, b = m.weight(), m.bias()
-            total += w.numel() * w.element_size() + 16 + (b.nbytes if b is not None else 0)
-    return total
 
 
 def variants(model: Transformer) -> list[tuple[str, nn.Module, str]]:
@@ -90,6 +75,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--decode", type=int, default=32, help="new tokens per decoding run (0: skip)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--d-ff", type=int, default=0, help="override the preset's SwiGLU width")
     parser.add_argument("--checkpoint", default="", help="a step-NNNNNN folder written by the Trainer")
@@ -100,6 +86,7 @@ def main() -> None:
     rows = variants(model)
     times: dict[str, list[float]] = {name: [] for name, _, _ in rows}
     outputs = {}
+    decode: dict[str, list[float]] = {name: [] for name, _, _ in rows}
     with torch.inference_mode():
         for i in range(args.warmup + args.repeats):
             for name, variant, _ in rows if i % 2 == 0 else rows[::-1]:
@@ -107,21 +94,24 @@ def main() -> None:
                 outputs[name] = variant(prompt)[0].float()
                 if i >= args.warmup:
                     times[name].append(time.perf_counter() - start)
+                    if args.decode:
+                        decode[name].append(decode_ms_per_token(variant, prompt[0, :16].tolist(), args.decode, 1))
     print(f"{detect('cpu')} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
           f"{'checkpoint ' + args.checkpoint if args.checkpoint else f'{args.preset} preset, random init'}: "
           f"vocab {c.vocab_size}, d_model {c.d_model}, {c.n_layers} layers, d_ff {c.d_ff}, "
           f"tied {c.tie_embeddings} | batch 1, prompt {args.prompt}, median of {args.repeats}")
-    print("| variant | Linear MB | model MB | Linear vs fp32 | model vs fp32 | ms/token | max abs logit diff | notes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | Linear MB | model MB | Linear vs fp32 | model vs fp32 | prefill ms/token | decode ms/token "
+          "| max abs logit diff | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     base_linear = linear_size_bytes(model)
     base_model = model_size_bytes(model)
     for name, variant, note in rows:
-        extra = torch_linear_bytes(variant)
-        linear, total = linear_size_bytes(variant) + extra, model_size_bytes(variant) + extra
+        linear, total = linear_size_bytes(variant), model_size_bytes(variant)
         ms = 1e3 * statistics.median(times[name]) / args.prompt
+        decode_ms = f"{statistics.median(decode[name]):.3f}" if decode[name] else "-"
         diff = (outputs[name] - outputs["fp32"]).abs().max().item()
         print(f"| {name} | {linear / 1e6:.2f} | {total / 1e6:.2f} | {base_linear / linear:.2f}x | "
-              f"{base_model / total:.2f}x | {ms:.3f} | {diff:.2e} | {note} |")
+              f"{base_model / total:.2f}x | {ms:.3f} | {decode_ms} | {diff:.2e} | {note} |")
 
 
 if __name__ == "__main__":

@@ -223,16 +223,44 @@ def fitting_group_sizes(model: nn.Module, candidates: tuple[int, ...] = (32, 64,
 
 
 def model_size_bytes(model: nn.Module) -> int:
-    """Bytes of all parameters and buffers, each storage counted once (a tied output layer is free)."""
+    """Bytes of all parameters and buffers, each storage counted once (a tied output layer is free),
+    plus the packed weights of PyTorch's dynamic int8 layers, which are neither."""
     unique = {(t.data_ptr(), t.nbytes): t.nbytes for t in [*model.parameters(), *model.buffers()]}
-    return sum(unique.values())
+    return sum(unique.values()) + sum(_torch_packed_bytes(m) for m in model.modules())
 
 
 def linear_size_bytes(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> int:
-    """Bytes of the Linear layers (float or quantized) not named in `skip`: what quantization shrinks."""
-    return sum(m.nbytes if isinstance(m, QuantLinear) else sum(p.nbytes for p in m.parameters())
-               for name, m in model.named_modules()
-               if isinstance(m, (nn.Linear, QuantLinear)) and not _skipped(name, skip))
+    """Bytes of the Linear layers (float, ours quantized, or PyTorch's dynamic int8) not named in `skip`:
+    what quantization shrinks."""
+    total = 0
+    for name, m in model.named_modules():
+        if _skipped(name, skip):
+            continue
+        if isinstance(m, QuantLinear):
+            total += m.nbytes
+        elif isinstance(m, nn.Linear):
+            total += sum(p.nbytes for p in m.parameters())
+        else:
+            total += _torch_packed_bytes(m)
+    return total
+
+
+def _torch_packed_bytes(m: nn.Module) -> int:
+    """Storage of one of torch's dynamic int8 Linear layers (0 for any other module): the int8 weight,
+    its one scale and zero point (8 bytes each), and the float bias."""
+    if not (hasattr(m, "_packed_params") and callable(getattr(m, "weight", None))):
+        return 0
+    weight, bias = m.weight(), m.bias()
+    return weight.numel() * weight.element_size() + 16 + (0 if bias is None else bias.nbytes)
+
+
+def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """A copy of `model` whose parameters are stored in `dtype` (bf16 or fp16): the 2-byte baseline.
+    Buffers such as the RoPE tables stay in fp32: they are computed, not learned, and small."""
+    model = copy.deepcopy(model)
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+    return model
 
 
 def save_quantized(model: Transformer, folder: str | os.PathLike) -> Path:

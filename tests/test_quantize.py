@@ -215,3 +215,15 @@ def test_torch_dynamic_int8_reference_is_close(float_model, ids):
         pytest.skip(str(err))
     assert isinstance(float_model.layers[0].mlp.up_proj, nn.Linear), "the original must stay untouched"
     assert relative_error(logits(reference, ids), logits(float_model, ids)) < 0.05
+    ratio = linear_size_bytes(float_model) / linear_size_bytes(reference)
+    assert 3.9 < ratio < 4.0, f"torch's int8 layers should count ~1 byte per weight, got {ratio:.2f}x"
+    assert model_size_bytes(reference) < model_size_bytes(float_model)
+
+
+def test_cast_weights_halves_the_parameters_and_keeps_the_original(float_model, ids):
+    from foundry_core.quantize import cast_weights
+
+    half = cast_weights(float_model, torch.bfloat16)
+    assert float_model.layers[0].mlp.up_proj.weight.dtype == torch.float32
+    assert linear_size_bytes(half) * 2 == linear_size_bytes(float_model)
+    assert relative_error(logits(half, ids).float(), logits(float_model, ids)) < 0.05
