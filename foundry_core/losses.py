@@ -21,9 +21,11 @@ def _loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
                     with_grads: bool, chunk_rows: int | None = None):
     """Mean negative log-likelihood of `targets` under softmax(hidden @ weight.T), chunk by chunk.
 
-    With `with_grads`, also d(loss)/d(hidden) and d(loss)/d(weight): for one row the gradient of the
-    cross-entropy with respect to the logits is softmax(logits) - one_hot(target), divided by the number
-    of counted rows.
+    With `with_grads`, also the gradients of the *summed* loss with respect to hidden and weight: for one
+    row, softmax(logits) - one_hot(target). The division by the number of counted rows waits for the
+    backward pass: done here, in fp16, the many tiny gradients would round to zero before fp16 training's
+    loss scale (GradScaler) could lift them, and loss scaling would not help. Returns (mean loss,
+    grad_hidden, grad_weight, count).
     """
     valid = targets != ignore_index
     count = valid.sum()
@@ -43,27 +45,36 @@ def _loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
         if with_grads:
             grad = log_probs.exp_()  # softmax, reusing the chunk's memory
             grad[torch.arange(len(target), device=grad.device), target] -= 1.0
-            grad *= (keep / count)[:, None]  # ignored rows get no gradient
+            grad *= keep[:, None]  # ignored rows get no gradient
             grad = grad.to(h.dtype)
             grad_hidden[start:start + step] = grad @ weight
             grad_weight.add_(grad.T @ h)
-    return total / count, grad_hidden, grad_weight
+    return total / count, grad_hidden, grad_weight, count
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """The gradients are made in the forward pass (they need the chunk's softmax, which is gone after);
-    the backward pass only scales them by the incoming gradient (1.0 for a plain loss.backward())."""
+    the backward pass only scales them by the incoming gradient (1.0 for a plain loss.backward(), the loss
+    scale under fp16) divided by the number of counted rows, in fp32."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows):
-        loss, grad_hidden, grad_weight = _loss_and_grads(hidden, weight, targets, ignore_index, True, chunk_rows)
-        ctx.save_for_backward(grad_hidden, grad_weight)
+        loss, grad_hidden, grad_weight, count = _loss_and_grads(hidden, weight, targets, ignore_index, True,
+                                                                chunk_rows)
+        ctx.save_for_backward(grad_hidden, grad_weight, count)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None
+        grad_hidden, grad_weight, count = ctx.saved_tensors
+        factor = grad_output / count
+        return _scaled(grad_hidden, factor), _scaled(grad_weight, factor), None, None, None
+
+
+def _scaled(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """grad * factor computed in at least fp32, returned in grad's own dtype."""
+    wide = torch.promote_types(grad.dtype, torch.float32)
+    return (grad.to(wide) * factor.to(wide)).to(grad.dtype)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

@@ -23,7 +23,7 @@ from .evaluate import contamination, perplexity
 from .export import save_gguf, save_hf
 from .hardware import detect
 from .presets import Preset
-from .quantize import linear_size_bytes, quantize_model, save_quantized
+from .quantize import fitting_group_sizes, linear_size_bytes, quantize_model, save_quantized
 
 
 @dataclass
@@ -48,16 +48,6 @@ class ReportCard:
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def int4_group_size(model: torch.nn.Module, candidates: tuple[int, ...] = (128, 64, 32, 16, 8)) -> int:
-    """The largest group size that divides the input width of every Linear layer of the blocks."""
-    widths = {m.in_features for name, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head")}
-    for size in candidates:
-        if all(w % size == 0 for w in widths):
-            return size
-    raise ValueError(f"no int4 group size in {candidates} divides the layer widths {sorted(widths)}")
 
 
 def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] = print) -> ReportCard:
@@ -124,7 +114,10 @@ def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] 
 
     def quantization() -> dict:
         model = state["dpo"]
-        group = int4_group_size(model)
+        fitting = fitting_group_sizes(model, (8, 16, 32, 64, 128))
+        if not fitting:
+            raise ValueError("no int4 group size from 8 to 128 divides every layer width of this model")
+        group = max(fitting)  # the fewest scales: int4 at its smallest
         metrics = {"fp32 MB": linear_size_bytes(model) / 1e6, "fp32 perplexity": ppl(model)}
         for scheme in ("int8", "int4"):
             quantized = quantize_model(copy.deepcopy(model), scheme, group)

@@ -11,14 +11,27 @@ from .presets import HEADROOM, USABLE_FRACTION, Preset, select_preset
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "autocast_copies", "activations", "runtime")
 
 
-def markdown_table(rows: Sequence[dict[str, object]]) -> str:
-    """A list of same-keyed dicts as a Markdown table (rendered by Jupyter and by the book)."""
+class MarkdownText(str):
+    """A string that Jupyter (and the book) display as rendered Markdown when it ends a cell."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def markdown_table(rows: Sequence[dict[str, object]]) -> MarkdownText:
+    """A list of same-keyed dicts as a Markdown table (rendered by Jupyter and by the book).
+
+    A "|" inside a cell (ChatML's <|im_end|>) is escaped, so it cannot split the cell in two.
+    """
     if not rows:
-        return ""
+        return MarkdownText("")
     header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row[k]) for k in header) + " |" for row in rows]
-    return "\n".join(lines)
+
+    def line(cells: Iterable[object]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    lines = [line(header), "|" + "---|" * len(header)] + [line(row[k] for k in header) for row in rows]
+    return MarkdownText("\n".join(lines))
 
 
 def _stacked_shares(rows: Sequence[tuple[str, dict[str, float], str]], xlabel: str, title: str):

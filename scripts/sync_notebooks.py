@@ -1,4 +1,5 @@
-"""Keep each notebooks/NN_topic.md (the source we edit) and its .ipynb twin (for Colab and nbval) in step.
+"""Keep each notebooks/NN_topic.md (a chapter) or A1_topic.md (an appendix), the source we edit, and its
+.ipynb twin (for Colab and nbval) in step.
 
     python scripts/sync_notebooks.py          # run `jupytext --sync`, then strip outputs from the .ipynb
     python scripts/sync_notebooks.py --check  # report differences and outputs; exit 1 if any
@@ -21,7 +22,8 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def chapter_sources() -> list[Path]:
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.md"))
+    """The chapters (NN_topic.md), then the appendices (A1_topic.md, ...), in reading order."""
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.md")) + sorted(NOTEBOOKS.glob("[A-Z][0-9]_*.md"))
 
 
 def _cell_key(cell) -> tuple[str, str, tuple[str, ...]]:
