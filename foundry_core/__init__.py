@@ -1,5 +1,14 @@
 """foundry_core: the library behind LLM Foundry, a course that trains a small LLM end to end."""
 
+import os as _os
+import sys as _sys
+
+# On Apple silicon, let an operation that Metal lacks run on the CPU instead of failing. PyTorch reads
+# this variable once, when torch is imported, so it is set here, before our first `import torch`.
+if _sys.platform == "darwin" and "torch" not in _sys.modules:
+    _os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+_MPS_FALLBACK_AT_TORCH_IMPORT = _os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK", "0").strip() not in ("", "0")
+
 from .config import ModelConfig, TrainConfig, check_compatible, swiglu_hidden
 from .hardware import (
     HardwareInfo,
@@ -11,6 +20,7 @@ from .hardware import (
     measure_matmul_tflops,
 )
 from .generate import generate, stream
+from .memory import MeasuredMemory, measure_checkpointing, measure_training_memory
 from .model import KVCache, Transformer
 from .train import Trainer, TrainingDiverged
 from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer
@@ -42,6 +52,7 @@ __all__ = [
     "EXAMPLE_MACHINES",
     "PRESETS",
     "HardwareInfo",
+    "MeasuredMemory",
     "MemoryEstimate",
     "ModelConfig",
     "Precision",
@@ -54,7 +65,9 @@ __all__ = [
     "estimate_memory",
     "fast_mode",
     "get_preset",
+    "measure_checkpointing",
     "measure_matmul_tflops",
+    "measure_training_memory",
     "pick_preset",
     "select_preset",
     "swiglu_hidden",

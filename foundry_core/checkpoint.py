@@ -56,13 +56,21 @@ def unique_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
-def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module, state: dict,
-                    keep: int = 3) -> Path:
-    """Write `folder/step-<step>/` atomically, then delete all but the newest `keep` checkpoints."""
+def checkpoint_dir(folder: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint of `step` lives in a run folder."""
+    return Path(folder) / f"step-{step:06d}"
+
+
+def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module | dict[str, torch.Tensor],
+                    state: dict, keep: int = 3) -> Path:
+    """Write `folder/step-<step>/` atomically, then delete all but the newest `keep` checkpoints.
+
+    `model` is the model, or its weights already gathered into CPU tensors (each storage once), as a
+    sharded (FSDP) run provides them."""
     folder = Path(folder)
-    target = folder / f"step-{step:06d}"
+    target = checkpoint_dir(folder, step)
     with atomic_directory(target) as tmp:
-        save_file(unique_tensors(model), tmp / WEIGHTS)
+        save_file(unique_tensors(model) if isinstance(model, torch.nn.Module) else model, tmp / WEIGHTS)
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
@@ -83,15 +91,21 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
-    """Load the weights into `model` and return the saved state (optimizer, step, data position, ...)."""
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(weights, saved state) of a checkpoint folder, on the CPU, without loading them into a model."""
     path = Path(path)
     for name in (WEIGHTS, STATE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} not found: not a checkpoint folder (see list_checkpoints)")
-    weights = load_file(path / WEIGHTS, device="cpu")
+    return load_file(path / WEIGHTS, device="cpu"), torch.load(path / STATE, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
+    """Load the weights into `model` and return the saved state (optimizer, step, data position, ...)."""
+    path = Path(path)
+    weights, state = read_checkpoint(path)
     if hasattr(model, "load_weights"):
         model.load_weights(weights, source=str(path / WEIGHTS))
     else:
         model.load_state_dict(weights)
-    return torch.load(path / STATE, map_location="cpu", weights_only=True)
+    return state

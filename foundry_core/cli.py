@@ -5,6 +5,7 @@
     python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
     python -m foundry_core pipeline [--preset NAME]                  # every stage, then report.md
     torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
+    torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu --parallel fsdp  # sharded (FSDP)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -23,8 +25,9 @@ from .data import read_tokens
 from .generate import generate
 from .hardware import detect
 from .model import Transformer
+from .parallel import PARALLEL, local_parameter_bytes
 from .pipeline import artifacts_root, ensure
-from .presets import PRESETS, get_preset, select_preset
+from .presets import PRESETS, get_preset, select_preset, with_overrides
 from .tokenizer import Tokenizer
 from .train import Trainer
 
@@ -45,22 +48,38 @@ def prepare(args: argparse.Namespace) -> None:
           f"validation tokens in {train.parent}")
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size): from torchrun's environment, initialising the process group; else (0, 1)."""
+def _distributed(parallel: str = "ddp") -> tuple[int, int]:
+    """(rank, world size): from torchrun's environment, initialising the process group; else (0, 1).
+
+    FSDP needs a process group even for one process, and torchrun to make one."""
+    if parallel == "fsdp" and "WORLD_SIZE" not in os.environ:
+        raise ValueError("--parallel fsdp shards the model across processes: launch it with "
+                         "`torchrun --nproc_per_node N -m foundry_core pretrain ... --parallel fsdp`")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 and parallel == "ddp":
         return 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    rank = torch.distributed.get_rank()
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # one GPU per process, chosen before NCCL starts, so none share GPU 0
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return rank, world
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return torch.distributed.get_rank(), world
+
+
+def _rank_logger(rank: int, world: int, every: int) -> Callable[[Trainer, dict], None]:
+    """A Trainer callback printing this process's view every `every` steps: its own loss next to the
+    loss averaged over all ranks (what every rank reports, and what one process would see)."""
+    def log(trainer: Trainer, record: dict) -> None:
+        if record["step"] % every == 0 or record["step"] == trainer.config.max_steps:
+            print(f"[rank {rank}/{world}] step {record['step']} | loss {record['loss']:.4f} (this rank "
+                  f"{record.get('rank_loss', record['loss']):.4f}) | {record['tokens'] // world:,} tokens on this "
+                  f"rank | {record['tokens_per_s']:,.0f} tok/s in all", flush=True)
+    return log
 
 
 def pretrain(args: argparse.Namespace) -> None:
-    rank, world = _distributed()
+    rank, world = _distributed(args.parallel)
     preset = _preset(args.preset, announce=rank == 0)
+    if args.batch_size:
+        preset = with_overrides(preset, batch_size=args.batch_size)
     # Rank 0 builds the data while the others wait at the barrier; then they read the cached files.
     if rank > 0:
         torch.distributed.barrier()
@@ -69,20 +88,29 @@ def pretrain(args: argparse.Namespace) -> None:
         torch.distributed.barrier()
     out = Path(args.out) if args.out else artifacts_root() / preset.name / "runs" / "pretrain"
     torch.manual_seed(preset.train.seed)
+    distributed = torch.distributed.is_initialized()
+    every = args.log_interval if args.log_interval is not None else (10 if distributed else 0)
     trainer = Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
                       out_dir=out, rank=rank, world_size=world, checkpoint_interval=args.checkpoint_interval,
-                      progress=rank == 0)
+                      progress=rank == 0 and not every, parallel=args.parallel,
+                      callbacks=(_rank_logger(rank, world, every),) if every else ())
+    if distributed:
+        held = local_parameter_bytes(trainer.model) / 2**20
+        print(f"[rank {rank}/{world}] {torch.distributed.get_backend()} | {args.parallel} | holds {held:.2f} MiB "
+              f"of {preset.model.num_params() * 4 / 2**20:.2f} MiB of fp32 weights", flush=True)
     if args.resume and latest_checkpoint(out):
-        print(f"resuming from step {trainer.resume()}")
+        step = trainer.resume()
+        if rank == 0:
+            print(f"resuming from step {step}")
     if rank == 0:
         ensure("tokenizer", preset).save(out / "tokenizer.model")
     trainer.fit(args.steps)
+    path = trainer.save()  # every rank: under FSDP all of them gather the shards rank 0 writes
     if rank == 0:
-        path = trainer.save()
         last = trainer.history[-1]
         print(json.dumps({"checkpoint": str(path), "step": last["step"], "loss": round(last["loss"], 4),
                           "val_loss": round(last.get("val_loss", float("nan")), 4)}))
-    if world > 1:
+    if distributed:
         torch.distributed.destroy_process_group()
 
 
@@ -124,6 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrain)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--checkpoint-interval", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch in each process (default: the "
+                                                  "preset's); under torchrun the global batch is N times this")
+    p.add_argument("--parallel", choices=PARALLEL, default="ddp",
+                   help="under torchrun: ddp replicates the model, fsdp shards it (default: ddp)")
+    p.add_argument("--log-interval", type=int, help="print a line per rank every N steps "
+                                                    "(default: 10 under torchrun, else a progress bar)")
     p.set_defaults(handler=pretrain)
     p = commands.add_parser("generate", help="continue a prompt with a trained model")
     p.add_argument("--run", required=True, help="a run folder (its newest checkpoint) or a checkpoint folder")

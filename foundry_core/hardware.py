@@ -147,7 +147,11 @@ class Precision:
 
 
 def choose_precision(info: HardwareInfo, requested: str = "auto") -> Precision:
-    """bf16 autocast where the device does it natively, fp16 + loss scaling on older CUDA, else fp32."""
+    """bf16 autocast where the device does it natively, fp16 + loss scaling on older CUDA, else fp32.
+
+    On MPS "auto" is always fp32, even for a HardwareInfo that claims bf16: fp32 is the precision known to
+    train correctly there across PyTorch releases; bf16 must be asked for explicitly.
+    """
     if requested == "float32":
         return Precision("float32", False, False, "float32 requested")
     if requested == "bfloat16":
@@ -163,13 +167,54 @@ def choose_precision(info: HardwareInfo, requested: str = "auto") -> Precision:
         return Precision("float16", True, True, "float16 requested: loss scaling on")
     if requested != "auto":
         raise ValueError(f"unknown dtype '{requested}': use auto, float32, bfloat16 or float16")
+    if info.device == "mps":
+        return Precision("float32", False, False, "MPS: float32, the precision known to train reliably there")
     if info.bf16:
         return Precision("bfloat16", True, False, f"{info.device} supports bfloat16: autocast matmuls to bf16")
     if info.device == "cuda":
         return Precision("float16", True, True, "CUDA without bf16 (pre-Ampere): fp16 autocast with loss scaling")
-    if info.device == "mps":
-        return Precision("float32", False, False, "MPS: float32, the precision known to train reliably there")
     return Precision("float32", False, False, "CPU without native bf16 instructions: float32 is fastest")
+
+
+MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
+_noted: set[str] = set()  # notes already printed in this process
+
+
+def mps_fallback_enabled() -> bool:
+    """Did torch load with PYTORCH_ENABLE_MPS_FALLBACK=1? PyTorch reads it once, when it is imported;
+    foundry_core/__init__.py sets it (when unset, on macOS) before its own first `import torch`."""
+    from . import _MPS_FALLBACK_AT_TORCH_IMPORT
+
+    return _MPS_FALLBACK_AT_TORCH_IMPORT
+
+
+def mps_notes(fallback: bool, matmul_precision: str) -> list[str]:
+    """What a reader training on MPS should know about this process (the words of prepare_device)."""
+    if fallback:
+        notes = ["MPS: an operation Metal lacks runs on the CPU instead (PYTORCH_ENABLE_MPS_FALLBACK=1); "
+                 "PyTorch names each such operation once, when it first falls back"]
+    else:
+        notes = ["MPS: torch was imported before foundry_core without PYTORCH_ENABLE_MPS_FALLBACK=1, so an "
+                 "operation Metal lacks will raise NotImplementedError: set the variable (or import "
+                 "foundry_core first) in a fresh process to let such operations run on the CPU"]
+    if matmul_precision != "highest":
+        notes.append(f"MPS: float32 matmul precision was '{matmul_precision}'; set back to 'highest' so that "
+                     f"fp32 training really computes in fp32 (no TF32-style shortcuts)")
+    return notes
+
+
+def prepare_device(info: HardwareInfo) -> None:
+    """Settings a device needs before training; on MPS: full fp32 matmuls, and a one-time note on the CPU
+    fallback for operations Metal lacks. Nothing to do on CUDA and the CPU."""
+    if info.device != "mps":
+        return
+    precision = torch.get_float32_matmul_precision()
+    if precision != "highest":
+        torch.set_float32_matmul_precision("highest")
+    for note in mps_notes(mps_fallback_enabled(), precision):
+        if note not in _noted:
+            _noted.add(note)
+            print(note)
 
 
 def measure_matmul_tflops(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024,
@@ -217,31 +262,49 @@ class MemoryEstimate:
         return parts
 
 
+def layer_bytes_per_token(model: ModelConfig, act_bytes: int, attention_scores: bool = False,
+                          seq_len: int | None = None) -> int:
+    """Bytes one Transformer block keeps for its backward pass per token (see activation_bytes_per_token)."""
+    d, f = model.d_model, model.d_ff
+    norm_outputs = 2 * d * 4 if act_bytes == 4 else 5 * d * act_bytes
+    total = 4 * d * 4 + norm_outputs + (2 * d + 2 * model.kv_dim + 4 * f) * act_bytes + (model.n_heads + 2) * 4
+    if model.dropout > 0:
+        total += 2 * d
+    if attention_scores:
+        total += 2 * model.n_heads * (seq_len or model.max_seq_len) * act_bytes
+    return total
+
+
 def activation_bytes_per_token(model: ModelConfig, act_bytes: int, grad_checkpointing: bool = False,
                                attention_scores: bool = False, seq_len: int | None = None) -> int:
     """Bytes kept for the backward pass per token of a micro-batch, counted tensor by tensor.
 
-    Per layer (d = d_model, f = d_ff, kv = key/value width, fp32 residual stream, `act_bytes` for the
-    tensors next to matmuls):
-      - the inputs of the two RMSNorms, in fp32:                        2 d x 4 bytes
-      - the two RMSNorm outputs that feed the matmuls:                  2 d
+    Per layer (layer_bytes_per_token; d = d_model, f = d_ff, kv = key/value width, `act_bytes` 2 under
+    autocast and 4 in fp32):
+      - each RMSNorm's input and its normalised tensor before the gain, in fp32 (the gain's gradient
+        needs the latter):                                               4 d x 4 bytes
+      - the RMSNorm outputs as the matmuls read them: in fp32 the two outputs themselves (2 d x 4);
+        under autocast every matmul casts its input on its own, so q, k and v each keep a 16-bit copy
+        of the first norm's output and gate and up of the second's:     5 d x 2 bytes
       - attention's query and output (d each), key and value (kv each): 2 d + 2 kv
       - the SwiGLU gate, up, SiLU(gate) and their product:              4 f
-      - with the math attention path (MPS), the T x T scores and probabilities per head
-    After the last layer: the final norm's input and output, and the loss's gradient for them (d each).
-    The logits are never stored whole (losses.linear_cross_entropy); see loss_workspace_bytes.
-    With activation checkpointing only each layer's input survives, plus one layer being recomputed.
-    This follows the method of Korthikanti et al. (2022), adapted to RoPE + GQA + SwiGLU.
+      - statistics in fp32: attention's log-sum-exp per head, each norm's 1/rms: (n_heads + 2) x 4 bytes
+      - with dropout, two one-byte masks; with the math attention path (MPS), the T x T scores and
+        probabilities per head
+    Rotary embedding keeps nothing per token: its gradient needs only the cos/sin tables.
+    After the last layer: the final norm's input and normalised tensor and the loss's gradient for the
+    hidden states, 3 d x 4 bytes (fp32 even under autocast: the residual stream is fp32). The logits are
+    never stored whole (losses.linear_cross_entropy); see loss_workspace_bytes.
+    tests/test_memory.py checks the per-layer count against the tensors autograd really saves.
+
+    With activation checkpointing only each layer's input (fp32) survives the forward pass, plus one
+    layer while the backward pass recomputes it. This follows the method of Korthikanti et al. (2022),
+    adapted to RoPE + GQA + SwiGLU.
     """
-    d, f = model.d_model, model.d_ff
-    per_layer = 2 * d * 4 + (2 * d + 2 * d + 2 * model.kv_dim + 4 * f) * act_bytes
-    if model.dropout > 0:
-        per_layer += 2 * d  # one-byte masks after attention and after the MLP
-    if attention_scores:
-        per_layer += 2 * model.n_heads * (seq_len or model.max_seq_len) * act_bytes
+    d = model.d_model
+    per_layer = layer_bytes_per_token(model, act_bytes, attention_scores, seq_len)
     layers = (model.n_layers * d * 4 + per_layer) if grad_checkpointing else model.n_layers * per_layer
-    head = d * 4 + d * act_bytes + d * 4
-    return layers + head
+    return layers + 3 * d * 4
 
 
 def loss_workspace_bytes(model: ModelConfig, tokens: int) -> int:
@@ -256,6 +319,8 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo |
 
     fp32 master weights (4 bytes/param), fp32 gradients (4), AdamW's two moments (8), under autocast a
     16-bit copy of every matmul weight (2), the micro-batch's activations, and the runtime's own overhead.
+    A slight upper bound: the backward pass frees activations while it makes the gradients, so the two
+    never peak together (memory.measure_training_memory measures the real peak).
     `info` is the machine, or just a device kind ("cuda", "mps", "cpu") for a hypothetical one.
     """
     device = info if isinstance(info, str) else info.device
@@ -269,13 +334,21 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo |
     n = model.num_params()
     matmul_weights = n - model.param_counts()["norms"]
     tokens = train.batch_size * train.seq_len
-    per_token = activation_bytes_per_token(model, act_bytes, train.grad_checkpointing,
-                                           attention_scores=device == "mps", seq_len=train.seq_len)
+    scores = dict(attention_scores=device == "mps", seq_len=train.seq_len)
+    activations = tokens * activation_bytes_per_token(model, act_bytes, train.grad_checkpointing, **scores)
+    workspace = loss_workspace_bytes(model, tokens)
+    if train.grad_checkpointing:
+        # The loss's workspace is alive at the end of the forward pass, the recomputed layer only later,
+        # in the backward pass: they never coexist, so only the larger one adds to the peak.
+        one_layer = tokens * layer_bytes_per_token(model, act_bytes, **scores)
+        activations += max(0, workspace - one_layer)
+    else:
+        activations += workspace
     return MemoryEstimate(
         weights=4 * n,
         gradients=4 * n,
         optimizer=8 * n,
         autocast_copies=2 * matmul_weights if precision.autocast else 0,
-        activations=tokens * per_token + loss_workspace_bytes(model, tokens),
+        activations=activations,
         runtime=RUNTIME_OVERHEAD_BYTES[device],
     )

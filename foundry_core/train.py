@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from . import parallel as par
+from .checkpoint import (checkpoint_dir, latest_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint,
+                         set_rng_state)
 from .config import TrainConfig, check_compatible
 from .data.dataset import Resampled, TokenWindows, make_loader
-from .hardware import HardwareInfo, Precision, choose_precision, detect
+from .hardware import HardwareInfo, Precision, choose_precision, detect, prepare_device
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,6 +75,9 @@ class Trainer:
     The data is a token stream (a numpy array, cut into random windows: pretraining) or any Dataset of
     tensor tuples, drawn in a seeded random order, epoch after epoch, and batched by its `collate`
     method when it has one (SFT, reward model, DPO). `loss_fn` turns a batch into a loss.
+
+    Under torchrun (world_size > 1), `parallel` says how the processes share the work: "ddp" replicates
+    the model and averages gradients, "fsdp" shards weights, gradients and AdamW state (see parallel.py).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_tokens: np.ndarray | Dataset,
@@ -80,14 +85,19 @@ class Trainer:
                  hardware: HardwareInfo | None = None, rank: int = 0, world_size: int = 1,
                  checkpoint_interval: int | None = None, keep_checkpoints: int = 3, peak_tflops: float | None = None,
                  callbacks: tuple[Callable[["Trainer", dict], None], ...] = (), progress: bool = False,
-                 loss_fn: LossFn = language_model_loss):
+                 loss_fn: LossFn = language_model_loss, parallel: str = "ddp"):
         check_compatible(model.config, config)
+        par.check_parallel(parallel, world_size)
         self.hardware = hardware or detect()
         self.device = torch.device(self.hardware.device)
+        prepare_device(self.hardware)
         self.precision: Precision = choose_precision(self.hardware, config.dtype)
+        if parallel == "fsdp" and self.precision.grad_scaler:
+            raise ValueError("FSDP here trains in bf16 or fp32; fp16 with loss scaling (a GPU without bf16) "
+                             "needs parallel='ddp' or dtype='float32'")
         self.model = model.to(self.device)
         self.model.gradient_checkpointing = config.grad_checkpointing
-        self.config, self.rank, self.world_size = config, rank, world_size
+        self.config, self.rank, self.world_size, self.parallel = config, rank, world_size, parallel
         self.out_dir = Path(out_dir) if out_dir else None
         self.checkpoint_interval, self.keep = checkpoint_interval, keep_checkpoints
         self.peak_tflops, self.callbacks, self.progress = peak_tflops, callbacks, progress
@@ -101,10 +111,12 @@ class Trainer:
             self.val_data = val_tokens
         else:
             self.val_data = TokenWindows(val_tokens, config.seq_len, strided=True)
+        if parallel == "fsdp":  # before the optimizer, which must hold the shards, not whole tensors
+            par.shard_model(self.model)
         self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        if world_size > 1:  # DDP averages the gradients of all ranks during backward
+        if world_size > 1 and parallel == "ddp":  # DDP averages the gradients of all ranks during backward
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward = DistributedDataParallel(self.forward)
@@ -128,9 +140,9 @@ class Trainer:
         for micro in range(config.grad_accum_steps):
             batch = tuple(t.to(self.device, non_blocking=True) for t in next(batches))
             tokens += batch[0].numel()  # padded batches (SFT, DPO) vary in length
-            # Under DDP, only the last micro-batch's backward needs to all-reduce the gradients.
+            # Under DDP or FSDP, only the last micro-batch's backward needs to exchange the gradients.
             last = micro == config.grad_accum_steps - 1
-            with contextlib.nullcontext() if last or self.world_size == 1 else self.forward.no_sync():
+            with par.gradient_sync(self.model if self.parallel == "fsdp" else self.forward, self.parallel, last):
                 with self.autocast():
                     loss, extra = self.loss_fn(self.forward, batch)
                 if not torch.isfinite(loss):
@@ -148,9 +160,13 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "loss": self._mean_over_ranks(sum(losses) / len(losses)), "lr": lr,
-                "grad_norm": grad_norm.item(), "tokens": tokens * self.world_size,
-                **{k: self._mean_over_ranks(v) for k, v in metrics.items()}}
+        loss = sum(losses) / len(losses)
+        record = {"step": self.step, "loss": self._mean_over_ranks(loss), "lr": lr,
+                  "grad_norm": par.full_tensor(grad_norm).item(), "tokens": tokens * self.world_size,
+                  **{k: self._mean_over_ranks(v) for k, v in metrics.items()}}
+        if self.world_size > 1:
+            record["rank_loss"] = loss  # this process's own micro-batches, before averaging over ranks
+        return record
 
     def _mean_over_ranks(self, value: float) -> float:
         if self.world_size == 1:
@@ -165,23 +181,28 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_metrics(self, max_batches: int | None = None) -> dict[str, float]:
-        """The loss and the loss function's metrics, averaged over up to eval_steps validation batches."""
+        """The loss and the loss function's metrics, averaged over up to eval_steps validation batches.
+
+        Under torchrun the ranks share the batches (rank r takes every world_size-th example) and average
+        their results, so the validation loss is the one a single process would report; every rank runs
+        the same number of batches, as FSDP's forward pass needs all ranks to take part."""
         if self.val_data is None:
             raise ValueError("no validation data was given to the Trainer")
+        batch_size = self.config.batch_size
+        limit = min(max_batches or self.config.eval_steps, len(self.val_data) // (batch_size * self.world_size))
+        if limit == 0:
+            raise ValueError(f"the validation set holds fewer than batch_size={batch_size} examples per process")
         self.model.eval()
-        totals, count = {}, 0
-        for batch in make_loader(self.val_data, self.config.batch_size):
-            if count == (max_batches or self.config.eval_steps):
+        totals: dict[str, float] = {}
+        for count, batch in enumerate(make_loader(self.val_data, batch_size, self.rank, self.world_size)):
+            if count == limit:
                 break
             with self.autocast():
                 loss, extra = self.loss_fn(self.forward, tuple(t.to(self.device) for t in batch))
             for name, value in {"loss": loss, **extra}.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
-            count += 1
         self.model.train()
-        if count == 0:
-            raise ValueError(f"the validation set holds fewer than batch_size={self.config.batch_size} examples")
-        return {name: total / count for name, total in totals.items()}
+        return {name: self._mean_over_ranks(total / limit) for name, total in totals.items()}
 
     # ------------------------------------------------------------------ the loop
 
@@ -204,8 +225,8 @@ class Trainer:
             if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
                 record.update({f"val_{k}": v for k, v in self.evaluate_metrics().items()})
             self.history.append(record)
-            if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0 and self.rank == 0:
-                self.save()
+            if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
+                self.save()  # every rank calls it: under FSDP all take part in gathering the shards
             for callback in self.callbacks:
                 callback(self, record)
             if bar is not None:
@@ -218,12 +239,24 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
+        """Write a checkpoint of this step. Under torchrun every rank must call save(): rank 0 writes, and
+        no rank returns before the checkpoint is complete. Under FSDP the shards are first gathered into
+        whole tensors, so the checkpoint is the same as one process's."""
         if self.out_dir is None:
             raise ValueError("the Trainer has no out_dir to save checkpoints into")
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "history": self.history, "train_config": self.config.to_dict(),
-                 "model_config": self.model.config.to_dict()}
-        return save_checkpoint(self.out_dir, self.step, self.model, state, keep=self.keep)
+        if self.parallel == "fsdp":
+            weights, optimizer = par.gather_weights(self.model), par.gather_optimizer_state(self.optimizer)
+        else:
+            weights, optimizer = self.model, (self.optimizer.state_dict() if self.rank == 0 else None)
+        path = checkpoint_dir(self.out_dir, self.step)
+        if self.rank == 0:
+            state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(),
+                     "history": self.history, "train_config": self.config.to_dict(),
+                     "model_config": self.model.config.to_dict()}
+            path = save_checkpoint(self.out_dir, self.step, weights, state, keep=self.keep)
+        if self.world_size > 1:
+            torch.distributed.barrier()
+        return path
 
     def last_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.out_dir) if self.out_dir else None
@@ -233,15 +266,23 @@ class Trainer:
         path = Path(path) if path else self.last_checkpoint()
         if path is None:
             raise FileNotFoundError(f"no checkpoint to resume from in {self.out_dir}")
-        state = load_checkpoint(path, self.model)
-        if state["model_config"] != self.model.config.to_dict():
-            raise ValueError(f"{path} was trained with a different ModelConfig: build the model from "
-                             f"ModelConfig.from_dict(state['model_config'])")
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.parallel == "fsdp":  # every rank reads the whole checkpoint and keeps its shards
+            weights, state = read_checkpoint(path)
+            self._check_model_config(path, state)
+            par.load_sharded(self.model, self.optimizer, weights, state["optimizer"])
+        else:
+            state = load_checkpoint(path, self.model)
+            self._check_model_config(path, state)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.history, self.step = list(state["history"]), state["step"]
         set_rng_state(state["rng"])
         return self.step
+
+    def _check_model_config(self, path: Path, state: dict) -> None:
+        if state["model_config"] != self.model.config.to_dict():
+            raise ValueError(f"{path} was trained with a different ModelConfig: build the model from "
+                             f"ModelConfig.from_dict(state['model_config'])")
 
 
 def _progress_bar(total: int, enabled: bool):

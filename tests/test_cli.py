@@ -34,3 +34,10 @@ def test_bad_input_is_one_line():
                                      "ci, cpu, rtx3060, rtx5060, rtx4090, a100, m4pro")
     missing = run("generate", "--run", "/nonexistent", "--prompt", "x", check=False)
     assert missing.returncode != 0 and "no checkpoint in /nonexistent" in missing.stderr
+
+
+def test_fsdp_needs_torchrun():
+    result = run("pretrain", "--preset", "ci", "--parallel", "fsdp", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: --parallel fsdp shards the model across processes: launch it "
+                                            "with `torchrun --nproc_per_node N")

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from foundry_core import HardwareInfo, ModelConfig, TrainConfig, choose_precision, detect, estimate_memory
-from foundry_core.hardware import GIB, activation_bytes_per_token, loss_workspace_bytes, measure_matmul_tflops
+from foundry_core import hardware
+from foundry_core.hardware import (GIB, activation_bytes_per_token, loss_workspace_bytes, measure_matmul_tflops,
+                                   mps_notes, prepare_device)
 from foundry_core.losses import CHUNK_ELEMENTS
 
 CUDA_AMPERE = HardwareInfo("cuda", "A100", 80 * GIB, bf16=True)
@@ -110,3 +112,36 @@ def test_hypothetical_device_by_name():
     assert estimate_memory(MODEL, TRAIN, "cuda").autocast_copies > 0
     with pytest.raises(ValueError, match="unknown device 'xpu'"):
         estimate_memory(MODEL, TRAIN, "xpu")
+
+
+MAC_CLAIMING_BF16 = HardwareInfo("mps", "Apple M4 Pro", 32 * GIB, bf16=True)
+
+
+def test_mps_trains_in_fp32_unless_bf16_is_asked_for():
+    p = choose_precision(MAC_CLAIMING_BF16)
+    assert (p.dtype, p.autocast, p.grad_scaler) == ("float32", False, False)
+    assert choose_precision(PRESET_M4PRO := HardwareInfo("mps", "M4 Pro", 32 * GIB, bf16=False)).dtype == "float32"
+    assert estimate_memory(MODEL, TRAIN, PRESET_M4PRO).autocast_copies == 0
+
+
+def test_mps_notes_say_what_happens_to_unsupported_operations():
+    (note,) = mps_notes(fallback=True, matmul_precision="highest")
+    assert "runs on the CPU" in note and "PYTORCH_ENABLE_MPS_FALLBACK=1" in note
+    notes = mps_notes(fallback=False, matmul_precision="high")
+    assert "NotImplementedError" in notes[0] and "'highest'" in notes[1]
+
+
+def test_prepare_device_keeps_fp32_matmuls_exact_on_mps_and_notes_once(monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "_noted", set())
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")  # what a TF32-minded notebook might have set
+        prepare_device(CPU)
+        assert torch.get_float32_matmul_precision() == "high"  # nothing is changed off MPS
+        prepare_device(MAC)
+        assert torch.get_float32_matmul_precision() == "highest"
+        first = capsys.readouterr().out
+        prepare_device(MAC)
+        assert "MPS:" in first and capsys.readouterr().out == ""  # each note once per process
+    finally:
+        torch.set_float32_matmul_precision(before)
