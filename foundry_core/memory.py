@@ -271,3 +271,25 @@ def measure_checkpointing(model_config: ModelConfig, train_config: TrainConfig,
             "time_added": on.step_seconds - off.step_seconds,
             "time_added_fraction": on.step_seconds / off.step_seconds - 1,
             "cpu_time_added_fraction": on.step_cpu_seconds / off.step_cpu_seconds - 1}
+
+
+ZERO_STAGES = {0: "DDP: everything replicated", 1: "ZeRO-1: optimizer states sharded",
+               2: "ZeRO-2: + gradients sharded", 3: "ZeRO-3 / FSDP: + weights sharded"}
+
+
+def sharded_memory(estimate: MemoryEstimate, world_size: int, stage: int) -> dict[str, int]:
+    """Per-device bytes of `estimate` when `world_size` devices share one run with ZeRO stage `stage`.
+
+    Each stage splits one more kind of state into world_size shards (Rajbhandari et al., 2020): stage 1 the
+    AdamW moments, stage 2 also the gradients, stage 3 also the weights (and their 16-bit autocast
+    copies, made per block from the gathered weights). Activations belong to each device's own
+    micro-batch and are never divided. The brief all-gather buffer of one block under stage 3 is ignored.
+    """
+    if stage not in ZERO_STAGES:
+        raise ValueError(f"ZeRO stage must be one of {sorted(ZERO_STAGES)}, got {stage!r}")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+    sharded = {"optimizer": stage >= 1, "gradients": stage >= 2, "weights": stage >= 3, "autocast_copies": stage >= 3}
+    parts = {part: getattr(estimate, part) // (world_size if sharded.get(part) else 1)
+             for part in ("weights", "gradients", "optimizer", "autocast_copies", "activations", "runtime")}
+    return {**parts, "total": sum(parts.values())}

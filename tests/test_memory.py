@@ -115,3 +115,19 @@ def test_layer_formula_counts_what_autograd_saves(autocast):
     per_sequence_layer = (saved_bytes(config(2), 2, autocast) - saved_bytes(config(1), 2, autocast)
                           - saved_bytes(config(2), 1, autocast) + saved_bytes(config(1), 1, autocast))
     assert per_sequence_layer == layer_bytes_per_token(config(1), 2 if autocast else 4) * 32
+
+
+def test_sharded_memory_divides_one_more_state_per_zero_stage():
+    from foundry_core.hardware import MemoryEstimate
+    from foundry_core.memory import sharded_memory
+
+    estimate = MemoryEstimate(weights=400, gradients=400, optimizer=800, autocast_copies=200, activations=1000,
+                              runtime=100)
+    totals = [sharded_memory(estimate, 4, stage)["total"] for stage in range(4)]
+    assert totals == [2900, 2300, 2000, 1550]
+    assert sharded_memory(estimate, 1, 3)["total"] == estimate.total
+    assert all(sharded_memory(estimate, 8, s)["activations"] == 1000 for s in range(4))
+    with pytest.raises(ValueError, match="stage"):
+        sharded_memory(estimate, 4, 4)
+    with pytest.raises(ValueError, match="world_size"):
+        sharded_memory(estimate, 0, 1)
