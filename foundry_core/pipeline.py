@@ -206,7 +206,7 @@ def align_settings(preset: Preset) -> AlignSettings:
     return AlignSettings(
         sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
         reward=TrainConfig(batch_size=16, max_steps=300, lr=lr / 4, min_lr=lr / 40, eval_interval=100, **common),
-        dpo=TrainConfig(batch_size=16, max_steps=100, lr=lr / 10, min_lr=lr / 100, eval_interval=25, **common),
+        dpo=TrainConfig(batch_size=16, max_steps=100, lr=lr / 5, min_lr=lr / 50, eval_interval=25, **common),
         on_policy_prompts=300, offline_pairs=900)
 
 
