@@ -200,7 +200,7 @@ def align_settings(preset: Preset) -> AlignSettings:
         return AlignSettings(
             sft=TrainConfig(batch_size=32, max_steps=400, lr=3e-3, min_lr=3e-4, eval_interval=100, **common),
             reward=TrainConfig(batch_size=16, max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
-            dpo=TrainConfig(batch_size=16, max_steps=200, lr=5e-4, min_lr=5e-5, eval_interval=50, **common),
+            dpo=TrainConfig(batch_size=16, max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
             train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000)
     lr = preset.train.lr
     return AlignSettings(
