@@ -1,26 +1,16 @@
-"""The book builds with warnings as errors, offline, and links every chapter.
+"""The book builds with warnings as errors, offline, links every chapter, and offers its notebooks.
 
-Execution is switched off here: nbval has already executed every chapter in this test run, and the
-README's build command executes them all for real.
+The build itself is the session fixture `book_html` (tests/conftest.py): every chapter executed, as in
+a release, with the tiny `ci` preset.
 """
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _offline_prefix() -> list[str]:
-    """`unshare -n` runs the build in a network namespace with no network, where the OS allows it."""
-    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
-        return ["unshare", "-rn"]
-    return []
 
 
 def toc_files() -> list[str]:
@@ -31,42 +21,55 @@ def toc_files() -> list[str]:
     return files
 
 
-@pytest.fixture(scope="module")
-def html(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    (out / "_config.yml").write_text(yaml.safe_dump(config))
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    cmd = [*_offline_prefix(), str(jupyter_book), "build", str(ROOT), "--config", str(out / "_config.yml"),
-           "--path-output", str(out), "-W", "--keep-going"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return out / "_build" / "html"
-
-
-def test_every_toc_entry_has_a_page(html):
+def test_every_toc_entry_has_a_page(book_html):
     for name in toc_files():
-        assert (html / f"{name}.html").exists(), f"no page for {name}"
+        assert (book_html / f"{name}.html").exists(), f"no page for {name}"
 
 
-def test_index_leads_to_every_chapter(html):
-    index = (html / "index.html").read_text()
+def test_index_leads_to_every_chapter(book_html):
+    index = (book_html / "index.html").read_text()
     target = re.search(r'url=([^"]+)"', index).group(1)
-    root_page = html / target
-    assert root_page == html / f"{toc_files()[0]}.html"
+    root_page = book_html / target
+    assert root_page == book_html / f"{toc_files()[0]}.html"
     links = set(re.findall(r'href="([^"#]+)', root_page.read_text()))
     resolved = {(root_page.parent / link).resolve() for link in links}
     for name in toc_files()[1:]:
-        assert (html / f"{name}.html").resolve() in resolved, f"the front page does not link {name}"
+        assert (book_html / f"{name}.html").resolve() in resolved, f"the front page does not link {name}"
 
 
-def test_launch_buttons_open_the_ipynb(html):
+def test_launch_buttons_open_the_ipynb(book_html):
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     slug = repository.removeprefix("https://github.com/")
     for name in toc_files():
         if not name.startswith("notebooks/"):
             continue
-        page = (html / f"{name}.html").read_text()
+        page = (book_html / f"{name}.html").read_text()
         assert f"colab.research.google.com/github/{slug}/blob/main/{name}.ipynb" in page
         assert f"mybinder.org/v2/gh/{slug}/main?urlpath=lab/tree/{name}.ipynb" in page
+
+
+def _download_links(page: str) -> dict[str, str]:
+    """The theme's download menu of a page: button label -> href."""
+    found = re.findall(r'<a href="([^"]+)"[^>]*?class="btn btn-sm btn-(download-[a-z-]+-button)', page)
+    return {label: href for href, label in found}
+
+
+def test_download_ipynb_carries_the_outputs(book_html):
+    """Each chapter's "Download .ipynb" is the executed notebook: outputs, widget state, hidden cells.
+
+    For a MyST .md chapter, sphinx-book-theme copies the notebook myst-nb executed (jupyter_execute/)
+    into _sources/ and offers it beside the .md source, so a reader gets what the page shows.
+    """
+    for name in toc_files():
+        if not name.startswith("notebooks/"):
+            continue
+        page_path = book_html / f"{name}.html"
+        page = page_path.read_text()
+        links = _download_links(page)
+        assert "download-notebook-button" in links, f"{name}: no .ipynb download button in {links}"
+        notebook = nbformat.read(page_path.parent / links["download-notebook-button"], as_version=4)
+        outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+        assert outputs, f"the downloadable {name}.ipynb has no outputs"
+        assert "import foundry_core" in notebook.cells[0].source, f"{name}.ipynb lost its bootstrap cell"
+        if 'type="application/vnd.jupyter.widget-state+json"' in page:
+            assert notebook.metadata.get("widgets"), f"the downloadable {name}.ipynb lost its widget state"

@@ -1,0 +1,73 @@
+"""The built book, shared by the tests of the site (tests/test_book.py, tests/test_site.py).
+
+One build per test run, because executing every chapter is the expensive part: the book is built as
+the release is (every chapter executed with `force`, so the pages carry their figures, tables and
+widget state, and each page's "Download .ipynb" carries the outputs), with the tiny `ci` preset that
+FOUNDRY_FAST=1 selects (set in the root conftest.py), with warnings as errors, and without network,
+so what the tests see is what a reader gets from a clean clone.
+
+FOUNDRY_BOOK_HTML=path/to/_build/html checks an existing build instead (the release workflow checks
+the site it is about to publish this way).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs a command in a new network namespace: no network, but a working loopback, which the Jupyter
+# kernels need (they talk to the build over 127.0.0.1). `ip` brings the namespace's loopback up.
+_NO_NETWORK = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "no-network"]
+
+
+def offline_prefix() -> list[str]:
+    """The prefix that cuts a command off the network, or [] where the OS does not allow it."""
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        return []
+    probe = subprocess.run([*_NO_NETWORK, "true"], capture_output=True, check=False)
+    return _NO_NETWORK if probe.returncode == 0 else []
+
+
+def build_config(out: Path) -> Path:
+    """The project's _config.yml, written to `out` with its relative paths made absolute.
+
+    jupyter-book resolves `local_extensions` paths against the folder of the config file it is given.
+    """
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "force"
+    # In fast mode no cell runs for minutes; a kernel that lost a message (seen here, rarely) would
+    # otherwise hold the test run for the release build's hour-long per-cell limit.
+    config["execute"]["timeout"] = 600
+    extensions = config.get("sphinx", {}).get("local_extensions") or {}
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in extensions.items()}
+    path = out / "_config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def build_book(out: Path) -> Path:
+    """Build the whole book into `out` and return its html folder; fails the test run on any warning."""
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    cmd = [*offline_prefix(), str(jupyter_book), "build", str(ROOT), "--config", str(build_config(out)),
+           "--path-output", str(out), "-W", "--keep-going"]
+    env = {**os.environ, "FOUNDRY_FAST": "1", "FOUNDRY_OFFLINE": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    """The html folder of the built book (built once per test run)."""
+    existing = os.environ.get("FOUNDRY_BOOK_HTML")
+    if existing:
+        return Path(existing).resolve()
+    return build_book(tmp_path_factory.mktemp("book"))
