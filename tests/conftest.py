@@ -59,6 +59,9 @@ def build_book(out: Path) -> Path:
     cmd = [*offline_prefix(), str(jupyter_book), "build", str(ROOT), "--config", str(build_config(out)),
            "--path-output", str(out), "-W", "--keep-going"]
     env = {**os.environ, "FOUNDRY_FAST": "1", "FOUNDRY_OFFLINE": "1"}
+    # The root conftest sets MPLBACKEND=Agg for the test process; the book's kernels must keep Jupyter's
+    # inline backend, or the pages would carry no figures for the browser test to check.
+    env.pop("MPLBACKEND", None)
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     return out / "_build" / "html"

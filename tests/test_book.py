@@ -73,3 +73,13 @@ def test_download_ipynb_carries_the_outputs(book_html):
         assert "import foundry_core" in notebook.cells[0].source, f"{name}.ipynb lost its bootstrap cell"
         if 'type="application/vnd.jupyter.widget-state+json"' in page:
             assert notebook.metadata.get("widgets"), f"the downloadable {name}.ipynb lost its widget state"
+
+
+def test_chapters_that_plot_carry_their_figures(book_html):
+    """A chapter whose code draws with matplotlib shows the figures on its page (an Agg backend leaking
+    into the build's kernels would silently drop them all)."""
+    for name in toc_files():
+        source = ROOT / f"{name}.md"
+        if name.startswith("notebooks/") and re.search(r"plt\.|plot_\w+\(", source.read_text()):
+            page = (book_html / f"{name}.html").read_text()
+            assert re.search(r'<img[^>]+src="[^"]*_images/', page), f"{name}: no figure on the page"
