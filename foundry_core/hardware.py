@@ -10,7 +10,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -251,15 +251,16 @@ class MemoryEstimate:
     activations: int
     runtime: int
 
+    def parts(self) -> dict[str, int]:
+        """Each component by name, in bytes (the fields, in order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.autocast_copies + self.activations + self.runtime
+        return sum(self.parts().values())
 
     def as_gib(self) -> dict[str, float]:
-        parts = {k: getattr(self, k) / GIB for k in
-                 ("weights", "gradients", "optimizer", "autocast_copies", "activations", "runtime")}
-        parts["total"] = self.total / GIB
-        return parts
+        return {**{k: v / GIB for k, v in self.parts().items()}, "total": self.total / GIB}
 
 
 def layer_bytes_per_token(model: ModelConfig, act_bytes: int, attention_scores: bool = False,

@@ -290,6 +290,5 @@ def sharded_memory(estimate: MemoryEstimate, world_size: int, stage: int) -> dic
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
     sharded = {"optimizer": stage >= 1, "gradients": stage >= 2, "weights": stage >= 3, "autocast_copies": stage >= 3}
-    parts = {part: getattr(estimate, part) // (world_size if sharded.get(part) else 1)
-             for part in ("weights", "gradients", "optimizer", "autocast_copies", "activations", "runtime")}
+    parts = {part: size // (world_size if sharded.get(part) else 1) for part, size in estimate.parts().items()}
     return {**parts, "total": sum(parts.values())}

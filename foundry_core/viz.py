@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from .hardware import GIB, HardwareInfo, choose_precision
+from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision
 from .presets import HEADROOM, USABLE_FRACTION, Preset, select_preset
 
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "autocast_copies", "activations", "runtime")
+MEMORY_PARTS = tuple(MemoryEstimate.__dataclass_fields__)
 
 
 class MarkdownText(str):
