@@ -29,12 +29,21 @@ from .presets import (
     PRESETS,
     Preset,
     PresetChoice,
+    course_seed,
     fast_mode,
+    from_environment,
     get_preset,
     pick_preset,
     select_preset,
     with_overrides,
 )
+
+from .hardware import apply_thread_setting as _apply_thread_setting
+
+from .watchdog import watchdog_from_environment as _watchdog_from_environment
+
+_apply_thread_setting()  # FOUNDRY_THREADS=<n>: the CPU threads PyTorch uses (default: PyTorch's choice)
+_watchdog_from_environment()  # FOUNDRY_IDLE_LIMIT=<s>: in a build, a kernel left waiting exits (watchdog.py)
 
 __version__ = "0.1.0"
 
@@ -63,7 +72,9 @@ __all__ = [
     "choose_precision",
     "detect",
     "estimate_memory",
+    "course_seed",
     "fast_mode",
+    "from_environment",
     "get_preset",
     "measure_checkpointing",
     "measure_matmul_tflops",

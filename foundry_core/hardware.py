@@ -146,6 +146,21 @@ class Precision:
         return getattr(torch, self.dtype)
 
 
+def apply_thread_setting(env: dict[str, str] | None = None) -> int | None:
+    """Honour FOUNDRY_THREADS=<n> with torch.set_num_threads(n); returns n, or None when unset.
+
+    Float sums are added in a different order on a different number of threads, so a run at 1 and at 2
+    threads shows how much a result owes to rounding (scripts/check_robustness.py runs both).
+    """
+    raw = (os.environ if env is None else env).get("FOUNDRY_THREADS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"FOUNDRY_THREADS must be a positive integer, got {raw!r}")
+    torch.set_num_threads(int(raw))
+    return int(raw)
+
+
 def choose_precision(info: HardwareInfo, requested: str = "auto") -> Precision:
     """bf16 autocast where the device does it natively, fp16 + loss scaling on older CUDA, else fp32.
 

@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
 from .fileio import atomic_directory
-from .presets import Preset, pick_preset
+from .presets import Preset, course_seed, pick_preset
 from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
 from .train import Trainer
@@ -48,7 +48,9 @@ class DataSettings:
 
 
 def data_settings(preset: Preset) -> DataSettings:
-    return DataSettings(max_documents=8, val_fraction=0.25) if preset.name == "ci" else DataSettings()
+    if preset.name == "ci":
+        return DataSettings(max_documents=8, val_fraction=0.25, seed=course_seed())
+    return DataSettings(seed=course_seed())
 
 
 def artifacts_root() -> Path:
@@ -195,19 +197,21 @@ class AlignSettings:
 
 def align_settings(preset: Preset) -> AlignSettings:
     seq_len = min(128, preset.model.max_seq_len)
-    common = dict(seq_len=seq_len, warmup_steps=10, weight_decay=0.0, eval_steps=4, seed=preset.train.seed)
+    common = dict(seq_len=seq_len, warmup_steps=10, weight_decay=0.0, eval_steps=4, seed=preset.train.seed,
+                  dtype=preset.train.dtype)
     if preset.name == "ci":
         return AlignSettings(
             sft=TrainConfig(batch_size=32, max_steps=400, lr=3e-3, min_lr=3e-4, eval_interval=100, **common),
             reward=TrainConfig(batch_size=16, max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
             dpo=TrainConfig(batch_size=16, max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
-            train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000)
+            train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000,
+            seed=course_seed())
     lr = preset.train.lr
     return AlignSettings(
         sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
         reward=TrainConfig(batch_size=16, max_steps=300, lr=lr / 4, min_lr=lr / 40, eval_interval=100, **common),
         dpo=TrainConfig(batch_size=16, max_steps=100, lr=lr / 5, min_lr=lr / 50, eval_interval=25, **common),
-        on_policy_prompts=300, offline_pairs=900)
+        on_policy_prompts=300, offline_pairs=900, seed=course_seed())
 
 
 # Post-training artifacts are keyed by their settings; bump this when a change to the task, template or

@@ -147,6 +147,19 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 
 
+CELL_TIMEOUT_FLOOR = 300  # seconds; at the `ci` preset no cell of any chapter comes near it
+
+
+def cell_timeout(preset: Preset) -> int:
+    """Seconds one notebook cell may run at `preset` before a build calls it stuck.
+
+    The longest cell trains a whole stage, at most the preset's pretraining run. Its estimate assumes a
+    typical utilisation, so four times it leaves room for a machine that is several times slower, and
+    a stuck build still ends instead of holding its machine for a day.
+    """
+    return int(max(CELL_TIMEOUT_FLOOR, 4 * preset.estimate_seconds()))
+
+
 @dataclass(frozen=True)
 class PresetChoice:
     preset: Preset
@@ -162,9 +175,38 @@ def fast_mode(env: Mapping[str, str] | None = None) -> bool:
     return _flag(os.environ if env is None else env, "FOUNDRY_FAST")
 
 
-def get_preset(name: str) -> Preset:
+def course_seed(env: Mapping[str, str] | None = None) -> int:
+    """FOUNDRY_SEED (default 0): the shift applied to every seed the course uses.
+
+    Data split, initialisation, batch order, task generation, preference pairs and sampling all derive
+    from it, and it is part of every artifact's cache key. Rerunning the book at another seed shows
+    which of its claims hold beyond one training trajectory (scripts/check_robustness.py).
+    """
+    raw = (os.environ if env is None else env).get("FOUNDRY_SEED", "").strip() or "0"
+    if not raw.isdigit():
+        raise ValueError(f"FOUNDRY_SEED must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Preset:
+    """`preset` with the environment's choices applied: FOUNDRY_SEED shifts its training seed, and
+    FOUNDRY_DTYPE (auto, float32, bfloat16, float16) sets the precision of every training run."""
+    env = os.environ if env is None else env
+    changes: dict[str, object] = {}
+    if course_seed(env):
+        changes["seed"] = preset.train.seed + course_seed(env)
+    if env.get("FOUNDRY_DTYPE", "").strip():
+        changes["dtype"] = env["FOUNDRY_DTYPE"].strip()
     try:
-        return PRESETS[name]
+        return with_overrides(preset, **changes) if changes else preset
+    except ValueError as err:
+        raise ValueError(f"FOUNDRY_DTYPE: {err}") from None
+
+
+def get_preset(name: str, env: Mapping[str, str] | None = None) -> Preset:
+    """The preset called `name`, with FOUNDRY_SEED and FOUNDRY_DTYPE applied (see from_environment)."""
+    try:
+        return from_environment(PRESETS[name], env)
     except KeyError:
         raise ValueError(f"unknown preset '{name}': valid presets are {', '.join(PRESETS)}") from None
 
@@ -177,11 +219,16 @@ def select_preset(info: HardwareInfo, env: Mapping[str, str] | None = None) -> P
     (and whose estimate fits here with headroom); the `cpu` preset when none does.
     """
     env = os.environ if env is None else env
+    choice = _select(info, env)
+    return PresetChoice(from_environment(choice.preset, env), choice.reason)
+
+
+def _select(info: HardwareInfo, env: Mapping[str, str]) -> PresetChoice:
     if fast_mode(env):
         return PresetChoice(PRESETS["ci"], "FOUNDRY_FAST=1 selects the tiny 'ci' preset")
     if env.get("FOUNDRY_PRESET"):
         name = env["FOUNDRY_PRESET"].strip()
-        return PresetChoice(get_preset(name), f"FOUNDRY_PRESET={name}")
+        return PresetChoice(get_preset(name, env={}), f"FOUNDRY_PRESET={name}")
     if info.device == "cpu":
         return PresetChoice(PRESETS["cpu"], "no GPU found: the CPU preset")
     # Cards report a little less than their nominal size (an "8 GB" card shows ~7.6 GiB), hence 0.9.

@@ -22,6 +22,7 @@ from .data import read_tokens
 from .evaluate import contamination, perplexity
 from .export import save_gguf, save_hf
 from .hardware import detect
+from .presets import course_seed
 from .presets import Preset
 from .quantize import fitting_group_sizes, linear_size_bytes, quantize_model, save_quantized
 
@@ -88,7 +89,7 @@ def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] 
     def accuracy(model, temperature: float = 0.0) -> dict[str, float]:
         tasks = pipeline.ensure_tasks(preset)
         graded = grade(model, state["tokenizer"], tasks.test, max_new_tokens=settings.max_new_tokens,
-                       temperature=temperature, generator=torch.Generator().manual_seed(0))
+                       temperature=temperature, generator=torch.Generator().manual_seed(course_seed()))
         return accuracy_by_task(graded)
 
     def sft() -> dict:

@@ -94,3 +94,52 @@ def test_summary_is_computed_from_the_configs():
     assert row["params (M)"] == float(f"{PRESETS['cpu'].model.num_params() / 1e6:.3g}")
     assert row["precision"] == "float32"
     assert row["est. memory (GiB)"] == round(PRESETS["cpu"].estimate_memory().total / GIB, 2)
+
+
+def test_foundry_seed_shifts_every_seed_and_every_cache_key(monkeypatch):
+    from foundry_core.pipeline import align_settings, data_settings, pretrained_dir
+
+    base = get_preset("ci", env=NO_ENV)
+    shifted = get_preset("ci", env={"FOUNDRY_SEED": "3"})
+    assert shifted.train.seed == base.train.seed + 3
+    assert select_preset(base.target(), env={"FOUNDRY_FAST": "1", "FOUNDRY_SEED": "3"}).preset == shifted
+    keys = {}
+    for seed in ("0", "3"):
+        monkeypatch.setenv("FOUNDRY_SEED", seed)
+        preset = get_preset("ci")
+        keys[seed] = (data_settings(preset).seed, align_settings(preset).seed, align_settings(preset).sft.seed,
+                      pretrained_dir(preset).name)
+    assert keys["0"][:2] == (0, 0) and keys["3"][:2] == (3, 3)
+    assert keys["3"][2] == keys["0"][2] + 3
+    assert keys["0"][3] != keys["3"][3]  # another seed never reuses a trained model
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "1.5"])
+def test_foundry_seed_must_be_a_non_negative_integer(value):
+    with pytest.raises(ValueError, match="FOUNDRY_SEED must be a non-negative integer"):
+        get_preset("ci", env={"FOUNDRY_SEED": value})
+
+
+def test_foundry_dtype_sets_every_stage_s_precision(monkeypatch):
+    from foundry_core.pipeline import align_settings
+
+    monkeypatch.setenv("FOUNDRY_DTYPE", "float32")
+    preset = get_preset("cpu")
+    assert preset.train.dtype == "float32" and align_settings(preset).dpo.dtype == "float32"
+    with pytest.raises(ValueError, match="FOUNDRY_DTYPE"):
+        get_preset("cpu", env={"FOUNDRY_DTYPE": "float8"})
+
+
+def test_foundry_threads():
+    import torch
+
+    from foundry_core.hardware import apply_thread_setting
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_thread_setting({"FOUNDRY_THREADS": "1"}) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert apply_thread_setting({}) is None
+    with pytest.raises(ValueError, match="FOUNDRY_THREADS"):
+        apply_thread_setting({"FOUNDRY_THREADS": "0"})
