@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=None, help="per-cell seconds (default 300, 7200 with --preset)")
     parser.add_argument("--log", type=Path, default=ROOT / "_build" / "robustness.jsonl")
     parser.add_argument("--report", action="store_true", help="only print the table of --log")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "_build" / "robustness-artifacts",
+                        help="each configuration trains its own models in a subfolder of this (a model "
+                             "cached by another thread count would hide that configuration's trajectory)")
     args = parser.parse_args()
     if not args.report:
         args.log.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +197,7 @@ def main() -> None:
                 if args.dtype:
                     env["FOUNDRY_DTYPE"] = args.dtype
                 config = f"{args.preset or 'fast'} seed={seed} threads={threads}" + (f" {args.dtype}" if args.dtype else "")
+                env["FOUNDRY_ARTIFACTS"] = str(args.artifacts / config.replace(" ", "_").replace("=", "-"))
                 for path in chapters(args.chapters):
                     start = time.perf_counter()
                     records = run_chapter(path, env, timeout)

@@ -143,3 +143,18 @@ def test_foundry_threads():
     assert apply_thread_setting({}) is None
     with pytest.raises(ValueError, match="FOUNDRY_THREADS"):
         apply_thread_setting({"FOUNDRY_THREADS": "0"})
+
+
+def test_the_big_labs_page_quotes_the_a100_preset_as_it_is():
+    """Appendix A2 is a plain page, so its arithmetic on the largest preset is typed in: keep it true."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "book" / "big_labs.md").read_text()
+    a100 = PRESETS["a100"]
+    params, tokens = a100.model.num_params(), a100.train.total_tokens
+    assert f"{params / 1e6:.0f} million parameters" in page
+    assert f"{tokens / 1e6:.0f} million tokens in all" in page
+    assert f"about {tokens / params:.1f} tokens per parameter" in page
+    assert max(p.train.total_tokens / p.model.num_params() for p in PRESETS.values()) <= tokens / params + 0.05
+    flops = 6 * params * tokens
+    assert f"${flops / 1e18:.1f} \\times 10^{{18}}$ FLOPs" in page
