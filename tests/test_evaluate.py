@@ -149,3 +149,33 @@ def test_bad_input_is_a_clear_error():
             contamination(["a b"], ["a b"], n=n)
     with pytest.raises(ValueError, match="answer index"):
         ChoiceItem("question", ("only one",), 0)
+
+
+def test_kl_to_reference_is_zero_for_the_same_model_and_grows_with_the_change():
+    from foundry_core.evaluate import kl_to_reference
+
+    tokens = torch.randint(0, VOCAB, (400,), generator=torch.Generator().manual_seed(0))
+    model = make_model()
+    assert kl_to_reference(model, model, tokens, 32) == 0.0
+    distances = []
+    for scale in (1e-3, 1e-2):
+        nudged = make_model()
+        with torch.no_grad():
+            for p in nudged.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+        distances.append(kl_to_reference(model, nudged, tokens, 32, max_windows=4))
+    assert 0 < distances[0] < distances[1]
+
+
+def test_paired_difference_interval():
+    from foundry_core.evaluate import paired_difference
+
+    same = paired_difference([1, 0, 1, 0], [1, 0, 1, 0])
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+    before = [0] * 100 + [1] * 100
+    better = paired_difference(before, [1] * 30 + [0] * 70 + [1] * 100)  # 30 of 200 questions fixed
+    assert better.mean == pytest.approx(0.15) and better.low > 0 and better.high < 0.3
+    noisy = paired_difference(before, [1] * 10 + [0] * 90 + [0] * 8 + [1] * 92)  # +10 -8: cannot tell
+    assert noisy.low < 0 < noisy.high and "n=200" in str(noisy)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1, 0], [1])
