@@ -39,7 +39,6 @@ from .presets import (
 )
 
 from .hardware import apply_thread_setting as _apply_thread_setting
-
 from .watchdog import watchdog_from_environment as _watchdog_from_environment
 
 _apply_thread_setting()  # FOUNDRY_THREADS=<n>: the CPU threads PyTorch uses (default: PyTorch's choice)
