@@ -63,16 +63,10 @@ def perplexity(model: nn.Module, tokens: np.ndarray | torch.Tensor, seq_len: int
     overlaps the windows and scores only each window's last `stride` tokens: every token is still scored
     once, with more context, at seq_len / stride times the compute. `max_windows` keeps only the first ones.
     """
-    stride = seq_len if stride is None else stride
     _check_context(model, seq_len, f"seq_len {seq_len} is")
-    if max_windows is not None and max_windows < 1:
-        raise ValueError(f"max_windows must be a positive integer or None, got {max_windows}")
-    tokens = _token_array(tokens)
-    plan = window_plan(len(tokens), seq_len, stride)[:max_windows]
     total_nll, total_count = 0.0, 0
     with _evaluating(model):
-        for first in range(0, len(plan), batch_size):
-            inputs, targets = _window_batch(tokens, plan[first:first + batch_size], seq_len)
+        for inputs, targets in _window_batches(tokens, seq_len, stride, batch_size, max_windows):
             loss = model(inputs.to(_device(model)), targets.to(_device(model)))[1]
             count = int((targets != IGNORE).sum())
             total_nll, total_count = total_nll + float(loss) * count, total_count + count
@@ -88,17 +82,26 @@ def kl_to_reference(reference: nn.Module, model: nn.Module, tokens: np.ndarray |
     ranks two approximations of one model (int8 vs int4) reliably even when their perplexities tie.
     """
     _check_context(model, seq_len, f"seq_len {seq_len} is")
-    tokens = _token_array(tokens)
-    plan = window_plan(len(tokens), seq_len, seq_len)[:max_windows]
     total, count = 0.0, 0
     with _evaluating(reference), _evaluating(model):
-        for first in range(0, len(plan), batch_size):
-            inputs, _ = _window_batch(tokens, plan[first:first + batch_size], seq_len)
+        for inputs, _ in _window_batches(tokens, seq_len, None, batch_size, max_windows):
             ref_logp = F.log_softmax(reference(inputs.to(_device(reference)))[0].float(), dim=-1)
             logp = F.log_softmax(model(inputs.to(_device(model)))[0].float(), dim=-1).to(ref_logp.device)
             total += float((ref_logp.exp() * (ref_logp - logp)).sum())
             count += ref_logp.shape[0] * ref_logp.shape[1]
     return total / count
+
+
+def _window_batches(tokens: np.ndarray | torch.Tensor, seq_len: int, stride: int | None, batch_size: int,
+                    max_windows: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, targets) batches of the windows that tile `tokens` (window_plan); targets the window
+    shares with the one before are IGNORE, so every token is scored once. `max_windows` keeps the first."""
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be a positive integer or None, got {max_windows}")
+    tokens = _token_array(tokens)
+    plan = window_plan(len(tokens), seq_len, seq_len if stride is None else stride)[:max_windows]
+    for first in range(0, len(plan), batch_size):
+        yield _window_batch(tokens, plan[first:first + batch_size], seq_len)
 
 
 def _window_batch(tokens: np.ndarray, windows: Sequence[tuple[int, int]],

@@ -48,9 +48,8 @@ class DataSettings:
 
 
 def data_settings(preset: Preset) -> DataSettings:
-    if preset.name == "ci":
-        return DataSettings(max_documents=8, val_fraction=0.25, seed=course_seed())
-    return DataSettings(seed=course_seed())
+    small = dict(max_documents=8, val_fraction=0.25) if preset.name == "ci" else {}
+    return DataSettings(seed=course_seed(), **small)
 
 
 def artifacts_root() -> Path:

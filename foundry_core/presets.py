@@ -193,8 +193,9 @@ def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Pr
     FOUNDRY_DTYPE (auto, float32, bfloat16, float16) sets the precision of every training run."""
     env = os.environ if env is None else env
     changes: dict[str, object] = {}
-    if course_seed(env):
-        changes["seed"] = preset.train.seed + course_seed(env)
+    shift = course_seed(env)
+    if shift:
+        changes["seed"] = preset.train.seed + shift
     if env.get("FOUNDRY_DTYPE", "").strip():
         changes["dtype"] = env["FOUNDRY_DTYPE"].strip()
     try:

@@ -24,7 +24,6 @@ import ast
 import json
 import os
 import re
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -164,11 +163,11 @@ def report(log: Path) -> str:
         margins = [r["margin"] for r in runs if r["margin"] is not None]
         worst = min(runs, key=lambda r: (r["holds"], r["margin"] if r["margin"] is not None else 1e9))
         values = "; ".join(f"{a:.4g} {op} {b:.4g}" for a, op, b in (p for p in worst.get("values") or [] if p))
-        shown = check.replace("|", "\\|")
-        lines.append(f"| {chapter[:3].rstrip('_')} | {cell} | `{shown[:90]}` | {held}/{len(runs)} | "
-                     f"{min(margins):+.3g} |" if margins else
-                     f"| {chapter[:3].rstrip('_')} | {cell} | `{shown[:90]}` | {held}/{len(runs)} | exact |")
-        lines[-1] += f" {values[:80].replace('|', '/')} |" + (f" {worst['error'][:80]}" if worst.get("error") else "")
+        margin_cell = f"{min(margins):+.3g}" if margins else "exact"
+        error = f" {worst['error'][:80]}" if worst.get("error") else ""
+        escaped = check.replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| {chapter[:3].rstrip('_')} | {cell} | `{escaped[:90]}` | "
+                     f"{held}/{len(runs)} | {margin_cell} | {values[:80].replace('|', '/')} |{error}")
     lines += ["", f"{len(table)} checks, {failing} failed in at least one configuration"]
     return "\n".join(lines)
 
@@ -210,7 +209,6 @@ def main() -> None:
                     for r in bad:
                         print(f"    cell {r['cell']}: {r['check'][:80]} -> {r['error'] or r.get('values')}", flush=True)
     print(report(args.log))
-    sys.exit(0)
 
 
 if __name__ == "__main__":

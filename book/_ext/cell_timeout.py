@@ -27,8 +27,11 @@ def set_cell_timeout(app: Sphinx, config: Config) -> None:
 
     os.environ.setdefault("FOUNDRY_IDLE_LIMIT", str(IDLE_LIMIT_SECONDS))
     chosen = config.nb_execution_timeout
-    if os.environ.get("FOUNDRY_CELL_TIMEOUT", "").strip():
-        chosen = int(os.environ["FOUNDRY_CELL_TIMEOUT"])
+    override = os.environ.get("FOUNDRY_CELL_TIMEOUT", "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"FOUNDRY_CELL_TIMEOUT must be a positive number of seconds, got {override!r}")
+        chosen = int(override)
     elif not chosen or chosen <= 0:
         preset = pick_preset()
         chosen = cell_timeout(preset)
