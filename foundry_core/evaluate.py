@@ -228,6 +228,21 @@ def play_choice_items(examples: Sequence[Example], plays: Sequence[str], n_optio
     return items
 
 
+def proportion_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """A 95% (Wilson score) interval for an accuracy of successes / n.
+
+    An accuracy over a few hundred questions is itself noisy: 0.32 of 150 is compatible with anything from
+    about 0.25 to 0.40. "Above chance" is a claim the data supports when the interval's low end is above
+    it. Wilson's interval, unlike mean +- z * se, stays inside [0, 1] and is sound near 0 and 1.
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    share, z2 = successes / n, z * z
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 # ---------------------------------------------------------------- two models on the same items
 
 
@@ -340,7 +355,8 @@ def evaluate_models(models: dict[str, nn.Module], tokenizer: Tokenizer, val_toke
                     stride: int | None = None, max_windows: int | None = None, plays: Sequence[str] | None = None,
                     template: str | ChatTemplate = CHATML, max_new_tokens: int = 16) -> list[dict]:
     """One row per model: held-out perplexity, exact-match accuracy per task (and "accuracy" over all), and,
-    given the plays, multiple-choice accuracy on the "play" questions. Ready for pandas.DataFrame(rows)."""
+    given the plays, multiple-choice accuracy on the "play" questions and their number ("choice_items").
+    Ready for pandas.DataFrame(rows)."""
     rows = []
     for name, model in models.items():
         row: dict = {"model": name,
@@ -353,5 +369,6 @@ def evaluate_models(models: dict[str, nn.Module], tokenizer: Tokenizer, val_toke
         items = play_choice_items(test_examples, plays, n_options=min(4, len(set(plays)))) if plays else []
         if items:
             row["choice_accuracy"] = multiple_choice_accuracy(model, tokenizer, items, template).accuracy
+            row["choice_items"] = len(items)
         rows.append(row)
     return rows

@@ -179,3 +179,17 @@ def test_paired_difference_interval():
     assert noisy.low < 0 < noisy.high and "n=200" in str(noisy)
     with pytest.raises(ValueError, match="equally long"):
         paired_difference([1, 0], [1])
+
+
+def test_proportion_interval_covers_the_truth_about_95_percent_of_the_time():
+    from foundry_core.evaluate import proportion_interval
+
+    low, high = proportion_interval(48, 150)
+    assert 0.25 < low < 0.32 < high < 0.40  # 0.32 of 150: barely above a chance of 0.25
+    assert proportion_interval(0, 10)[0] == 0.0 and proportion_interval(10, 10)[1] == 1.0
+    rng = np.random.default_rng(0)
+    counts = rng.binomial(150, 0.3, size=2000)
+    covered = np.mean([lo <= 0.3 <= hi for lo, hi in (proportion_interval(int(k), 150) for k in counts)])
+    assert 0.93 < covered < 0.97
+    with pytest.raises(ValueError, match="successes"):
+        proportion_interval(5, 4)
