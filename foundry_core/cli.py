@@ -1,9 +1,11 @@
 """The course from a terminal: the same functions the chapters call, for runs too long for a notebook.
 
+    python -m foundry_core run STAGE [--preset NAME] [--set KEY=VALUE ...]  # one stage, into the cache
     python -m foundry_core prepare  [--preset NAME]                  # corpus, tokenizer, token files
     python -m foundry_core pretrain [--preset NAME] [--steps N] [--out DIR] [--resume]
     python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
     python -m foundry_core pipeline [--preset NAME]                  # every stage, then report.md
+    python -m foundry_core run sft --preset ci --set sft.max_steps=50 --set align.beta=0.3
     torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
     torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu --parallel fsdp  # sharded (FSDP)
 """
@@ -26,23 +28,50 @@ from .generate import generate
 from .hardware import detect
 from .model import Transformer
 from .parallel import PARALLEL, local_parameter_bytes
-from .pipeline import artifacts_root, ensure
-from .presets import PRESETS, get_preset, select_preset, with_overrides
+from .pipeline import (STAGES, TRAINED, artifacts_root, ensure, finish_pretraining, pretrain_trainer, pretrained_dir,
+                       publish_pretrained, stage_dir)
+from .presets import PRESETS, SECTIONS, get_preset, select_preset, with_overrides
 from .tokenizer import Tokenizer
 from .train import Trainer
 
 
-def _preset(name: str | None, announce: bool = True):
+def _preset(name: str | None, announce: bool = True, settings: list[str] | None = None):
+    """The named preset (else the one picked for this machine), with the --set changes applied."""
     if name:
-        return get_preset(name)
-    choice = select_preset(detect())
-    if announce:
-        print(f"preset {choice.preset.name}: {choice.reason}")
-    return choice.preset
+        preset = get_preset(name)
+    else:
+        choice = select_preset(detect())
+        if announce:
+            print(f"preset {choice.preset.name}: {choice.reason}")
+        preset = choice.preset
+    return with_overrides(preset, *(settings or []))
+
+
+def run_stage(args: argparse.Namespace) -> None:
+    """Build one stage (and whatever it needs) into the cache the chapters read, then say what it holds."""
+    stage = "pretrained" if args.stage == "pretrain" else args.stage
+    preset = _preset(args.preset, settings=args.set)
+    result = ensure(stage, preset, progress=stage in TRAINED)
+    if stage in TRAINED:
+        last = {k: round(v, 4) if isinstance(v, float) else v for k, v in result[1][-1].items()
+                if k in ("step", "loss", "val_loss", "val_accuracy", "val_margin")}
+        print(json.dumps({"stage": stage, "folder": str(stage_dir(stage, preset)), **last}))
+    elif stage == "tokens":
+        print(json.dumps({"stage": stage, "train": str(result[0]), "validation": str(result[1]),
+                          "train tokens": len(read_tokens(result[0])),
+                          "validation tokens": len(read_tokens(result[1]))}))
+    elif stage == "tasks":
+        print(json.dumps({"stage": stage, "train": len(result.train), "held out": len(result.test),
+                          "plays": len(result.plays)}))
+    elif stage == "corpus":
+        print(json.dumps({"stage": stage, "folder": str(stage_dir(stage, preset)), "train documents":
+                          len(result[0]), "validation documents": len(result[1])}))
+    else:
+        print(json.dumps({"stage": stage, "folder": str(stage_dir(stage, preset)), "vocabulary": len(result)}))
 
 
 def prepare(args: argparse.Namespace) -> None:
-    preset = _preset(args.preset)
+    preset = _preset(args.preset, settings=args.set)
     train, val = ensure("tokens", preset)
     print(f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / {len(read_tokens(val)):,} "
           f"validation tokens in {train.parent}")
@@ -77,23 +106,23 @@ def _rank_logger(rank: int, world: int, every: int) -> Callable[[Trainer, dict],
 
 def pretrain(args: argparse.Namespace) -> None:
     rank, world = _distributed(args.parallel)
-    preset = _preset(args.preset, announce=rank == 0)
+    preset = _preset(args.preset, announce=rank == 0, settings=args.set)
     if args.batch_size:
         preset = with_overrides(preset, batch_size=args.batch_size)
     # Rank 0 builds the data while the others wait at the barrier; then they read the cached files.
     if rank > 0:
         torch.distributed.barrier()
-    train_path, val_path = ensure("tokens", preset)
+    tokenizer = ensure("tokenizer", preset)
+    ensure("tokens", preset)
     if rank == 0 and world > 1:
         torch.distributed.barrier()
-    out = Path(args.out) if args.out else artifacts_root() / preset.name / "runs" / "pretrain"
-    torch.manual_seed(preset.train.seed)
+    out = Path(args.out) if args.out else artifacts_root() / preset.name / "runs" / pretrained_dir(preset).name
     distributed = torch.distributed.is_initialized()
     every = args.log_interval if args.log_interval is not None else (10 if distributed else 0)
-    trainer = Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
-                      out_dir=out, rank=rank, world_size=world, checkpoint_interval=args.checkpoint_interval,
-                      progress=rank == 0 and not every, parallel=args.parallel,
-                      callbacks=(_rank_logger(rank, world, every),) if every else ())
+    interval = {"checkpoint_interval": args.checkpoint_interval} if args.checkpoint_interval else {}
+    trainer = pretrain_trainer(preset, out, rank=rank, world_size=world, progress=rank == 0 and not every,
+                               parallel=args.parallel, **interval,
+                               callbacks=(_rank_logger(rank, world, every),) if every else ())
     if distributed:
         held = local_parameter_bytes(trainer.model) / 2**20
         print(f"[rank {rank}/{world}] {torch.distributed.get_backend()} | {args.parallel} | holds {held:.2f} MiB "
@@ -103,13 +132,17 @@ def pretrain(args: argparse.Namespace) -> None:
         if rank == 0:
             print(f"resuming from step {step}")
     if rank == 0:
-        ensure("tokenizer", preset).save(out / "tokenizer.model")
+        tokenizer.save(out / "tokenizer.model")
     trainer.fit(args.steps)
-    path = trainer.save()  # every rank: under FSDP all of them gather the shards rank 0 writes
+    path = finish_pretraining(trainer)  # every rank: under FSDP all of them gather the shards rank 0 writes
     if rank == 0:
         last = trainer.history[-1]
+        # One process trained exactly the recipe's run: the chapters load it. More processes read a global
+        # batch N times the preset's, another recipe, so that run stays in its own folder.
+        published = publish_pretrained(preset, out) if world == 1 else None
         print(json.dumps({"checkpoint": str(path), "step": last["step"], "loss": round(last["loss"], 4),
-                          "val_loss": round(last.get("val_loss", float("nan")), 4)}))
+                          "val_loss": round(last.get("val_loss", float("nan")), 4),
+                          "chapters load it from": str(published) if published else None}))
     if distributed:
         torch.distributed.destroy_process_group()
 
@@ -133,7 +166,7 @@ def generate_text(args: argparse.Namespace) -> None:
 def run_pipeline(args: argparse.Namespace) -> None:
     from .report_card import run_all
 
-    preset = _preset(args.preset)
+    preset = _preset(args.preset, settings=args.set)
     card = run_all(preset, Path(args.out) if args.out else None)
     print(card.markdown())
 
@@ -143,15 +176,29 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     names = ", ".join(PRESETS)
+
+    def recipe(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="change one setting of the preset, e.g. sft.max_steps=300 or train.lr=1e-3 "
+                            f"(sections: {', '.join(SECTIONS)}); repeat for more")
+
+    p = commands.add_parser("run", help="build one stage of a preset (and what it needs) into the cache "
+                                        "the chapters read")
+    p.add_argument("stage", choices=[*STAGES, "pretrain"], help="the stage to build ('pretrain' = 'pretrained')")
+    recipe(p)
+    p.set_defaults(handler=run_stage)
     p = commands.add_parser("prepare", help="build the corpus, tokenizer and token files of a preset")
-    p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+    recipe(p)
     p.set_defaults(handler=prepare)
     p = commands.add_parser("pretrain", help="pretrain a model (under torchrun: with DDP)")
-    p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+    recipe(p)
     p.add_argument("--steps", type=int, help="train this many steps now (default: to the preset's max_steps)")
-    p.add_argument("--out", help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrain)")
+    p.add_argument("--out", help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrained-<key>; "
+                                 "a finished one-process run is then also the model the chapters load)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--checkpoint-interval", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints (default: a quarter of "
+                                                           "the run, as in chapter 4)")
     p.add_argument("--batch-size", type=int, help="sequences per micro-batch in each process (default: the "
                                                   "preset's); under torchrun the global batch is N times this")
     p.add_argument("--parallel", choices=PARALLEL, default="ddp",
@@ -171,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(handler=generate_text)
     p = commands.add_parser("pipeline", help="run every stage (data to export), reusing finished ones, "
                                              "and write a report card")
-    p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
+    recipe(p)
     p.add_argument("--out", help="folder for report.md and the exports (default: artifacts/<preset>)")
     p.set_defaults(handler=run_pipeline)
     args = parser.parse_args(argv)

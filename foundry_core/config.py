@@ -1,8 +1,8 @@
-"""Model and training configurations, validated where they are made.
+"""Model, training, data and post-training configurations, validated where they are made.
 
-Every size in the course flows from two small dataclasses. They check themselves on construction, so a
-bad value fails here, with a message that says what to change, rather than as a shape error deep
-inside PyTorch twenty minutes into a run.
+Every setting in the course flows from a few small dataclasses. They check themselves on construction,
+so a bad value fails here, with a message that says what to change, rather than as a shape error deep
+inside PyTorch twenty minutes into a run. A preset (presets.py) bundles one of each: the whole recipe.
 """
 
 from __future__ import annotations
@@ -206,8 +206,7 @@ class TrainConfig(_Validated):
             raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype '{self.dtype}' is not one of {', '.join(DTYPES)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        _require_seed("TrainConfig", self.seed)
 
     @property
     def tokens_per_step(self) -> int:
@@ -225,3 +224,79 @@ def check_compatible(model: ModelConfig, train: TrainConfig) -> None:
             f"TrainConfig.seq_len ({train.seq_len}) exceeds ModelConfig.max_seq_len "
             f"({model.max_seq_len}): lower seq_len or raise max_seq_len"
         )
+
+
+def require_fraction(owner: str, name: str, value: float, *, closed: bool = False) -> None:
+    """Raise unless 0 < value < 1 (or <= 1 with closed=True)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 1 if closed
+                                                                                 else 0 < value < 1):
+        bound = "<= 1" if closed else "< 1"
+        raise ValueError(f"{owner}.{name} must be a number with 0 < {name} {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataSettings(_Validated):
+    """What the data stages do (chapters 1-2): with the vocabulary size, a preset's data is fully
+    described by these."""
+
+    corpus: str = "shakespeare"
+    max_documents: int | None = None  # keep only the first documents (the `ci` preset, so tests stay fast)
+    val_fraction: float = 0.1  # share of the documents held out for validation
+    seed: int = 0  # the split and the MinHash functions
+    shingle_words: int = 5  # near-duplicate detection within the training corpus
+    near_dup_threshold: float = 0.5  # estimated Jaccard similarity above which a document is dropped
+
+    def __post_init__(self) -> None:
+        if self.max_documents is not None:
+            require_positive_ints("DataSettings", max_documents=self.max_documents)
+        require_positive_ints("DataSettings", shingle_words=self.shingle_words)
+        require_fraction("DataSettings", "val_fraction", self.val_fraction)
+        require_fraction("DataSettings", "near_dup_threshold", self.near_dup_threshold, closed=True)
+        _require_seed("DataSettings", self.seed)
+
+
+@dataclass(frozen=True)
+class AlignSettings(_Validated):
+    """The post-training runs (chapters 6-8): one TrainConfig per stage, the task data and DPO's pairs."""
+
+    sft: TrainConfig
+    reward: TrainConfig
+    dpo: TrainConfig
+    train_per_task: int = 1500  # generated training questions per task
+    test_per_task: int = 100  # held-out questions per task
+    held_out: float = 0.2  # share of the plays whose questions are only ever tested on
+    template: str = "chatml"
+    beta: float = 0.1  # DPO: how far the policy may move from the reference
+    nll_weight: float = 1.0  # DPO: weight of the SFT loss on chosen answers added to the DPO loss
+    on_policy_prompts: int = 300  # DPO: training prompts the SFT model answers for its own pairs
+    offline_pairs: int = 900  # DPO: how many of the offline training pairs it also uses
+    samples: int = 4  # answers sampled per prompt
+    max_new_tokens: int = 16
+    seed: int = 0  # tasks, pairs and on-policy sampling
+
+    def __post_init__(self) -> None:
+        for name in ("sft", "reward", "dpo"):
+            if not isinstance(getattr(self, name), TrainConfig):
+                raise ValueError(f"AlignSettings.{name} must be a TrainConfig, got {getattr(self, name)!r}")
+        require_positive_ints("AlignSettings", train_per_task=self.train_per_task,
+                              test_per_task=self.test_per_task, on_policy_prompts=self.on_policy_prompts,
+                              offline_pairs=self.offline_pairs, samples=self.samples,
+                              max_new_tokens=self.max_new_tokens)
+        require_fraction("AlignSettings", "held_out", self.held_out)
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta > 0:
+            raise ValueError(f"AlignSettings.beta must be positive (0.1 is usual), got {self.beta!r}")
+        if isinstance(self.nll_weight, bool) or not isinstance(self.nll_weight, (int, float)) \
+                or self.nll_weight < 0:
+            raise ValueError(f"AlignSettings.nll_weight must be >= 0, got {self.nll_weight!r}")
+        _require_seed("AlignSettings", self.seed)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AlignSettings:
+        stages = {k: TrainConfig.from_dict(v) if isinstance(v, dict) else v for k, v in values.items()
+                  if k in ("sft", "reward", "dpo")}
+        return super().from_dict({**values, **stages})
+
+
+def _require_seed(owner: str, seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"{owner}.seed must be a non-negative integer, got {seed!r}")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,34 +23,17 @@ import torch
 from .align import (ChatDataset, PairDataset, PreferencePair, RewardModel, TaskSplits, add_reference_logprobs,
                     build_tasks, encode_chat, example_chat, make_dpo_loss, on_policy_pairs, preference_pairs,
                     reward_loss)
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints, load_checkpoint
 from .config import TrainConfig
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
 from .fileio import atomic_directory
-from .presets import Preset, course_seed, pick_preset
+from .presets import Preset, pick_preset
 from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
 from .train import Trainer
 
 STAGES = ("corpus", "tokenizer", "tokens", "pretrained", "tasks", "sft", "reward", "dpo")
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """What the data stages do; a preset's data is fully described by these and its vocab size."""
-
-    corpus: str = "shakespeare"
-    max_documents: int | None = None  # the `ci` preset keeps a few plays so tests stay fast
-    val_fraction: float = 0.1
-    seed: int = 0
-    shingle_words: int = 5  # near-duplicate detection within the training corpus
-    near_dup_threshold: float = 0.5
-
-
-def data_settings(preset: Preset) -> DataSettings:
-    small = dict(max_documents=8, val_fraction=0.25) if preset.name == "ci" else {}
-    return DataSettings(seed=course_seed(), **small)
 
 
 def artifacts_root() -> Path:
@@ -80,13 +64,13 @@ def _load_documents(path: Path) -> list[Document]:
 
 
 def corpus_key(preset: Preset) -> dict:
-    return {"stage": "corpus", **asdict(data_settings(preset))}
+    return {"stage": "corpus", **asdict(preset.data)}
 
 
 def ensure_corpus(preset: Preset) -> tuple[list[Document], list[Document]]:
     """Load, clean, remove exact and near duplicates, split by document: (train, validation)."""
-    settings = data_settings(preset)
-    folder = artifacts_root() / preset.name / f"corpus-{_key(corpus_key(preset))}"
+    settings = preset.data
+    folder = stage_dir("corpus", preset)
 
     def build(tmp: Path) -> None:
         documents = load_corpus(settings.corpus)[: settings.max_documents]
@@ -112,7 +96,7 @@ def tokenizer_key(preset: Preset) -> dict:
 
 def ensure_tokenizer(preset: Preset) -> Tokenizer:
     """A SentencePiece BPE tokenizer with the preset's vocabulary size, trained on the training split."""
-    folder = artifacts_root() / preset.name / f"tokenizer-{_key(tokenizer_key(preset))}"
+    folder = stage_dir("tokenizer", preset)
 
     def build(tmp: Path) -> None:
         train, _ = ensure_corpus(preset)
@@ -124,10 +108,13 @@ def ensure_tokenizer(preset: Preset) -> Tokenizer:
     return tokenizer
 
 
+def tokens_key(preset: Preset) -> dict:
+    return {"stage": "tokens", "tokenizer": _key(tokenizer_key(preset))}
+
+
 def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
     """Paths of the train and validation token files (documents separated by the end-of-text id)."""
-    key = {"stage": "tokens", "tokenizer": _key(tokenizer_key(preset))}
-    folder = artifacts_root() / preset.name / f"tokens-{_key(key)}"
+    folder = stage_dir("tokens", preset)
 
     def build(tmp: Path) -> None:
         tokenizer = ensure_tokenizer(preset)
@@ -139,31 +126,68 @@ def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
     return folder / "train.bin", folder / "val.bin"
 
 
+def pretrained_key(preset: Preset) -> dict:
+    return {"stage": "pretrained", "tokens": _key(tokens_key(preset)), "model": preset.model.to_dict(),
+            "train": preset.train.to_dict()}
+
+
 def pretrained_dir(preset: Preset) -> Path:
-    key = {"stage": "pretrained", "tokens": _key({"stage": "tokens", "tokenizer": _key(tokenizer_key(preset))}),
-           "model": preset.model.to_dict(), "train": preset.train.to_dict()}
-    return artifacts_root() / preset.name / f"pretrained-{_key(key)}"
+    return stage_dir("pretrained", preset)
 
 
-def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = False,
-                      checkpoints: int = 4) -> tuple[Transformer, list[dict]]:
+PRETRAIN_CHECKPOINTS = 4  # evenly spaced checkpoints kept by a pretraining run (chapter 4 loads each)
+
+
+def pretrain_trainer(preset: Preset, out_dir: Path, **trainer_kwargs) -> Trainer:
+    """The Trainer of the preset's pretraining run, writing its checkpoints into `out_dir`.
+
+    The chapters (ensure_pretrained) and the command line (`python -m foundry_core pretrain`, also under
+    torchrun) both start here, so the same recipe gives the same model whichever way it was trained.
+    """
+    train_path, val_path = ensure_tokens(preset)
+    torch.manual_seed(preset.train.seed)
+    trainer_kwargs.setdefault("checkpoint_interval", max(1, preset.train.max_steps // PRETRAIN_CHECKPOINTS))
+    return Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
+                   out_dir=out_dir, keep_checkpoints=PRETRAIN_CHECKPOINTS, **trainer_kwargs)
+
+
+def finish_pretraining(trainer: Trainer) -> Path:
+    """Save the last step unless the checkpoint plan just did; return its checkpoint. Decided from the step
+    alone, so every rank of a torchrun job takes the same branch (save() is collective)."""
+    if trainer.step % trainer.checkpoint_interval:
+        return trainer.save()
+    return checkpoint_dir(trainer.out_dir, trainer.step)
+
+
+def publish_pretrained(preset: Preset, run_dir: Path) -> Path | None:
+    """Make a finished pretraining run (from the command line) the one the chapters load.
+
+    Copied into artifacts/<preset>/pretrained-<key> like any built stage (atomically, never over an
+    existing one). Only a run that reached the recipe's max_steps is published: a shorter run is not
+    the recipe's model.
+    """
+    if latest_checkpoint(run_dir) != checkpoint_dir(run_dir, preset.train.max_steps):
+        return None
+
+    def build(tmp: Path) -> None:
+        for checkpoint in list_checkpoints(run_dir):
+            shutil.copytree(checkpoint, tmp / checkpoint.name)
+
+    return _build_once(pretrained_dir(preset), build)
+
+
+def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[Transformer, list[dict]]:
     """The pretrained model and its training history; trains it (chapter 4) if it is not there yet.
 
-    Training writes `checkpoints` evenly spaced checkpoints into the run folder, which is renamed into
-    place only when the run has finished, so a half-trained model is never taken for a finished one.
+    Training writes PRETRAIN_CHECKPOINTS evenly spaced checkpoints into the run folder, which is renamed
+    into place only when the run has finished, so a half-trained model is never taken for a finished one.
     """
     folder = pretrained_dir(preset)
 
     def build(tmp: Path) -> None:
-        train_path, val_path = ensure_tokens(preset)
-        torch.manual_seed(preset.train.seed)
-        interval = max(1, preset.train.max_steps // checkpoints)
-        trainer = Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
-                          out_dir=tmp, checkpoint_interval=interval, keep_checkpoints=checkpoints,
-                          callbacks=callbacks, progress=progress)
+        trainer = pretrain_trainer(preset, tmp, callbacks=callbacks, progress=progress)
         trainer.fit()
-        if trainer.step % interval:
-            trainer.save()
+        finish_pretraining(trainer)
 
     _build_once(folder, build)
     model = Transformer(preset.model)
@@ -174,43 +198,25 @@ def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = Fa
 # ---------------------------------------------------------------------------------------- post-training
 
 
-@dataclass(frozen=True)
-class AlignSettings:
-    """The post-training runs of a preset (chapters 6-8): data sizes and one TrainConfig per stage."""
-
-    sft: TrainConfig
-    reward: TrainConfig
-    dpo: TrainConfig
-    train_per_task: int = 1500
-    test_per_task: int = 100
-    held_out: float = 0.2
-    template: str = "chatml"
-    beta: float = 0.1  # DPO: how far the policy may move from the reference
-    nll_weight: float = 1.0  # DPO: weight of the SFT loss on chosen answers added to the DPO loss
-    on_policy_prompts: int = 600  # DPO: training prompts the SFT model answers for its own pairs
-    offline_pairs: int = 2000  # DPO: how many of the offline training pairs it also uses
-    samples: int = 4  # answers sampled per prompt
-    max_new_tokens: int = 16
-    seed: int = 0
+# What each post-training stage's artifact depends on, beyond the task data every one of them shares.
+_ALIGN_FIELDS = {"sft": ("sft",), "reward": ("sft", "reward"),
+                 "dpo-data": ("sft", "on_policy_prompts", "samples", "offline_pairs"),
+                 "dpo": ("sft", "dpo", "on_policy_prompts", "samples", "offline_pairs", "nll_weight")}
 
 
-def align_settings(preset: Preset) -> AlignSettings:
-    seq_len = min(128, preset.model.max_seq_len)
-    common = dict(seq_len=seq_len, warmup_steps=10, weight_decay=0.0, eval_steps=4, seed=preset.train.seed,
-                  dtype=preset.train.dtype)
-    if preset.name == "ci":
-        return AlignSettings(
-            sft=TrainConfig(batch_size=32, max_steps=400, lr=3e-3, min_lr=3e-4, eval_interval=100, **common),
-            reward=TrainConfig(batch_size=16, max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
-            dpo=TrainConfig(batch_size=16, max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50, **common),
-            train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000,
-            seed=course_seed())
-    lr = preset.train.lr
-    return AlignSettings(
-        sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
-        reward=TrainConfig(batch_size=16, max_steps=300, lr=lr / 4, min_lr=lr / 40, eval_interval=100, **common),
-        dpo=TrainConfig(batch_size=16, max_steps=100, lr=lr / 5, min_lr=lr / 50, eval_interval=25, **common),
-        on_policy_prompts=300, offline_pairs=900, seed=course_seed())
+def stage_dir(stage: str, preset: Preset) -> Path:
+    """The one place that says where a stage's artifact lives: artifacts/<preset>/<stage>-<key>, the key
+    hashing every setting that shaped it and the keys of the stages it was built from."""
+    keys = {"corpus": corpus_key, "tokenizer": tokenizer_key, "tokens": tokens_key, "pretrained": pretrained_key}
+    if stage in keys:
+        name = f"{stage}-{_key(keys[stage](preset))}"
+    elif stage in _ALIGN_FIELDS:
+        name = f"{stage}-{_align_key(preset, stage, *_ALIGN_FIELDS[stage])}"
+        if stage == "dpo":
+            name += f"-beta{preset.align.beta:g}"
+    else:
+        raise ValueError(f"stage '{stage}' has no folder: choose one of {', '.join([*keys, *_ALIGN_FIELDS])}")
+    return artifacts_root() / preset.name / name
 
 
 # Post-training artifacts are keyed by their settings; bump this when a change to the task, template or
@@ -219,7 +225,7 @@ ALIGN_VERSION = 1
 
 
 def _align_key(preset: Preset, stage: str, *fields: str) -> str:
-    settings = align_settings(preset)
+    settings = preset.align
     values = {f: getattr(settings, f) for f in ("train_per_task", "test_per_task", "held_out", "template", "seed",
                                                "max_new_tokens", *fields)}
     values = {k: v.to_dict() if isinstance(v, TrainConfig) else v for k, v in values.items()}
@@ -229,7 +235,7 @@ def _align_key(preset: Preset, stage: str, *fields: str) -> str:
 def ensure_tasks(preset: Preset) -> TaskSplits:
     """Train and held-out instruction examples from the preset's corpus, keeping only those whose chat
     (with room for a full answer) fits the model's context."""
-    settings = align_settings(preset)
+    settings = preset.align
     train_docs, val_docs = ensure_corpus(preset)
     tokenizer = ensure_tokenizer(preset)
     splits = build_tasks(train_docs + val_docs, settings.train_per_task, settings.test_per_task,
@@ -261,8 +267,8 @@ def _load_stage(folder: Path, model: torch.nn.Module) -> tuple[torch.nn.Module, 
 
 def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[Transformer, list[dict]]:
     """The pretrained model fine-tuned on the instruction tasks (chapter 6), and its history."""
-    settings = align_settings(preset)
-    folder = artifacts_root() / preset.name / f"sft-{_align_key(preset, 'sft', 'sft')}"
+    settings = preset.align
+    folder = stage_dir("sft", preset)
     if not folder.exists():
         tokenizer, tasks = ensure_tokenizer(preset), ensure_tasks(preset)
         model, _ = ensure_pretrained(preset)
@@ -275,15 +281,15 @@ def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) ->
 
 def preference_data(preset: Preset) -> tuple[list, list]:
     """(train, held-out) preference pairs: the reference answer against a realistic wrong one."""
-    settings, tasks = align_settings(preset), ensure_tasks(preset)
+    settings, tasks = preset.align, ensure_tasks(preset)
     return (preference_pairs(tasks.train, tasks.plays, settings.seed),
             preference_pairs(tasks.test, tasks.plays, settings.seed + 1))
 
 
 def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[RewardModel, list[dict]]:
     """A reward model started from the SFT model and trained on the preference pairs (chapter 7)."""
-    settings = align_settings(preset)
-    folder = artifacts_root() / preset.name / f"reward-{_align_key(preset, 'reward', 'sft', 'reward')}"
+    settings = preset.align
+    folder = stage_dir("reward", preset)
     if not folder.exists():
         tokenizer = ensure_tokenizer(preset)
         backbone, _ = ensure_sft(preset)
@@ -296,15 +302,10 @@ def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False)
     return _load_stage(folder, RewardModel(Transformer(preset.model)))
 
 
-def _dpo_data_dir(preset: Preset) -> Path:
-    key = _align_key(preset, "dpo-data", "sft", "on_policy_prompts", "samples", "offline_pairs")
-    return artifacts_root() / preset.name / f"dpo-data-{key}"
-
-
 def _dpo_rows(preset: Preset) -> dict[str, list[dict]]:
     """DPO's cached pairs, each with the reference model's log-probs, built once (see dpo_pairs)."""
-    settings = align_settings(preset)
-    folder = _dpo_data_dir(preset)
+    settings = preset.align
+    folder = stage_dir("dpo-data", preset)
 
     def build(tmp: Path) -> None:
         tasks, tokenizer, (sft, _) = ensure_tasks(preset), ensure_tokenizer(preset), ensure_sft(preset)
@@ -336,7 +337,7 @@ def dpo_pairs(preset: Preset) -> tuple[list[PreferencePair], list[PreferencePair
 
 def _dpo_datasets(preset: Preset) -> tuple[PairDataset, PairDataset]:
     """The cached (train, held-out) DPO pairs as datasets, with the reference log-probs already in them."""
-    settings, tokenizer = align_settings(preset), ensure_tokenizer(preset)
+    settings, tokenizer = preset.align, ensure_tokenizer(preset)
     datasets = []
     for rows in _dpo_rows(preset).values():
         dataset = PairDataset(tokenizer, [_pair(r) for r in rows], preset.model.max_seq_len, settings.template)
@@ -348,25 +349,30 @@ def _dpo_datasets(preset: Preset) -> tuple[PairDataset, PairDataset]:
 def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
                beta: float | None = None) -> tuple[Transformer, list[dict]]:
     """The SFT model after DPO against a frozen copy of itself (chapter 8); `beta` overrides the preset's."""
-    settings = align_settings(preset)
-    beta = settings.beta if beta is None else beta
-    key = _align_key(preset, "dpo", "sft", "dpo", "on_policy_prompts", "samples", "offline_pairs",
-                     "nll_weight") + f"-beta{beta:g}"
-    folder = artifacts_root() / preset.name / f"dpo-{key}"
+    settings = preset.align
+    if beta is not None:
+        preset = replace(preset, align=replace(settings, beta=beta))
+    folder = stage_dir("dpo", preset)
     if not folder.exists():
         train, val = _dpo_datasets(preset)
         policy, _ = ensure_sft(preset)
         _train_stage(folder, policy, settings.dpo, train, val, callbacks, progress,
-                     loss_fn=make_dpo_loss(beta, settings.nll_weight))
+                     loss_fn=make_dpo_loss(preset.align.beta, settings.nll_weight))
     return _load_stage(folder, Transformer(preset.model))
 
 
-def ensure(stage: str, preset: Preset | None = None):
-    """The artifact of `stage` for `preset` (default: the preset picked for this machine)."""
+TRAINED = ("pretrained", "sft", "reward", "dpo")  # the stages that run a Trainer
+
+
+def ensure(stage: str, preset: Preset | None = None, progress: bool = False):
+    """The artifact of `stage` for `preset` (default: the preset picked for this machine); `progress`
+    shows a progress bar while a trained stage builds."""
     preset = preset or pick_preset()
     builders = {"corpus": ensure_corpus, "tokenizer": ensure_tokenizer, "tokens": ensure_tokens,
                 "pretrained": ensure_pretrained, "tasks": ensure_tasks, "sft": ensure_sft,
                 "reward": ensure_reward, "dpo": ensure_dpo}
     if stage not in builders:
         raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
+    if stage in TRAINED:
+        return builders[stage](preset, progress=progress)
     return builders[stage](preset)

@@ -1,17 +1,21 @@
-"""Named (model, training) sizes, one per kind of machine, and the rule that picks one.
+"""Named recipes, one per kind of machine, and the rule that picks one.
 
-A preset says what to train on a given machine: how big a model, what batch, what precision. Its
-expected memory and time are not typed in: they are computed from the configs (hardware.estimate_memory
-and ModelConfig.flops_per_token), so they stay true when a preset changes.
+A preset is the whole recipe of a run on a given machine: the data, how big a model, how to pretrain
+it (batch, precision, schedule), and the SFT, reward and DPO runs after it. Nothing else in the course
+decides a setting, and `with_overrides` changes any of them through the same validation. A preset's
+expected memory and time are not typed in: they are computed from the configs
+(hardware.estimate_memory and ModelConfig.flops_per_token), so they stay true when a preset changes.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import os
-from dataclasses import dataclass, replace
-from typing import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
 
-from .config import ModelConfig, TrainConfig, check_compatible
+from .config import AlignSettings, DataSettings, ModelConfig, TrainConfig, check_compatible
 from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision, detect, estimate_memory
 
 HEADROOM = 0.15  # a preset must leave this fraction of its card's memory free (fragmentation, spikes)
@@ -26,7 +30,7 @@ ASSUMED_MFU = {"cuda": 0.35, "mps": 0.25, "cpu": 0.5}
 
 @dataclass(frozen=True)
 class Preset:
-    """A model and training config sized for one target machine."""
+    """A whole recipe sized for one target machine: data, model, pretraining and post-training."""
 
     name: str
     device: str  # the device kind the preset is meant for
@@ -35,11 +39,14 @@ class Preset:
     peak_tflops: float  # its dense matmul peak at the preset's precision (approximate, from spec sheets)
     bf16: bool  # whether the target runs bf16 natively
     model: ModelConfig
-    train: TrainConfig
+    train: TrainConfig  # pretraining
+    data: DataSettings
+    align: AlignSettings  # SFT, reward model and DPO
     notes: str = ""
 
     def __post_init__(self) -> None:
-        check_compatible(self.model, self.train)
+        for config in (self.train, self.align.sft, self.align.reward, self.align.dpo):
+            check_compatible(self.model, config)
 
     def target(self) -> HardwareInfo:
         """The machine this preset was sized for, as if `detect()` had found it."""
@@ -97,10 +104,31 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def post_training(model: ModelConfig, train: TrainConfig, **changes: Any) -> AlignSettings:
+    """The usual post-training recipe for a pretraining run: short runs on 128-token chats, at learning
+    rates below pretraining's (SFT half, reward model a quarter, DPO a fifth: each stage starts from a
+    trained model that a large step would undo). Seeds and precision follow the pretraining run."""
+    lr = train.lr
+    common = dict(seq_len=min(128, model.max_seq_len), warmup_steps=10, weight_decay=0.0, eval_steps=4,
+                  seed=train.seed, dtype=train.dtype)
+    stages = dict(
+        sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
+        reward=TrainConfig(batch_size=16, max_steps=300, lr=lr / 4, min_lr=lr / 40, eval_interval=100,
+                           **common),
+        dpo=TrainConfig(batch_size=16, max_steps=100, lr=lr / 5, min_lr=lr / 50, eval_interval=25, **common))
+    for stage in ("sft", "reward", "dpo"):
+        if isinstance(changes.get(stage), dict):
+            changes[stage] = replace(stages[stage], **changes[stage])
+    return AlignSettings(**{**stages, **changes})
+
+
 def _preset(name: str, device: str, hardware: str, memory_gib: float, peak_tflops: float, bf16: bool,
-            model: dict, train: dict, notes: str = "") -> Preset:
-    return Preset(name, device, hardware, memory_gib, peak_tflops, bf16,
-                  ModelConfig(**model), TrainConfig(**train), notes)
+            model: dict, train: dict, notes: str = "", data: dict | None = None,
+            align: dict | None = None) -> Preset:
+    model_config, train_config = ModelConfig(**model), TrainConfig(**train)
+    return Preset(name, device, hardware, memory_gib, peak_tflops, bf16, model_config, train_config,
+                  DataSettings(**(data or {})), post_training(model_config, train_config, **(align or {})),
+                  notes)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -108,7 +136,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, max_seq_len=128),
             dict(batch_size=16, seq_len=64, max_steps=200, warmup_steps=20, lr=3e-3, min_lr=3e-4,
                  eval_interval=50, eval_steps=4),
-            "seconds per chapter; used by FOUNDRY_FAST=1 and the test suite"),
+            "seconds per chapter; used by FOUNDRY_FAST=1 and the test suite",
+            # A few plays, and post-training runs long and fast enough that the tiny model learns the
+            # tasks: its effects must be large enough for the chapters' checks at every seed.
+            data=dict(max_documents=8, val_fraction=0.25),
+            align=dict(sft=dict(max_steps=400, lr=3e-3, min_lr=3e-4),
+                       reward=dict(max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50),
+                       dpo=dict(max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50),
+                       train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000)),
     _preset("cpu", "cpu", "2-core CPU runner (measured ~0.1 TFLOP/s fp32)", 8, 0.1, False,
             dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, d_ff=768, max_seq_len=256),
             dict(batch_size=16, seq_len=256, max_steps=300, warmup_steps=30, lr=2e-3, min_lr=2e-4,
@@ -189,17 +224,20 @@ def course_seed(env: Mapping[str, str] | None = None) -> int:
 
 
 def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Preset:
-    """`preset` with the environment's choices applied: FOUNDRY_SEED shifts its training seed, and
+    """`preset` with the environment's choices applied: FOUNDRY_SEED shifts every seed of the recipe, and
     FOUNDRY_DTYPE (auto, float32, bfloat16, float16) sets the precision of every training run."""
     env = os.environ if env is None else env
-    changes: dict[str, object] = {}
+    changes: dict[str, dict[str, Any]] = {}
     shift = course_seed(env)
     if shift:
-        changes["seed"] = preset.train.seed + shift
-    if env.get("FOUNDRY_DTYPE", "").strip():
-        changes["dtype"] = env["FOUNDRY_DTYPE"].strip()
+        for section in SECTIONS[1:]:  # every one but the model has a seed
+            changes[section] = {"seed": _section(preset, section).seed + shift}
+    dtype = env.get("FOUNDRY_DTYPE", "").strip()
+    if dtype:
+        for section in TRAINING_RUNS:
+            changes.setdefault(section, {})["dtype"] = dtype
     try:
-        return with_overrides(preset, **changes) if changes else preset
+        return _apply(preset, changes) if changes else preset
     except ValueError as err:
         raise ValueError(f"FOUNDRY_DTYPE: {err}") from None
 
@@ -261,6 +299,86 @@ EXAMPLE_MACHINES: tuple[HardwareInfo, ...] = (
 )
 
 
-def with_overrides(preset: Preset, **train_overrides: object) -> Preset:
-    """A copy of `preset` with some TrainConfig fields changed (validated like any config)."""
-    return replace(preset, train=TrainConfig.from_dict({**preset.train.to_dict(), **train_overrides}))
+# What `with_overrides` and the CLI's --set can change: "<section>.<field>=<value>".
+SECTIONS = ("model", "train", "data", "align", "sft", "reward", "dpo")
+TRAINING_RUNS = ("train", "sft", "reward", "dpo")  # the sections that are a TrainConfig
+
+
+def with_overrides(preset: Preset, *settings: str, **train_fields: Any) -> Preset:
+    """A copy of `preset` with some settings changed, each validated like any config.
+
+    `settings` are "section.field=value" strings, as the CLI's --set takes them: the section is model,
+    train (pretraining), data, sft, reward, dpo, or align (post-training's own settings: beta, template,
+    task sizes). Keyword arguments are shorthand for pretraining fields: with_overrides(p, batch_size=8).
+
+        with_overrides(preset, "sft.max_steps=300", "train.lr=1e-3", "align.beta=0.3")
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        section, name, value = parse_setting(preset, setting)
+        changes.setdefault(section, {})[name] = value
+    if train_fields:
+        changes.setdefault("train", {}).update(train_fields)
+    for section in TRAINING_RUNS:
+        _keep_warmup_share(_section(preset, section), changes.get(section, {}))
+    return _apply(preset, changes)
+
+
+def _keep_warmup_share(config: TrainConfig, changes: dict[str, Any]) -> None:
+    """A run shortened below its warmup keeps the warmup's share of the run (sft.max_steps=5: no warmup
+    instead of an error), unless warmup_steps is set too."""
+    steps = changes.get("max_steps")
+    if isinstance(steps, int) and "warmup_steps" not in changes and config.warmup_steps >= steps > 0:
+        changes["warmup_steps"] = config.warmup_steps * steps // config.max_steps
+
+
+def parse_setting(preset: Preset, setting: str) -> tuple[str, str, Any]:
+    """'sft.max_steps=300' -> ('sft', 'max_steps', 300), the value typed like the field it replaces."""
+    key, equals, raw = setting.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not equals or not dot or section not in SECTIONS:
+        raise ValueError(f"a setting is <section>.<field>=<value> with section one of {', '.join(SECTIONS)}; "
+                         f"got {setting!r}")
+    config = _section(preset, section)
+    names = [f.name for f in fields(config) if not isinstance(getattr(config, f.name), TrainConfig)]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{section}.{close[0]}'?" if close else f"valid fields: {', '.join(names)}"
+        raise ValueError(f"unknown setting '{key.strip()}': {hint}")
+    return section, name, _typed(raw.strip(), getattr(config, name), key.strip())
+
+
+def _typed(raw: str, current: Any, key: str) -> Any:
+    """The text of a value as the type of the value it replaces: '3e-4' a float, 'true' a bool."""
+    if isinstance(current, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(f"{key} is true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes", "on")
+    if isinstance(current, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw  # the config's own validation says what it expected
+    return float(value) if isinstance(current, float) and type(value) is int else value
+
+
+def _section(preset: Preset, section: str) -> Any:
+    if section in ("sft", "reward", "dpo"):
+        return getattr(preset.align, section)
+    return getattr(preset, section)
+
+
+def _apply(preset: Preset, changes: dict[str, dict[str, Any]]) -> Preset:
+    """Rebuild each changed section through its from_dict, so every change is validated."""
+    changes = {section: dict(values) for section, values in changes.items()}
+    align = changes.pop("align", {})
+    for stage in ("sft", "reward", "dpo"):
+        if stage in changes:
+            align[stage] = {**getattr(preset.align, stage).to_dict(), **changes.pop(stage)}
+    if align:
+        changes["align"] = align
+    rebuilt = {section: type(_section(preset, section)).from_dict({**_section(preset, section).to_dict(),
+                                                                   **values})
+               for section, values in changes.items()}
+    return replace(preset, **rebuilt)

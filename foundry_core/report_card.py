@@ -55,7 +55,7 @@ def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] 
     """Run (or reuse) every stage for `preset`, write report.md (and report.json) into `out`."""
     out = out or pipeline.artifacts_root() / preset.name
     card = ReportCard(preset, _describe_hardware())
-    settings = pipeline.align_settings(preset)
+    settings = preset.align
     state: dict = {}
 
     def stage(name: str, work: Callable[[], dict]) -> None:

@@ -13,7 +13,7 @@ def run(*args, check=True):
 
 def test_help_lists_the_commands():
     out = run("--help").stdout
-    assert all(command in out for command in ("prepare", "pretrain", "generate", "torchrun"))
+    assert all(command in out for command in ("run", "prepare", "pretrain", "generate", "torchrun", "--set"))
     assert "--resume" in run("pretrain", "--help").stdout
 
 
@@ -41,3 +41,28 @@ def test_fsdp_needs_torchrun():
     assert result.returncode != 0
     assert result.stderr.strip().startswith("error: --parallel fsdp shards the model across processes: launch it "
                                             "with `torchrun --nproc_per_node N")
+
+
+def test_a_run_from_the_terminal_is_the_artifact_the_chapters_load(tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from foundry_core import get_preset, with_overrides
+    from foundry_core.pipeline import ensure, stage_dir
+
+    settings = ["train.max_steps=6", "sft.max_steps=5"]
+    preset = with_overrides(get_preset("ci"), *settings)
+    monkeypatch.setenv("FOUNDRY_ARTIFACTS", str(tmp_path / "terminal"))
+    flags = [flag for setting in settings for flag in ("--set", setting)]
+    pretrained = json.loads(run("pretrain", "--preset", "ci", *flags).stdout.splitlines()[-1])
+    assert pretrained["chapters load it from"] == str(stage_dir("pretrained", preset))
+    sft = json.loads(run("run", "sft", "--preset", "ci", *flags).stdout.splitlines()[-1])
+    assert sft["folder"] == str(stage_dir("sft", preset)) and sft["step"] == 5
+    from_terminal = [ensure(stage, preset)[0].state_dict() for stage in ("pretrained", "sft")]
+    monkeypatch.setenv("FOUNDRY_ARTIFACTS", str(tmp_path / "chapters"))  # the same recipe, built in-process
+    in_process = [ensure(stage, preset)[0].state_dict() for stage in ("pretrained", "sft")]
+    for mine, theirs in zip(from_terminal, in_process):
+        assert all(torch.equal(mine[name], theirs[name]) for name in mine)
+    short = run("pretrain", "--preset", "ci", "--steps", "2", "--out", str(tmp_path / "short"))
+    assert '"chapters load it from": null' in short.stdout  # not the recipe's whole run

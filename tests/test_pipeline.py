@@ -6,7 +6,7 @@ import pytest
 
 from foundry_core import PRESETS
 from foundry_core.data import read_tokens
-from foundry_core.pipeline import data_settings, ensure
+from foundry_core.pipeline import ensure
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def test_tokens_are_built_once_and_reused(artifacts):
     train_docs, val_docs = ensure("corpus", preset)
     assert eos_count == len(train_docs)  # one separator per document
     assert not {d.name for d in train_docs} & {d.name for d in val_docs}
-    assert len(train_docs) + len(val_docs) == data_settings(preset).max_documents
+    assert len(train_docs) + len(val_docs) == preset.data.max_documents
     stamp = train_path.stat().st_mtime_ns
     assert ensure("tokens", preset) == (train_path, val_path) and train_path.stat().st_mtime_ns == stamp
     assert not [p for p in artifacts.rglob(".*")], "temporary folders left behind"

@@ -1,5 +1,7 @@
 """Presets: sized to fit their machines, chosen by a stated rule, overridable, with clear errors."""
 
+import re
+
 import pytest
 
 from foundry_core import EXAMPLE_MACHINES, PRESETS, HardwareInfo, get_preset, pick_preset, select_preset
@@ -97,7 +99,7 @@ def test_summary_is_computed_from_the_configs():
 
 
 def test_foundry_seed_shifts_every_seed_and_every_cache_key(monkeypatch):
-    from foundry_core.pipeline import align_settings, data_settings, pretrained_dir
+    from foundry_core.pipeline import pretrained_dir
 
     base = get_preset("ci", env=NO_ENV)
     shifted = get_preset("ci", env={"FOUNDRY_SEED": "3"})
@@ -107,7 +109,7 @@ def test_foundry_seed_shifts_every_seed_and_every_cache_key(monkeypatch):
     for seed in ("0", "3"):
         monkeypatch.setenv("FOUNDRY_SEED", seed)
         preset = get_preset("ci")
-        keys[seed] = (data_settings(preset).seed, align_settings(preset).seed, align_settings(preset).sft.seed,
+        keys[seed] = (preset.data.seed, preset.align.seed, preset.align.sft.seed,
                       pretrained_dir(preset).name)
     assert keys["0"][:2] == (0, 0) and keys["3"][:2] == (3, 3)
     assert keys["3"][2] == keys["0"][2] + 3
@@ -121,11 +123,9 @@ def test_foundry_seed_must_be_a_non_negative_integer(value):
 
 
 def test_foundry_dtype_sets_every_stage_s_precision(monkeypatch):
-    from foundry_core.pipeline import align_settings
-
     monkeypatch.setenv("FOUNDRY_DTYPE", "float32")
     preset = get_preset("cpu")
-    assert preset.train.dtype == "float32" and align_settings(preset).dpo.dtype == "float32"
+    assert preset.train.dtype == "float32" and preset.align.dpo.dtype == "float32"
     with pytest.raises(ValueError, match="FOUNDRY_DTYPE"):
         get_preset("cpu", env={"FOUNDRY_DTYPE": "float8"})
 
@@ -158,3 +158,57 @@ def test_the_big_labs_page_quotes_the_a100_preset_as_it_is():
     assert max(p.train.total_tokens / p.model.num_params() for p in PRESETS.values()) <= tokens / params + 0.05
     flops = 6 * params * tokens
     assert f"${flops / 1e18:.1f} \\times 10^{{18}}$ FLOPs" in page
+
+
+def test_the_whole_recipe_lives_in_the_preset():
+    from pathlib import Path
+
+    import foundry_core
+
+    package = Path(foundry_core.__file__).parent
+    branches = [f"{path.name}:{number}" for path in package.rglob("*.py")
+                for number, line in enumerate(path.read_text().splitlines(), 1)
+                if re.search(r"\.name\s*==\s*['\"]", line)]
+    assert not branches, f"code that branches on a preset's name: {branches}"
+    cpu, ci = PRESETS["cpu"], PRESETS["ci"]
+    assert cpu.align.sft.lr == cpu.train.lr / 2 and cpu.align.dpo.lr == cpu.train.lr / 5
+    assert ci.data.max_documents == 8 and cpu.data.max_documents is None
+    assert all(run.seq_len <= p.model.max_seq_len for p in PRESETS.values()
+               for run in (p.align.sft, p.align.reward, p.align.dpo))
+
+
+def test_any_setting_can_be_overridden_by_name():
+    p = PRESETS["ci"]
+    q = with_overrides(p, "sft.max_steps=300", "train.lr=1e-3", "align.beta=0.3", "data.val_fraction=0.2",
+                       "model.n_kv_heads=1", "dpo.compile=true", "align.template=alpaca")
+    assert (q.align.sft.max_steps, q.train.lr, q.align.beta, q.data.val_fraction) == (300, 1e-3, 0.3, 0.2)
+    assert q.model.n_kv_heads == 1 and q.align.dpo.compile is True and q.align.template == "alpaca"
+    assert isinstance(with_overrides(p, "train.lr=1").train.lr, float)
+    assert q.align.reward == p.align.reward and with_overrides(p) == p
+    short = with_overrides(p, "sft.max_steps=5")  # shorter than its warmup: the warmup shrinks with it
+    assert (short.align.sft.max_steps, short.align.sft.warmup_steps) == (5, 0)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("sft.max_step=3", "unknown setting 'sft.max_step': did you mean 'sft.max_steps'?"),
+    ("optimizer.lr=1", "section one of model, train, data, align, sft, reward, dpo"),
+    ("lr=1e-3", "a setting is <section>.<field>=<value>"),
+    ("sft.max_steps=-1", "TrainConfig.max_steps must be a positive integer, got -1"),
+    ("train.compile=maybe", "train.compile is true or false"),
+    ("align.beta=0", "AlignSettings.beta must be positive"),
+    ("data.val_fraction=1.5", "DataSettings.val_fraction must be a number with 0 < val_fraction < 1"),
+    ("sft.seq_len=4096", "exceeds ModelConfig.max_seq_len"),
+    ("align.sft=3", "unknown setting 'align.sft': valid fields: train_per_task"),
+])
+def test_a_bad_override_names_what_is_wrong(setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        with_overrides(PRESETS["ci"], setting)
+
+
+def test_foundry_seed_and_dtype_reach_every_run_of_the_recipe():
+    shifted = get_preset("cpu", env={"FOUNDRY_SEED": "2", "FOUNDRY_DTYPE": "bfloat16"})
+    base = PRESETS["cpu"]
+    runs = ("train", "sft", "reward", "dpo")
+    assert all(getattr(shifted.align, r, shifted.train).seed == base.train.seed + 2 for r in runs)
+    assert all(getattr(shifted.align, r, shifted.train).dtype == "bfloat16" for r in runs)
+    assert (shifted.data.seed, shifted.align.seed) == (2, 2)
