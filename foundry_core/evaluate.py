@@ -20,9 +20,8 @@ from torch.nn import functional as F
 
 from .align.chat import CHATML, ChatTemplate, encode_chat
 from .align.respond import accuracy_by_task, grade
-from .align.dpo import sequence_logprobs
-from .align.sft import IGNORE, pad_right
 from .align.tasks import Example
+from .sequences import IGNORE, pad_right, sequence_logprobs
 from .tokenizer import Tokenizer
 
 

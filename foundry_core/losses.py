@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .sequences import IGNORE
+
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk: 4M floats = 16 MB, sized to stay in a large cache
 
 
@@ -78,7 +80,7 @@ def _scaled(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = -100, chunk_rows: int | None = None) -> torch.Tensor:
+                         ignore_index: int = IGNORE, chunk_rows: int | None = None) -> torch.Tensor:
     """F.cross_entropy(hidden @ weight.T, targets, ignore_index=ignore_index), without the full logits.
 
     hidden: (N, d), weight: (vocab, d), targets: (N,). Rows whose target is `ignore_index` count for

@@ -14,14 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import Transformer
+from ..sequences import sequence_logprobs
 from .pairs import PairDataset
-
-
-def sequence_logprobs(model: nn.Module, ids: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """Sum of log p(token | everything before it) over the answer tokens of each sequence, (batch,)."""
-    logits = model(ids[:, :-1])[0].float()
-    token_logprobs = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(-1)
-    return (token_logprobs * answer[:, 1:]).sum(-1)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,

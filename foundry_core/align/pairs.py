@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from ..tokenizer import Tokenizer
 from .chat import CHATML, ChatTemplate, encode_chat
-from .sft import pad_right
+from ..sequences import pad_right
 from .tasks import PreferencePair, drop_ties
 
 

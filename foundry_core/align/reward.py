@@ -15,7 +15,7 @@ from torch import nn
 from ..model import Transformer
 from ..tokenizer import Tokenizer
 from .chat import CHATML, ChatTemplate, encode_chat
-from .sft import pad_right
+from ..sequences import pad_right
 
 
 class RewardModel(nn.Module):

@@ -13,11 +13,10 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..sequences import IGNORE, pad_right
 from ..tokenizer import Tokenizer
 from .chat import CHATML, ChatTemplate, Message, encode_chat
 from .tasks import Example
-
-IGNORE = -100
 
 
 def example_chat(example: Example) -> list[Message]:
@@ -28,11 +27,6 @@ def sft_targets(ids: Sequence[int], trained: Sequence[bool]) -> tuple[list[int],
     """Inputs and targets for next-token training: position i predicts token i + 1, which counts only if
     that token is trained (assistant content or its end-of-turn)."""
     return list(ids[:-1]), [t if keep else IGNORE for t, keep in zip(ids[1:], trained[1:])]
-
-
-def pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    longest = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (longest - len(r)) for r in rows], dtype=torch.long)
 
 
 class ChatDataset(Dataset):
