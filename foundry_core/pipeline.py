@@ -28,7 +28,8 @@ from .config import TrainConfig
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
 from .fileio import atomic_directory
-from .presets import Preset, pick_preset
+from .hardware import detect
+from .presets import Preset, known_peak_tflops, pick_preset
 from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
 from .train import Trainer
@@ -147,6 +148,8 @@ def pretrain_trainer(preset: Preset, out_dir: Path, **trainer_kwargs) -> Trainer
     train_path, val_path = ensure_tokens(preset)
     torch.manual_seed(preset.train.seed)
     trainer_kwargs.setdefault("checkpoint_interval", max(1, preset.train.max_steps // PRETRAIN_CHECKPOINTS))
+    info = trainer_kwargs.setdefault("hardware", detect())
+    trainer_kwargs.setdefault("peak_tflops", known_peak_tflops(preset, info))  # then MFU is recorded
     return Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
                    out_dir=out_dir, keep_checkpoints=PRETRAIN_CHECKPOINTS, **trainer_kwargs)
 
@@ -172,6 +175,8 @@ def publish_pretrained(preset: Preset, run_dir: Path) -> Path | None:
     def build(tmp: Path) -> None:
         for checkpoint in list_checkpoints(run_dir):
             shutil.copytree(checkpoint, tmp / checkpoint.name)
+        if (run_dir / "history.jsonl").is_file():
+            shutil.copy2(run_dir / "history.jsonl", tmp / "history.jsonl")
 
     return _build_once(pretrained_dir(preset), build)
 

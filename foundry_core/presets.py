@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -180,6 +181,20 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                  lr=1e-3, min_lr=1e-4, eval_interval=250),
             "~68M parameters in float32 on MPS; peak ~8 TFLOP/s fp32 (20-core GPU, approximate)"),
 )}
+
+
+def known_peak_tflops(preset: Preset, info: HardwareInfo) -> float | None:
+    """The preset's peak TFLOP/s when `info` is the card it was sized for, else None.
+
+    The Trainer records MFU (the share of the peak a step sustains) only against a peak it knows: the
+    target card's, matched by name ("NVIDIA A100-SXM4-80GB" is the `a100` preset's "NVIDIA A100 80GB").
+    A CPU's peak, or another card's, is not known, and an MFU against a guess would mislead.
+    """
+    if info.device == "cpu" or info.device != preset.device:
+        return None
+    words = set(re.findall(r"[a-z0-9]+", info.name.lower()))
+    card = re.findall(r"[a-z0-9]+", preset.hardware.split("(")[0].lower())
+    return preset.peak_tflops if all(w in words for w in card if not w.endswith("gb")) else None
 
 
 CELL_TIMEOUT_FLOOR = 300  # seconds; at the `ci` preset no cell of any chapter comes near it

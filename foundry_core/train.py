@@ -9,6 +9,7 @@ generators), so a resumed run continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -225,6 +226,7 @@ class Trainer:
             if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
                 record.update({f"val_{k}": v for k, v in self.evaluate_metrics().items()})
             self.history.append(record)
+            self._log_history([record])
             if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
                 self.save()  # every rank calls it: under FSDP all take part in gathering the shards
             for callback in self.callbacks:
@@ -277,12 +279,40 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.history, self.step = list(state["history"]), state["step"]
         set_rng_state(state["rng"])
+        if self.history_path and self.history_path.exists():  # drop the steps after the checkpoint
+            self.history_path.unlink()
+            self._log_history(self.history)
         return self.step
+
+    # ------------------------------------------------------------------ history as data
+
+    @property
+    def history_path(self) -> Path | None:
+        """out_dir/history.jsonl (rank 0) or history-rank<r>.jsonl: one JSON record per step, written as
+        the run goes, so a plot or a script reads a run's curves from data, never from printed text."""
+        if self.out_dir is None:
+            return None
+        return self.out_dir / ("history.jsonl" if self.rank == 0 else f"history-rank{self.rank}.jsonl")
+
+    def _log_history(self, records: list[dict]) -> None:
+        if self.history_path is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.history_path, "a") as file:
+            file.writelines(json.dumps(record) + "\n" for record in records)
 
     def _check_model_config(self, path: Path, state: dict) -> None:
         if state["model_config"] != self.model.config.to_dict():
             raise ValueError(f"{path} was trained with a different ModelConfig: build the model from "
                              f"ModelConfig.from_dict(state['model_config'])")
+
+
+def read_history(run_dir: str | Path, rank: int = 0) -> list[dict]:
+    """The per-step records a Trainer wrote into `run_dir` (rank 0's unless `rank` says otherwise)."""
+    path = Path(run_dir) / ("history.jsonl" if rank == 0 else f"history-rank{rank}.jsonl")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: no Trainer with out_dir={run_dir} (and this rank) ran")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _progress_bar(total: int, enabled: bool):

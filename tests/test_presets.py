@@ -212,3 +212,18 @@ def test_foundry_seed_and_dtype_reach_every_run_of_the_recipe():
     assert all(getattr(shifted.align, r, shifted.train).seed == base.train.seed + 2 for r in runs)
     assert all(getattr(shifted.align, r, shifted.train).dtype == "bfloat16" for r in runs)
     assert (shifted.data.seed, shifted.align.seed) == (2, 2)
+
+
+@pytest.mark.parametrize("preset, card, known", [
+    ("a100", ("cuda", "NVIDIA A100-SXM4-80GB"), True),
+    ("a100", ("cuda", "NVIDIA H100 80GB HBM3"), False),  # another card: its peak is not the preset's
+    ("rtx4090", ("cuda", "NVIDIA GeForce RTX 4090"), True),
+    ("rtx5060", ("cuda", "NVIDIA GeForce RTX 4090"), False),
+    ("m4pro", ("mps", "Apple M4 Pro"), True),
+    ("cpu", ("cpu", "AMD EPYC 9B14"), False),  # a CPU's peak is never assumed
+])
+def test_mfu_is_measured_against_a_known_peak_only(preset, card, known):
+    from foundry_core.presets import known_peak_tflops
+
+    peak = known_peak_tflops(PRESETS[preset], HardwareInfo(card[0], card[1], 8 * GIB, True))
+    assert peak == (PRESETS[preset].peak_tflops if known else None)

@@ -14,7 +14,7 @@ from foundry_core import ModelConfig, TrainConfig
 from foundry_core.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from foundry_core.hardware import HardwareInfo
 from foundry_core.model import Transformer
-from foundry_core.train import Trainer, TrainingDiverged, lr_at, make_optimizer
+from foundry_core.train import Trainer, TrainingDiverged, lr_at, make_optimizer, read_history
 
 CPU = HardwareInfo("cpu", "test CPU", None, bf16=False)
 MODEL = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, max_seq_len=32,
@@ -84,6 +84,20 @@ def test_resume_in_a_fresh_process_is_exact(tmp_path):
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(tensor, resumed[name]), name
+    logged = read_history(tmp_path / "run")  # the run's curves as data: each step once, across both processes
+    assert [h["step"] for h in logged] == list(range(1, TRAIN.max_steps + 1))
+    assert [h["loss"] for h in logged] == straight_losses
+
+
+def test_history_file_restarts_at_the_checkpoint_a_run_resumes_from(tmp_path):
+    trainer = make_trainer(out_dir=tmp_path, checkpoint_interval=2, keep_checkpoints=3)
+    trainer.fit(steps=6)
+    assert read_history(tmp_path) == trainer.history
+    again = make_trainer(out_dir=tmp_path)
+    again.resume(list_checkpoints(tmp_path)[0])  # step 2: steps 3-6 of the first attempt are gone
+    assert [h["step"] for h in read_history(tmp_path)] == [1, 2]
+    with pytest.raises(FileNotFoundError, match="history.jsonl not found"):
+        read_history(tmp_path / "elsewhere")
 
 
 def test_checkpoints_keep_the_newest_and_survive_a_crash_mid_write(tmp_path, monkeypatch):
@@ -124,3 +138,12 @@ def test_resume_refuses_a_different_model(tmp_path):
         other.resume()
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         make_trainer(out_dir=tmp_path / "empty").resume()
+
+
+def test_mfu_is_recorded_when_the_peak_is_known(tmp_path):
+    without = make_trainer().fit(steps=1)
+    assert "mfu" not in without[-1]
+    trainer = make_trainer(out_dir=tmp_path, peak_tflops=1.0)
+    trainer.fit(steps=2)
+    flops = MODEL.flops_per_token(TRAIN.seq_len) * trainer.history[-1]["tokens_per_s"]
+    assert read_history(tmp_path)[-1]["mfu"] == pytest.approx(flops / 1e12)
