@@ -21,16 +21,15 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .config import ModelConfig
+from .checkpoint import latest_checkpoint
 from .data import read_tokens
 from .generate import generate
 from .hardware import detect
-from .model import Transformer
 from .parallel import PARALLEL, local_parameter_bytes
 from .pipeline import (STAGES, TRAINED, artifacts_root, ensure, finish_pretraining, pretrain_trainer, pretrained_dir,
                        publish_pretrained, stage_dir)
 from .presets import PRESETS, SECTIONS, get_preset, select_preset, with_overrides
+from .runs import describe_run, load_run
 from .tokenizer import Tokenizer
 from .train import Trainer
 
@@ -132,7 +131,7 @@ def pretrain(args: argparse.Namespace) -> None:
         if rank == 0:
             print(f"resuming from step {step}")
     if rank == 0:
-        tokenizer.save(out / "tokenizer.model")
+        describe_run(out, "pretrained", preset, tokenizer)
     trainer.fit(args.steps)
     path = finish_pretraining(trainer)  # every rank: under FSDP all of them gather the shards rank 0 writes
     if rank == 0:
@@ -148,17 +147,10 @@ def pretrain(args: argparse.Namespace) -> None:
 
 
 def generate_text(args: argparse.Namespace) -> None:
-    run = Path(args.run)
-    checkpoint = latest_checkpoint(run) if not (run / "state.pt").exists() else run
-    if checkpoint is None:
-        raise SystemExit(f"no checkpoint in {run}: train one with `python -m foundry_core pretrain`")
-    folder = checkpoint.parent if checkpoint != run else run.parent
-    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
-    model = Transformer(ModelConfig.from_dict(state["model_config"]))
-    load_checkpoint(checkpoint, model)
-    tokenizer = Tokenizer.load(args.tokenizer or folder / "tokenizer.model")
-    tokenizer.check_compatible(model.config.vocab_size)
-    ids = generate(model, tokenizer.encode(args.prompt), args.max_new_tokens, temperature=args.temperature,
+    run = load_run(args.run)  # the model and tokenizer the folder describes
+    tokenizer = Tokenizer.load(args.tokenizer) if args.tokenizer else run.tokenizer
+    tokenizer.check_compatible(run.model.config.vocab_size)
+    ids = generate(run.model, tokenizer.encode(args.prompt), args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed))[0]
     print(args.prompt + tokenizer.decode(ids))
 

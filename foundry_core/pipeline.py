@@ -23,13 +23,14 @@ import torch
 from .align import (ChatDataset, PairDataset, PreferencePair, RewardModel, TaskSplits, add_reference_logprobs,
                     build_tasks, encode_chat, example_chat, make_dpo_loss, on_policy_pairs, preference_pairs,
                     reward_loss)
-from .checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints, load_checkpoint
+from .checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints
 from .config import TrainConfig
 from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
 from .data.dedup import exact_dedup, minhash_dedup
 from .fileio import atomic_directory
 from .hardware import detect
 from .presets import Preset, known_peak_tflops, pick_preset
+from .runs import INFO, TOKENIZER, describe_run, is_described, load_run
 from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
 from .train import Trainer
@@ -175,8 +176,9 @@ def publish_pretrained(preset: Preset, run_dir: Path) -> Path | None:
     def build(tmp: Path) -> None:
         for checkpoint in list_checkpoints(run_dir):
             shutil.copytree(checkpoint, tmp / checkpoint.name)
-        if (run_dir / "history.jsonl").is_file():
-            shutil.copy2(run_dir / "history.jsonl", tmp / "history.jsonl")
+        for name in ("history.jsonl", INFO, TOKENIZER):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, tmp / name)
 
     return _build_once(pretrained_dir(preset), build)
 
@@ -190,14 +192,13 @@ def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = Fa
     folder = pretrained_dir(preset)
 
     def build(tmp: Path) -> None:
+        describe_run(tmp, "pretrained", preset, ensure_tokenizer(preset))
         trainer = pretrain_trainer(preset, tmp, callbacks=callbacks, progress=progress)
         trainer.fit()
         finish_pretraining(trainer)
 
     _build_once(folder, build)
-    model = Transformer(preset.model)
-    state = load_checkpoint(latest_checkpoint(folder), model)
-    return model.eval(), list(state["history"])
+    return _load_stage("pretrained", preset)
 
 
 # ---------------------------------------------------------------------------------------- post-training
@@ -253,9 +254,12 @@ def ensure_tasks(preset: Preset) -> TaskSplits:
     return TaskSplits([e for e in splits.train if fits(e)], [e for e in splits.test if fits(e)], splits.plays)
 
 
-def _train_stage(folder: Path, model: torch.nn.Module, config: TrainConfig, train, val, callbacks,
-                 progress: bool, **trainer_kwargs) -> None:
+def _train_stage(stage: str, preset: Preset, model: torch.nn.Module, config: TrainConfig, train, val,
+                 callbacks, progress: bool, **trainer_kwargs) -> None:
+    folder = stage_dir(stage, preset)
+
     def build(tmp: Path) -> None:
+        describe_run(tmp, stage, preset, ensure_tokenizer(preset))
         torch.manual_seed(config.seed)
         trainer = Trainer(model, config, train, val, out_dir=tmp, keep_checkpoints=1, callbacks=callbacks,
                           progress=progress, **trainer_kwargs)
@@ -265,9 +269,13 @@ def _train_stage(folder: Path, model: torch.nn.Module, config: TrainConfig, trai
     _build_once(folder, build)
 
 
-def _load_stage(folder: Path, model: torch.nn.Module) -> tuple[torch.nn.Module, list[dict]]:
-    state = load_checkpoint(latest_checkpoint(folder), model)
-    return model.eval(), list(state["history"])
+def _load_stage(stage: str, preset: Preset) -> tuple[torch.nn.Module, list[dict]]:
+    """A built stage's model (from the configuration saved with it) and its training history."""
+    folder = stage_dir(stage, preset)
+    if not is_described(folder):  # built before run folders described themselves: same key, same content
+        describe_run(folder, stage, preset, ensure_tokenizer(preset))
+    run = load_run(folder)
+    return run.model, run.history
 
 
 def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[Transformer, list[dict]]:
@@ -280,8 +288,8 @@ def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) ->
         max_len = preset.model.max_seq_len
         train = ChatDataset(tokenizer, [example_chat(e) for e in tasks.train], max_len, settings.template)
         val = ChatDataset(tokenizer, [example_chat(e) for e in tasks.test], max_len, settings.template)
-        _train_stage(folder, model, settings.sft, train, val, callbacks, progress)
-    return _load_stage(folder, Transformer(preset.model))
+        _train_stage("sft", preset, model, settings.sft, train, val, callbacks, progress)
+    return _load_stage("sft", preset)
 
 
 def preference_data(preset: Preset) -> tuple[list, list]:
@@ -302,9 +310,9 @@ def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False)
         max_len = preset.model.max_seq_len
         train = PairDataset(tokenizer, train_pairs, max_len, settings.template)
         val = PairDataset(tokenizer, test_pairs, max_len, settings.template)
-        _train_stage(folder, RewardModel(backbone), settings.reward, train, val, callbacks, progress,
-                     loss_fn=reward_loss)
-    return _load_stage(folder, RewardModel(Transformer(preset.model)))
+        _train_stage("reward", preset, RewardModel(backbone), settings.reward, train, val, callbacks,
+                     progress, loss_fn=reward_loss)
+    return _load_stage("reward", preset)
 
 
 def _dpo_rows(preset: Preset) -> dict[str, list[dict]]:
@@ -361,9 +369,9 @@ def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
     if not folder.exists():
         train, val = _dpo_datasets(preset)
         policy, _ = ensure_sft(preset)
-        _train_stage(folder, policy, settings.dpo, train, val, callbacks, progress,
+        _train_stage("dpo", preset, policy, settings.dpo, train, val, callbacks, progress,
                      loss_fn=make_dpo_loss(preset.align.beta, settings.nll_weight))
-    return _load_stage(folder, Transformer(preset.model))
+    return _load_stage("dpo", preset)
 
 
 TRAINED = ("pretrained", "sft", "reward", "dpo")  # the stages that run a Trainer
