@@ -3,7 +3,7 @@ library stays importable (and fast to import) in scripts and on headless machine
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision
 from .presets import HEADROOM, USABLE_FRACTION, Preset, select_preset
@@ -304,22 +304,35 @@ def plot_lr_schedule(config):
     return fig
 
 
-def plot_training(history: Sequence[dict], baseline: float | None = None, ax=None):
-    """Training loss per step and validation loss where measured, with an optional baseline line."""
+def plot_curves(runs: Sequence[dict] | Mapping[str, Sequence[dict]], metrics: Mapping[str, str] | None = None,
+                ylabel: str = "cross-entropy (nats per token)", title: str = "", *,
+                baselines: Mapping[str, float] | None = None, validation: bool = True, logy: bool = False,
+                ax=None):
+    """Training curves: each metric per step (line) and its validation value where measured (dots).
+
+    `runs` is one history (a Trainer's list of records) or several, {label: history}; `metrics` maps a
+    record key to its label (default: the loss), e.g. {"chosen_reward": "chosen"}, and its validation
+    twin is read from "val_<key>". `baselines` draws reference levels, {label: value}. Every chapter
+    draws its curves with this one function.
+    """
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 3.8))
-    else:
-        fig = ax.figure
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=1, label="train loss")
-    val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation loss")
-    if baseline is not None:
-        ax.axhline(baseline, color="tab:red", ls="--", lw=1, label="unigram baseline")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats per token)")
+    runs = {"": runs} if not isinstance(runs, Mapping) else runs
+    metrics = metrics or {"loss": "loss"}
+    fig, ax = plt.subplots(figsize=(7, 3.6)) if ax is None else (ax.figure, ax)
+    for i, (run, history) in enumerate(runs.items()):
+        for j, (key, name) in enumerate(metrics.items()):
+            color = f"C{i * len(metrics) + j}"
+            label = ": ".join(part for part in (run, name if len(metrics) > 1 or not run else "") if part)
+            ax.plot([h["step"] for h in history if key in h], [h[key] for h in history if key in h],
+                    lw=1, color=color, label=f"{label} (train)" if validation else label)
+            held_out = [(h["step"], h[f"val_{key}"]) for h in history if f"val_{key}" in h]
+            if held_out and validation:
+                ax.plot(*zip(*held_out), "o-", ms=4, color=color, label=f"{label} (validation)")
+    for k, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, color="gray", ls=("--", ":", "-.")[k % 3], lw=1, label=name)
+    ax.set_yscale("log" if logy else "linear")
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -328,8 +341,8 @@ def plot_training(history: Sequence[dict], baseline: float | None = None, ax=Non
 class LiveLoss:
     """A Trainer callback that redraws the loss curve in the notebook every `every` steps."""
 
-    def __init__(self, every: int = 10, baseline: float | None = None):
-        self.every, self.baseline, self.handle = every, baseline, None
+    def __init__(self, every: int = 10, baselines: Mapping[str, float] | None = None):
+        self.every, self.baselines, self.handle = every, baselines, None
 
     def __call__(self, trainer, record: dict) -> None:
         import matplotlib.pyplot as plt
@@ -337,7 +350,7 @@ class LiveLoss:
 
         if record["step"] % self.every and record["step"] != trainer.config.max_steps:
             return
-        fig = plot_training(trainer.history, self.baseline)
+        fig = plot_curves(trainer.history, baselines=self.baselines)
         if self.handle is None:
             self.handle = display(fig, display_id=True)
         else:

@@ -46,26 +46,6 @@ def plot_accuracy(results: Mapping[str, Mapping[str, float]], title: str = "held
     return _finish(fig, ax, title)
 
 
-def plot_curves(history: Sequence[dict], metrics: Mapping[str, str], ylabel: str, title: str = "", ax=None):
-    """Training metrics per step (thin lines) and their validation values (dots, keys prefixed val_).
-
-    `metrics` maps a history key to its label, e.g. {"chosen_reward": "chosen", "rejected_reward": "rejected"}.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.4)) if ax is None else (ax.figure, ax)
-    for i, (key, label) in enumerate(metrics.items()):
-        color = f"C{i}"
-        ax.plot([h["step"] for h in history if key in h], [h[key] for h in history if key in h], lw=0.8,
-                alpha=0.6, color=color, label=f"{label} (train)")
-        val = [(h["step"], h[f"val_{key}"]) for h in history if f"val_{key}" in h]
-        if val:
-            ax.plot(*zip(*val), "o-", color=color, label=f"{label} (held-out)")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    return _finish(fig, ax, title, legend_size=7)
-
-
 def plot_margins(margins: Mapping[str, Sequence[float]], title: str = "reward margin on held-out pairs"):
     """Histograms of r(chosen) - r(rejected), one per kind of pair; right of 0 is a correct ranking."""
     import matplotlib.pyplot as plt
