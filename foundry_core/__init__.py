@@ -10,17 +10,15 @@ if _sys.platform == "darwin" and "torch" not in _sys.modules:
 _MPS_FALLBACK_AT_TORCH_IMPORT = _os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK", "0").strip() not in ("", "0")
 
 from .config import ModelConfig, TrainConfig, check_compatible, swiglu_hidden
-from .hardware import (
-    HardwareInfo,
-    MemoryEstimate,
-    Precision,
-    choose_precision,
-    detect,
-    estimate_memory,
-    measure_matmul_tflops,
-)
+from .hardware import HardwareInfo, Precision, choose_precision, detect, measure_matmul_tflops
 from .generate import generate, stream
-from .memory import MeasuredMemory, measure_checkpointing, measure_training_memory
+from .memory import (
+    MeasuredMemory,
+    MemoryEstimate,
+    estimate_memory,
+    measure_checkpointing,
+    measure_training_memory,
+)
 from .model import KVCache, Transformer
 from .train import Trainer, TrainingDiverged
 from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer

@@ -4,7 +4,7 @@ A preset is the whole recipe of a run on a given machine: the data, how big a mo
 it (batch, precision, schedule), and the SFT, reward and DPO runs after it. Nothing else in the course
 decides a setting, and `with_overrides` changes any of them through the same validation. A preset's
 expected memory and time are not typed in: they are computed from the configs
-(hardware.estimate_memory and ModelConfig.flops_per_token), so they stay true when a preset changes.
+(memory.estimate_memory and ModelConfig.flops_per_token), so they stay true when a preset changes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from .config import AlignSettings, DataSettings, ModelConfig, TrainConfig, check_compatible
-from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision, detect, estimate_memory
+from .hardware import GIB, HardwareInfo, choose_precision, detect
+from .memory.estimate import MemoryEstimate, estimate_memory
 
 HEADROOM = 0.15  # a preset must leave this fraction of its card's memory free (fragmentation, spikes)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from .hardware import GIB, HardwareInfo, MemoryEstimate, choose_precision
+from .hardware import GIB, HardwareInfo, choose_precision
+from .memory.estimate import MemoryEstimate
 from .presets import HEADROOM, USABLE_FRACTION, Preset, select_preset
 
 MEMORY_PARTS = tuple(MemoryEstimate.__dataclass_fields__)

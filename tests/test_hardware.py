@@ -5,8 +5,8 @@ import torch
 
 from foundry_core import HardwareInfo, ModelConfig, TrainConfig, choose_precision, detect, estimate_memory
 from foundry_core import hardware
-from foundry_core.hardware import (GIB, activation_bytes_per_token, loss_workspace_bytes, measure_matmul_tflops,
-                                   mps_notes, prepare_device)
+from foundry_core.hardware import GIB, measure_matmul_tflops, mps_notes, prepare_device
+from foundry_core.memory import activation_bytes_per_token, loss_workspace_bytes
 from foundry_core.losses import CHUNK_ELEMENTS
 
 CUDA_AMPERE = HardwareInfo("cuda", "A100", 80 * GIB, bf16=True)

@@ -106,7 +106,7 @@ def saved_bytes(config: ModelConfig, batch: int, autocast: bool) -> int:
 def test_layer_formula_counts_what_autograd_saves(autocast):
     """One more layer and one more sequence add exactly layer_bytes_per_token x seq_len: the per-layer
     formula of the estimate is the real one (weight copies and the loss's workspace cancel out)."""
-    from foundry_core.hardware import layer_bytes_per_token
+    from foundry_core.memory import layer_bytes_per_token
 
     def config(layers: int) -> ModelConfig:
         return ModelConfig(vocab_size=256, d_model=64, n_layers=layers, n_heads=4, n_kv_heads=2, d_ff=192,
@@ -118,7 +118,7 @@ def test_layer_formula_counts_what_autograd_saves(autocast):
 
 
 def test_sharded_memory_divides_one_more_state_per_zero_stage():
-    from foundry_core.hardware import MemoryEstimate
+    from foundry_core.memory import MemoryEstimate
     from foundry_core.memory import sharded_memory
 
     estimate = MemoryEstimate(weights=400, gradients=400, optimizer=800, autocast_copies=200, activations=1000,

@@ -1,6 +1,6 @@
 """Where a training step's memory goes, measured, to hold the analytic estimate to account.
 
-`hardware.estimate_memory` counts bytes from shapes. This module runs real Trainer steps and measures:
+`memory.estimate.estimate_memory` counts bytes from shapes. This module runs real Trainer steps and measures:
 
 - on CUDA, with the allocator's own counter (`torch.cuda.max_memory_allocated`), restarted after each
   gradient so that we also know how many gradients existed at the peak;
@@ -30,10 +30,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .hardware import HardwareInfo, MemoryEstimate, detect
-from .model import Transformer
-from .train import Trainer
+from ..config import ModelConfig, TrainConfig
+from ..hardware import HardwareInfo, detect
+from ..model import Transformer
+from ..train import Trainer
+from .estimate import MemoryEstimate
 
 MIB = 1024**2
 _GRADIENT_MARK = "foundry:gradient"  # profiler marker: a parameter's gradient has just been made
@@ -271,24 +272,3 @@ def measure_checkpointing(model_config: ModelConfig, train_config: TrainConfig,
             "time_added": on.step_seconds - off.step_seconds,
             "time_added_fraction": on.step_seconds / off.step_seconds - 1,
             "cpu_time_added_fraction": on.step_cpu_seconds / off.step_cpu_seconds - 1}
-
-
-ZERO_STAGES = {0: "DDP: everything replicated", 1: "ZeRO-1: optimizer states sharded",
-               2: "ZeRO-2: + gradients sharded", 3: "ZeRO-3 / FSDP: + weights sharded"}
-
-
-def sharded_memory(estimate: MemoryEstimate, world_size: int, stage: int) -> dict[str, int]:
-    """Per-device bytes of `estimate` when `world_size` devices share one run with ZeRO stage `stage`.
-
-    Each stage splits one more kind of state into world_size shards (Rajbhandari et al., 2020): stage 1 the
-    AdamW moments, stage 2 also the gradients, stage 3 also the weights (and their 16-bit autocast
-    copies, made per block from the gathered weights). Activations belong to each device's own
-    micro-batch and are never divided. The brief all-gather buffer of one block under stage 3 is ignored.
-    """
-    if stage not in ZERO_STAGES:
-        raise ValueError(f"ZeRO stage must be one of {sorted(ZERO_STAGES)}, got {stage!r}")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-    sharded = {"optimizer": stage >= 1, "gradients": stage >= 2, "weights": stage >= 3, "autocast_copies": stage >= 3}
-    parts = {part: size // (world_size if sharded.get(part) else 1) for part, size in estimate.parts().items()}
-    return {**parts, "total": sum(parts.values())}
