@@ -7,7 +7,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from .quantize import dequantize_int4, dequantize_int8, quantize_tensor_int4, quantize_tensor_int8
+from ..quantize import dequantize_int4, dequantize_int8, quantize_tensor_int4, quantize_tensor_int8
 
 
 def plot_quantization_grid(row: torch.Tensor, group_size: int = 32, groups: int = 2):

@@ -1,13 +1,12 @@
-"""Figures and tables for the chapters. matplotlib is imported inside each function, so the core
-library stays importable (and fast to import) in scripts and on headless machines."""
+"""Tables, source listings and figures for the chapters (see the package docstring)."""
 
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from .hardware import GIB, HardwareInfo, choose_precision
-from .memory.estimate import MemoryEstimate
-from .presets import HEADROOM, USABLE_FRACTION, Preset, select_preset
+from ..hardware import GIB, HardwareInfo, choose_precision
+from ..memory.estimate import MemoryEstimate
+from ..presets import HEADROOM, USABLE_FRACTION, Preset, select_preset
 
 MEMORY_PARTS = tuple(MemoryEstimate.__dataclass_fields__)
 
@@ -109,7 +108,7 @@ def plot_rope(head_dim: int = 64, base: float = 10000.0, positions: int = 32):
     import matplotlib.pyplot as plt
     import torch
 
-    from .model import apply_rope, rope_tables
+    from ..model import apply_rope, rope_tables
 
     cos, sin = rope_tables(head_dim, positions, base)
     half = head_dim // 2
@@ -162,7 +161,7 @@ def plot_kv_cache(config, seq_len: int, batch_size: int = 1, bytes_per_value: in
 
     import matplotlib.pyplot as plt
 
-    from .model import kv_cache_bytes
+    from ..model import kv_cache_bytes
 
     options = [k for k in range(config.n_heads, 0, -1) if config.n_heads % k == 0]
     sizes = [kv_cache_bytes(dataclasses.replace(config, n_kv_heads=k), batch_size, seq_len, bytes_per_value) / 2**20
@@ -262,7 +261,7 @@ def plot_bpe_progress(text: str, model):
     """Tokens needed for `text` after each merge of a teaching BPE model: every merge saves some."""
     import matplotlib.pyplot as plt
 
-    from .tokenizer import BPEModel
+    from ..tokenizer import BPEModel
 
     counts = [len(BPEModel(model.merges[:n]).encode(text)) for n in range(len(model.merges) + 1)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -292,7 +291,7 @@ def plot_lr_schedule(config):
     """The learning rate of every step: linear warmup, then cosine decay to min_lr."""
     import matplotlib.pyplot as plt
 
-    from .train import lr_at
+    from ..train import lr_at
 
     steps = range(config.max_steps)
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -1,4 +1,4 @@
-"""Figures for the post-training chapters (6-8), kept apart from viz.py so each module stays short."""
+"""Figures for the post-training chapters (6-8): loss masks, accuracies, margins and the beta sweep."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Interactive controls for the chapters. Each has a static twin in viz.py, because the published book
+"""Interactive controls for the chapters. Each has a static twin in viz (plots.py), because the published book
 has no kernel to run widgets."""
 
 from __future__ import annotations
 
-from .hardware import choose_precision
-from .presets import EXAMPLE_MACHINES, select_preset
-from .viz import markdown_table
+from ..hardware import choose_precision
+from ..presets import EXAMPLE_MACHINES, select_preset
+from .plots import markdown_table
 
 
 def preset_explorer():
@@ -43,7 +43,7 @@ def attention_explorer(model, encode, labels, text: str):
     import torch
     from IPython.display import display
 
-    from .viz import plot_attention
+    from .plots import plot_attention
 
     n_layers, n_heads = model.config.n_layers, model.config.n_heads
     box = widgets.Text(value=text, description="text", layout={"width": "90%"})
@@ -72,8 +72,8 @@ def bpe_explorer(model, text: str):
     import ipywidgets as widgets
     from IPython.display import HTML, display
 
-    from .tokenizer import BPEModel
-    from .viz import tokens_html
+    from ..tokenizer import BPEModel
+    from .plots import tokens_html
 
     slider = widgets.IntSlider(0, 0, len(model.merges), description="merges")
     out = widgets.Output()
@@ -97,7 +97,7 @@ def sampling_explorer(model, tokenizer, prompt: str, max_new_tokens: int = 60):
     import ipywidgets as widgets
     import torch
 
-    from .generate import generate
+    from ..generate import generate
 
     text = widgets.Textarea(value=prompt, description="prompt", layout={"width": "90%"})
     temperature = widgets.FloatSlider(0.8, min=0.0, max=2.0, step=0.1, description="temperature")
