@@ -140,7 +140,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                  eval_interval=50, eval_steps=4),
             "seconds per chapter; used by FOUNDRY_FAST=1 and the test suite",
             # A few plays, and post-training runs long and fast enough that the tiny model learns the
-            # tasks: its effects must be large enough for the chapters' checks at every seed.
+            # tasks, with effects large enough for the chapters' checks (scripts/check_robustness.py).
             data=dict(max_documents=8, val_fraction=0.25),
             align=dict(sft=dict(max_steps=400, lr=3e-3, min_lr=3e-4),
                        reward=dict(max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50),
