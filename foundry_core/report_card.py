@@ -22,8 +22,7 @@ from .data import read_tokens
 from .evaluate import contamination, perplexity
 from .export import save_gguf, save_hf
 from .hardware import detect
-from .presets import course_seed
-from .presets import Preset
+from .presets import Preset, course_seed
 from .quantize import fitting_group_sizes, linear_size_bytes, quantize_model, save_quantized
 
 
@@ -51,101 +50,112 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] = print) -> ReportCard:
-    """Run (or reuse) every stage for `preset`, write report.md (and report.json) into `out`."""
-    out = out or pipeline.artifacts_root() / preset.name
-    card = ReportCard(preset, _describe_hardware())
-    settings = preset.align
-    state: dict = {}
+# The report card's steps: the pipeline's stages (tasks aside, which the later ones use), then what the
+# last chapters do with the aligned model.
+STEPS = ("corpus", "tokenizer", "tokens", "pretrained", "sft", "reward", "dpo", "evaluation", "quantize",
+         "export")
 
-    def stage(name: str, work: Callable[[], dict]) -> None:
-        started = time.perf_counter()
-        metrics = work()
-        seconds = time.perf_counter() - started
-        card.stages.append({"stage": name, "seconds": seconds, "metrics": metrics})
-        log(f"[{len(card.stages)}/{len(STAGE_NAMES)}] {name:<14} {seconds:7.1f} s  "
-            + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
 
-    def data() -> dict:
-        train_docs, val_docs = state["documents"] = pipeline.ensure_corpus(preset)
-        train_path, val_path = pipeline.ensure_tokens(preset)
-        state["val_tokens"] = read_tokens(val_path)
-        return {"train documents": len(train_docs), "validation documents": len(val_docs),
-                "train tokens": len(read_tokens(train_path)), "validation tokens": len(state["val_tokens"])}
+class _Steps:
+    """One method per step, each returning the numbers a reader would look at; a later step reuses what
+    an earlier one loaded (the models, the validation tokens)."""
 
-    def tokenizer() -> dict:
-        state["tokenizer"] = tok = pipeline.ensure_tokenizer(preset)
-        sample = "".join(d.text for d in state["documents"][1])[:200_000]
-        return {"vocabulary": len(tok), "bytes per token (validation)": len(sample.encode()) / len(tok.encode(sample))}
+    def __init__(self, preset: Preset, out: Path):
+        self.preset, self.out = preset, out
+        self.documents = pipeline.ensure_corpus(preset)
+        self.text_tokenizer = pipeline.ensure_tokenizer(preset)
+        self.val_tokens = read_tokens(pipeline.ensure_tokens(preset)[1])
+        self.models: dict = {}
 
-    def ppl(model) -> float:
-        return perplexity(model, state["val_tokens"], preset.train.seq_len, max_windows=64)
+    def corpus(self) -> dict:
+        train, val = self.documents
+        return {"train documents": len(train), "validation documents": len(val)}
 
-    def pretrained() -> dict:
-        state["base"], history = pipeline.ensure_pretrained(preset)
+    def tokenizer(self) -> dict:
+        sample = "".join(d.text for d in self.documents[1])[:200_000]
+        return {"vocabulary": len(self.text_tokenizer),
+                "bytes per token (validation)": len(sample.encode()) / len(self.text_tokenizer.encode(sample))}
+
+    def tokens(self) -> dict:
+        return {"train tokens": len(read_tokens(pipeline.ensure_tokens(self.preset)[0])),
+                "validation tokens": len(self.val_tokens)}
+
+    def pretrained(self) -> dict:
+        self.models["base"], history = pipeline.ensure_pretrained(self.preset)
         return {"steps": history[-1]["step"], "train loss": history[-1]["loss"],
-                "validation loss": history[-1]["val_loss"], "perplexity": ppl(state["base"])}
+                "validation loss": history[-1]["val_loss"], "perplexity": self._perplexity(self.models["base"])}
 
-    def accuracy(model, temperature: float = 0.0) -> dict[str, float]:
-        tasks = pipeline.ensure_tasks(preset)
-        graded = grade(model, state["tokenizer"], tasks.test, max_new_tokens=settings.max_new_tokens,
-                       temperature=temperature, generator=torch.Generator().manual_seed(course_seed()))
-        return accuracy_by_task(graded)
+    def sft(self) -> dict:
+        self.models["sft"], history = pipeline.ensure_sft(self.preset)
+        return {"held-out accuracy (base)": self._accuracy(self.models["base"])["all"],
+                "held-out accuracy (SFT)": self._accuracy(self.models["sft"])["all"],
+                "held-out loss": history[-1]["val_loss"]}
 
-    def sft() -> dict:
-        state["sft"], history = pipeline.ensure_sft(preset)
-        return {"held-out accuracy (base)": accuracy(state["base"])["all"],
-                "held-out accuracy (SFT)": accuracy(state["sft"])["all"], "held-out loss": history[-1]["val_loss"]}
+    def reward(self) -> dict:
+        _, history = pipeline.ensure_reward(self.preset)
+        return {"held-out pairwise accuracy": history[-1]["val_accuracy"],
+                "held-out margin": history[-1]["val_margin"]}
 
-    def reward() -> dict:
-        _, history = pipeline.ensure_reward(preset)
-        return {"held-out pairwise accuracy": history[-1]["val_accuracy"], "held-out margin": history[-1]["val_margin"]}
-
-    def dpo() -> dict:
-        state["dpo"], history = pipeline.ensure_dpo(preset)
+    def dpo(self) -> dict:
+        self.models["dpo"], history = pipeline.ensure_dpo(self.preset)
         return {"held-out DPO accuracy": history[-1]["val_accuracy"],
-                "sampled accuracy (SFT)": accuracy(state["sft"], 1.0)["all"],
-                "sampled accuracy (DPO)": accuracy(state["dpo"], 1.0)["all"]}
+                "sampled accuracy (SFT)": self._accuracy(self.models["sft"], 1.0)["all"],
+                "sampled accuracy (DPO)": self._accuracy(self.models["dpo"], 1.0)["all"]}
 
-    def evaluation() -> dict:
-        tasks = pipeline.ensure_tasks(preset)
+    def evaluation(self) -> dict:
+        tasks = pipeline.ensure_tasks(self.preset)
         leak = contamination([e.line.text for e in tasks.test], [e.line.text for e in tasks.train])
-        return {**{f"perplexity ({name})": ppl(state[name]) for name in ("base", "sft", "dpo")},
+        return {**{f"perplexity ({name})": self._perplexity(model) for name, model in self.models.items()},
                 "held-out lines": len(tasks.test), "of them mostly inside SFT training lines": len(leak.flagged)}
 
-    def quantization() -> dict:
-        model = state["dpo"]
+    def quantize(self) -> dict:
+        model = self.models["dpo"]
         fitting = fitting_group_sizes(model, (8, 16, 32, 64, 128))
         if not fitting:
             raise ValueError("no int4 group size from 8 to 128 divides every layer width of this model")
         group = max(fitting)  # the fewest scales: int4 at its smallest
-        metrics = {"fp32 MB": linear_size_bytes(model) / 1e6, "fp32 perplexity": ppl(model)}
+        metrics = {"fp32 MB": linear_size_bytes(model) / 1e6, "fp32 perplexity": self._perplexity(model)}
         for scheme in ("int8", "int4"):
             quantized = quantize_model(copy.deepcopy(model), scheme, group)
             label = scheme if scheme == "int8" else f"int4 g{group}"
             metrics[f"{label} MB"] = linear_size_bytes(quantized) / 1e6
-            metrics[f"{label} perplexity"] = ppl(quantized)
-            save_quantized(quantized, out / "export" / f"dpo-{scheme}")
+            metrics[f"{label} perplexity"] = self._perplexity(quantized)
+            save_quantized(quantized, self.out / "export" / f"dpo-{scheme}")
         return metrics
 
-    def export() -> dict:
-        hf = save_hf(state["dpo"], out / "export" / "hf")
-        state["tokenizer"].save(hf / "tokenizer.model")
-        gguf = save_gguf(state["dpo"], state["tokenizer"], out / "export" / "model.gguf")
+    def export(self) -> dict:
+        hf = save_hf(self.models["dpo"], self.out / "export" / "hf")
+        self.text_tokenizer.save(hf / "tokenizer.model")
+        gguf = save_gguf(self.models["dpo"], self.text_tokenizer, self.out / "export" / "model.gguf")
         return {"hugging face folder": str(hf), "gguf file": str(gguf), "gguf MB": gguf.stat().st_size / 1e6}
 
-    steps = dict(zip(STAGE_NAMES, (data, tokenizer, pretrained, sft, reward, dpo, evaluation, quantization, export)))
-    for name, work in steps.items():
-        stage(name, work)
+    def _perplexity(self, model) -> float:
+        return perplexity(model, self.val_tokens, self.preset.train.seq_len, max_windows=64)
+
+    def _accuracy(self, model, temperature: float = 0.0) -> dict[str, float]:
+        graded = grade(model, self.text_tokenizer, pipeline.ensure_tasks(self.preset).test,
+                       max_new_tokens=self.preset.align.max_new_tokens, temperature=temperature,
+                       generator=torch.Generator().manual_seed(course_seed()))
+        return accuracy_by_task(graded)
+
+
+def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] = print) -> ReportCard:
+    """Run (or reuse) every stage for `preset`, write report.md (and report.json) into `out`."""
+    out = out or pipeline.artifacts_root() / preset.name
+    card = ReportCard(preset, _describe_hardware())
+    started = time.perf_counter()
+    steps = _Steps(preset, out)  # builds the data stages, which the first three steps report
+    for number, name in enumerate(STEPS, 1):
+        metrics = getattr(steps, name)()
+        seconds, started = time.perf_counter() - started, time.perf_counter()
+        card.stages.append({"stage": name, "seconds": seconds, "metrics": metrics})
+        log(f"[{number}/{len(STEPS)}] {name:<11} {seconds:7.1f} s  "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(card.markdown())
     (out / "report.json").write_text(json.dumps({"preset": preset.name, "hardware": card.hardware,
                                                  "stages": card.stages}, indent=1, default=str))
     return card
-
-
-STAGE_NAMES = ("data", "tokenizer", "pretraining", "sft", "reward model", "dpo", "evaluation", "quantization",
-               "export")
 
 
 def _describe_hardware() -> str:
