@@ -49,6 +49,9 @@ def _preset(name: str | None, announce: bool = True, settings: list[str] | None 
 def run_stage(args: argparse.Namespace) -> None:
     """Build one stage (and whatever it needs) into the cache the chapters read, then say what it holds."""
     stage = "pretrained" if args.stage == "pretrain" else args.stage
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("`run` builds a stage in one process; under torchrun, pretrain with "
+                         "`torchrun ... -m foundry_core pretrain` (its own run folder)")
     preset = _preset(args.preset, settings=args.set)
     result = ensure(stage, preset, progress=stage in TRAINED)
     if stage in TRAINED:

@@ -66,3 +66,11 @@ def test_a_run_from_the_terminal_is_the_artifact_the_chapters_load(tmp_path, mon
         assert all(torch.equal(mine[name], theirs[name]) for name in mine)
     short = run("pretrain", "--preset", "ci", "--steps", "2", "--out", str(tmp_path / "short"))
     assert '"chapters load it from": null' in short.stdout  # not the recipe's whole run
+
+
+def test_run_refuses_torchrun_and_says_what_to_use():
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "foundry_core", "run", "tokens", "--preset", "ci"],
+                            capture_output=True, text=True, env={**os.environ, "WORLD_SIZE": "2"})
+    assert result.returncode != 0 and "under torchrun, pretrain with" in result.stderr
