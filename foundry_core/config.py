@@ -297,6 +297,16 @@ class AlignSettings(_Validated):
         return super().from_dict({**values, **stages})
 
 
+@dataclass(frozen=True)
+class EvalSettings(_Validated):
+    """How chapters 9-10 and the report card measure a model."""
+
+    max_windows: int = 64  # validation windows that perplexity reads (each seq_len tokens)
+
+    def __post_init__(self) -> None:
+        require_positive_ints("EvalSettings", max_windows=self.max_windows)
+
+
 def _require_seed(owner: str, seed: object) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"{owner}.seed must be a non-negative integer, got {seed!r}")

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-from .config import AlignSettings, DataSettings, ModelConfig, TrainConfig, check_compatible
+from .config import AlignSettings, DataSettings, EvalSettings, ModelConfig, TrainConfig, check_compatible
 from .hardware import GIB, HardwareInfo, choose_precision, detect
 from .memory.estimate import MemoryEstimate, estimate_memory
 
@@ -44,6 +44,7 @@ class Preset:
     train: TrainConfig  # pretraining
     data: DataSettings
     align: AlignSettings  # SFT, reward model and DPO
+    evaluation: EvalSettings
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -126,11 +127,11 @@ def post_training(model: ModelConfig, train: TrainConfig, **changes: Any) -> Ali
 
 def _preset(name: str, device: str, hardware: str, memory_gib: float, peak_tflops: float, bf16: bool,
             model: dict, train: dict, notes: str = "", data: dict | None = None,
-            align: dict | None = None) -> Preset:
+            align: dict | None = None, evaluation: dict | None = None) -> Preset:
     model_config, train_config = ModelConfig(**model), TrainConfig(**train)
     return Preset(name, device, hardware, memory_gib, peak_tflops, bf16, model_config, train_config,
                   DataSettings(**(data or {})), post_training(model_config, train_config, **(align or {})),
-                  notes)
+                  EvalSettings(**(evaluation or {})), notes)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -145,7 +146,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             align=dict(sft=dict(max_steps=400, lr=3e-3, min_lr=3e-4),
                        reward=dict(max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50),
                        dpo=dict(max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50),
-                       train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000)),
+                       train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000),
+            evaluation=dict(max_windows=16)),
     _preset("cpu", "cpu", "2-core CPU runner (measured ~0.1 TFLOP/s fp32)", 8, 0.1, False,
             dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, d_ff=768, max_seq_len=256),
             dict(batch_size=16, seq_len=256, max_steps=300, warmup_steps=30, lr=2e-3, min_lr=2e-4,
@@ -185,12 +187,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 
 def known_peak_tflops(preset: Preset, info: HardwareInfo) -> float | None:
-    """The preset's peak TFLOP/s when `info` is the card it was sized for, else None.
-
-    The Trainer records MFU (the share of the peak a step sustains) only against a peak it knows: the
-    target card's, matched by name ("NVIDIA A100-SXM4-80GB" is the `a100` preset's "NVIDIA A100 80GB").
-    A CPU's peak, or another card's, is not known, and an MFU against a guess would mislead.
-    """
+    """The preset's peak TFLOP/s when `info` is the card it was sized for (matched by name: "NVIDIA
+    A100-SXM4-80GB" is the `a100` preset's "NVIDIA A100 80GB"), else None. The Trainer records MFU only
+    against a peak it knows: a CPU's, or another card's, is not known, and MFU against a guess misleads."""
     if info.device == "cpu" or info.device != preset.device:
         return None
     words = set(re.findall(r"[a-z0-9]+", info.name.lower()))
@@ -246,7 +245,7 @@ def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Pr
     changes: dict[str, dict[str, Any]] = {}
     shift = course_seed(env)
     if shift:
-        for section in SECTIONS[1:]:  # every one but the model has a seed
+        for section in ("train", "data", "align", "sft", "reward", "dpo"):  # every seed of the recipe
             changes[section] = {"seed": _section(preset, section).seed + shift}
     dtype = env.get("FOUNDRY_DTYPE", "").strip()
     if dtype:
@@ -316,7 +315,7 @@ EXAMPLE_MACHINES: tuple[HardwareInfo, ...] = (
 
 
 # What `with_overrides` and the CLI's --set can change: "<section>.<field>=<value>".
-SECTIONS = ("model", "train", "data", "align", "sft", "reward", "dpo")
+SECTIONS = ("model", "train", "data", "align", "sft", "reward", "dpo", "evaluation")
 TRAINING_RUNS = ("train", "sft", "reward", "dpo")  # the sections that are a TrainConfig
 
 
@@ -324,8 +323,8 @@ def with_overrides(preset: Preset, *settings: str, **train_fields: Any) -> Prese
     """A copy of `preset` with some settings changed, each validated like any config.
 
     `settings` are "section.field=value" strings, as the CLI's --set takes them: the section is model,
-    train (pretraining), data, sft, reward, dpo, or align (post-training's own settings: beta, template,
-    task sizes). Keyword arguments are shorthand for pretraining fields: with_overrides(p, batch_size=8).
+    train (pretraining), data, sft, reward, dpo, align (post-training's own settings: beta, template,
+    task sizes) or evaluation. Keyword arguments are shorthand for pretraining fields: with_overrides(p, batch_size=8).
 
         with_overrides(preset, "sft.max_steps=300", "train.lr=1e-3", "align.beta=0.3")
     """

@@ -130,7 +130,8 @@ class _Steps:
         return {"hugging face folder": str(hf), "gguf file": str(gguf), "gguf MB": gguf.stat().st_size / 1e6}
 
     def _perplexity(self, model) -> float:
-        return perplexity(model, self.val_tokens, self.preset.train.seq_len, max_windows=64)
+        return perplexity(model, self.val_tokens, self.preset.train.seq_len,
+                          max_windows=self.preset.evaluation.max_windows)
 
     def _accuracy(self, model, temperature: float = 0.0) -> dict[str, float]:
         graded = grade(model, self.text_tokenizer, pipeline.ensure_tasks(self.preset).test,

@@ -41,7 +41,8 @@ class Run:
 def recipe(preset: Preset) -> dict:
     """Every setting of a preset, as plain data (what run.json records)."""
     return {"name": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
-            "data": asdict(preset.data), "align": preset.align.to_dict()}
+            "data": asdict(preset.data), "align": preset.align.to_dict(),
+            "evaluation": preset.evaluation.to_dict()}
 
 
 def describe_run(folder: str | Path, stage: str, preset: Preset, tokenizer: Tokenizer) -> None:

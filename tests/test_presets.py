@@ -227,3 +227,10 @@ def test_mfu_is_measured_against_a_known_peak_only(preset, card, known):
 
     peak = known_peak_tflops(PRESETS[preset], HardwareInfo(card[0], card[1], 8 * GIB, True))
     assert peak == (PRESETS[preset].peak_tflops if known else None)
+
+
+def test_evaluation_settings_are_part_of_the_recipe():
+    assert PRESETS["ci"].evaluation.max_windows == 16 and PRESETS["cpu"].evaluation.max_windows == 64
+    assert with_overrides(PRESETS["cpu"], "evaluation.max_windows=8").evaluation.max_windows == 8
+    with pytest.raises(ValueError, match="EvalSettings.max_windows must be a positive integer"):
+        with_overrides(PRESETS["cpu"], "evaluation.max_windows=0")
