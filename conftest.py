@@ -15,11 +15,16 @@ os.environ["FOUNDRY_FAST"] = "1"
 os.environ["FOUNDRY_OFFLINE"] = "1"
 os.environ.setdefault("FOUNDRY_IDLE_LIMIT", "120")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets ipykernel's debugger warning
+os.environ.setdefault(
+    "PYDEVD_DISABLE_FILE_VALIDATION", "1"
+)  # quiets ipykernel's debugger warning
 
 
 def pytest_configure(config) -> None:
-    if hasattr(config.option, "nbval_cell_timeout") and config.option.nbval_cell_timeout == 2000:  # nbval's default
+    if (
+        hasattr(config.option, "nbval_cell_timeout")
+        and config.option.nbval_cell_timeout == 2000
+    ):  # nbval's default
         from foundry_core.presets import cell_timeout, get_preset
 
         config.option.nbval_cell_timeout = cell_timeout(get_preset("ci"))

@@ -26,8 +26,14 @@ import numpy as np
 import sentencepiece
 
 from foundry_core import detect
-from foundry_core.data import clean_documents, exact_dedup, minhash_dedup, near_duplicates
-from foundry_core.data import split_documents, write_tokens
+from foundry_core.data import (
+    clean_documents,
+    exact_dedup,
+    minhash_dedup,
+    near_duplicates,
+    split_documents,
+    write_tokens,
+)
 from foundry_core.data.sources import shakespeare
 from foundry_core.tokenizer import train_tokenizer
 
@@ -48,52 +54,113 @@ def megabytes(texts: list[str]) -> float:
 def print_table(rows: list[dict[str, object]]) -> None:
     print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
     for row in rows:
-        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        print(
+            "| "
+            + " | ".join(
+                f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()
+            )
+            + " |"
+        )
 
 
 def bench_pipeline(vocab_size: int) -> None:
     """Each stage as the pipeline runs it (DataSettings defaults: k=5, threshold 0.5, val 10%, seed 0)."""
     rows: list[dict[str, object]] = []
 
-    def stage(name: str, texts: list[str] | None, fn: Callable[[], T], describe: Callable[[T], str]) -> T:
+    def stage(
+        name: str,
+        texts: list[str] | None,
+        fn: Callable[[], T],
+        describe: Callable[[T], str],
+    ) -> T:
         """Time fn(); `texts` is the stage's input (None: measure its output documents instead)."""
         result, seconds = timed(fn)
         mb = megabytes(texts if texts is not None else [d.text for d in result])
-        rows.append({"stage": name, "MB": mb, "seconds": seconds, "MB/s": mb / seconds,
-                     "result": describe(result)})
+        rows.append(
+            {
+                "stage": name,
+                "MB": mb,
+                "seconds": seconds,
+                "MB/s": mb / seconds,
+                "result": describe(result),
+            }
+        )
         return result
 
     docs = stage("load (cached archive)", None, shakespeare, lambda d: f"{len(d)} docs")
-    docs, _ = stage("clean", [d.text for d in docs], lambda: clean_documents(docs),
-                         lambda r: f"{len(r[0])} docs kept, {sum(r[1].lines_removed.values())} lines removed")
+    docs, _ = stage(
+        "clean",
+        [d.text for d in docs],
+        lambda: clean_documents(docs),
+        lambda r: (
+            f"{len(r[0])} docs kept, {sum(r[1].lines_removed.values())} lines removed"
+        ),
+    )
     texts = [d.text for d in docs]
-    keep, _ = stage("exact dedup", texts, lambda: exact_dedup(texts), lambda r: f"{len(r[1])} duplicate groups")
+    keep, _ = stage(
+        "exact dedup",
+        texts,
+        lambda: exact_dedup(texts),
+        lambda r: f"{len(r[1])} duplicate groups",
+    )
     docs = [docs[i] for i in keep]
     texts = [d.text for d in docs]
-    keep, _ = stage("near dedup (MinHash)", texts, lambda: minhash_dedup(texts, k=5, threshold=0.5),
-                    lambda r: f"{len(r[1].pairs)} pairs from {r[1].num_candidates} candidates")
+    keep, _ = stage(
+        "near dedup (MinHash)",
+        texts,
+        lambda: minhash_dedup(texts, k=5, threshold=0.5),
+        lambda r: f"{len(r[1].pairs)} pairs from {r[1].num_candidates} candidates",
+    )
     docs = [docs[i] for i in keep]
-    train, val = stage("split", [d.text for d in docs], lambda: split_documents(docs, 0.1, 0),
-                       lambda r: f"{len(r[0])} train / {len(r[1])} val docs")
+    train, val = stage(
+        "split",
+        [d.text for d in docs],
+        lambda: split_documents(docs, 0.1, 0),
+        lambda r: f"{len(r[0])} train / {len(r[1])} val docs",
+    )
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
-        tokenizer = stage(f"train tokenizer (vocab {vocab_size})", [d.text for d in train],
-                          lambda: train_tokenizer([d.text for d in train], vocab_size, tmp),
-                          lambda t: f"{len(t)} pieces")
+        tokenizer = stage(
+            f"train tokenizer (vocab {vocab_size})",
+            [d.text for d in train],
+            lambda: train_tokenizer([d.text for d in train], vocab_size, tmp),
+            lambda t: f"{len(t)} pieces",
+        )
 
         def tokenize() -> int:
-            return sum(write_tokens(split, tokenizer.encode, Path(tmp) / f"{name}.bin", len(tokenizer),
-                                    tokenizer.eos_id) for name, split in (("train", train), ("val", val)))
+            return sum(
+                write_tokens(
+                    split,
+                    tokenizer.encode,
+                    Path(tmp) / f"{name}.bin",
+                    len(tokenizer),
+                    tokenizer.eos_id,
+                )
+                for name, split in (("train", train), ("val", val))
+            )
 
-        tokens = stage("tokenize + write", [d.text for d in train + val], tokenize,
-                       lambda n: f"{n:,} tokens")
+        tokens = stage(
+            "tokenize + write",
+            [d.text for d in train + val],
+            tokenize,
+            lambda n: f"{n:,} tokens",
+        )
     tokenize_s = rows[-1]["seconds"]
     total = sum(r["seconds"] for r in rows)
-    rows.append({"stage": "**total**", "MB": rows[0]["MB"], "seconds": total, "MB/s": rows[0]["MB"] / total,
-                 "result": f"{tokens / total:,.0f} tokens/s end to end"})
+    rows.append(
+        {
+            "stage": "**total**",
+            "MB": rows[0]["MB"],
+            "seconds": total,
+            "MB/s": rows[0]["MB"] / total,
+            "result": f"{tokens / total:,.0f} tokens/s end to end",
+        }
+    )
     rows = [{**r, "% of total": 100 * r["seconds"] / total} for r in rows]
-    print(f"\n### Pipeline on Shakespeare: {len(train) + len(val)} documents kept, "
-          f"{sum(len(d.text) for d in train + val):,} characters, {tokens:,} tokens written "
-          f"({tokens / tokenize_s:,.0f} tokens/s to tokenize + write)\n")
+    print(
+        f"\n### Pipeline on Shakespeare: {len(train) + len(val)} documents kept, "
+        f"{sum(len(d.text) for d in train + val):,} characters, {tokens:,} tokens written "
+        f"({tokens / tokenize_s:,.0f} tokens/s to tokenize + write)\n"
+    )
     print_table(rows)
 
 
@@ -101,7 +168,9 @@ def perturb(text: str, seed: int, rate: float) -> str:
     """Replace each word with probability `rate` by another word of the same text (seeded, deterministic)."""
     rng = random.Random(seed)
     vocabulary = sorted(set(_WORD.findall(text)))
-    return _WORD.sub(lambda m: rng.choice(vocabulary) if rng.random() < rate else m.group(0), text)
+    return _WORD.sub(
+        lambda m: rng.choice(vocabulary) if rng.random() < rate else m.group(0), text
+    )
 
 
 def bench_scaling(scales: list[int], rate: float) -> None:
@@ -109,31 +178,62 @@ def bench_scaling(scales: list[int], rate: float) -> None:
     base = [d.text for d in clean_documents(shakespeare())[0]]
     rows: list[dict[str, object]] = []
     for scale in scales:
-        texts = base + [perturb(t, seed=copy * 100_003 + i, rate=rate)
-                        for copy in range(1, scale) for i, t in enumerate(base)]
+        texts = base + [
+            perturb(t, seed=copy * 100_003 + i, rate=rate)
+            for copy in range(1, scale)
+            for i, t in enumerate(base)
+        ]
         words = sum(len(t.split()) for t in texts)
-        near, near_s = timed(lambda: near_duplicates(texts, k=5, num_perm=128, bands=32, rows=4, threshold=0.5))
+        near, near_s = timed(
+            lambda: near_duplicates(
+                texts, k=5, num_perm=128, bands=32, rows=4, threshold=0.5
+            )
+        )
         (_, groups), exact_s = timed(lambda: exact_dedup(texts))
-        rows.append({"scale": f"{scale}x", "documents": len(texts), "words (M)": words / 1e6,
-                     "MB": megabytes(texts), "near dedup s": near_s, "s / M words": near_s / (words / 1e6),
-                     "candidates": near.num_candidates, "near pairs": len(near.pairs),
-                     "exact dedup s": exact_s, "exact groups": len(groups), "near / exact": near_s / exact_s})
-    print(f"\n### MinHash dedup vs corpus size (k=5, 128 permutations, 32 bands x 4 rows, threshold 0.5; "
-          f"copies with {100 * rate:g}% of words replaced)\n")
+        rows.append(
+            {
+                "scale": f"{scale}x",
+                "documents": len(texts),
+                "words (M)": words / 1e6,
+                "MB": megabytes(texts),
+                "near dedup s": near_s,
+                "s / M words": near_s / (words / 1e6),
+                "candidates": near.num_candidates,
+                "near pairs": len(near.pairs),
+                "exact dedup s": exact_s,
+                "exact groups": len(groups),
+                "near / exact": near_s / exact_s,
+            }
+        )
+    print(
+        f"\n### MinHash dedup vs corpus size (k=5, 128 permutations, 32 bands x 4 rows, threshold 0.5; "
+        f"copies with {100 * rate:g}% of words replaced)\n"
+    )
     print_table(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--scales", default="1,2,4", help="corpus sizes for the dedup scaling, comma-separated")
-    parser.add_argument("--perturb", type=float, default=0.03, help="share of words replaced in each copy")
+    parser.add_argument(
+        "--scales",
+        default="1,2,4",
+        help="corpus sizes for the dedup scaling, comma-separated",
+    )
+    parser.add_argument(
+        "--perturb",
+        type=float,
+        default=0.03,
+        help="share of words replaced in each copy",
+    )
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
     info = detect("cpu")
-    print(f"{info} | {info.cpu_cores} cores | Python {platform.python_version()} | "
-          f"numpy {np.__version__} | sentencepiece {sentencepiece.__version__}")
+    print(
+        f"{info} | {info.cpu_cores} cores | Python {platform.python_version()} | "
+        f"numpy {np.__version__} | sentencepiece {sentencepiece.__version__}"
+    )
     if not args.skip_pipeline:
         bench_pipeline(args.vocab_size)
     if not args.skip_scaling:

@@ -14,12 +14,11 @@ import statistics
 import time
 
 import torch
+from bench_model import CONFIGS, hf_twin
 
 from foundry_core import detect
 from foundry_core.generate import generate
 from foundry_core.model import Transformer
-
-from bench_model import CONFIGS, hf_twin
 
 
 def timed(fn, repeats: int) -> tuple[list, float]:
@@ -44,20 +43,39 @@ def main() -> None:
     ours = Transformer(config).eval()
     theirs = hf_twin(ours).eval()
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
-    print(f"{detect('cpu')} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-          f"transformers {transformers.__version__} | prompt {args.prompt}, {args.new} new tokens, greedy")
+    print(
+        f"{detect('cpu')} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+        f"transformers {transformers.__version__} | prompt {args.prompt}, {args.new} new tokens, greedy"
+    )
     rows = []
     for cache in (True, False):
-        ids, ours_s = timed(lambda: generate(ours, prompt, args.new, temperature=0, use_cache=cache)[0], args.repeats)
+        ids, ours_s = timed(
+            lambda: generate(ours, prompt, args.new, temperature=0, use_cache=cache)[0],
+            args.repeats,
+        )
         with torch.no_grad():
-            out, hf_s = timed(lambda: theirs.generate(prompt, max_new_tokens=args.new, min_new_tokens=args.new,
-                                                      do_sample=False, use_cache=cache,
-                                                      pad_token_id=0)[0, args.prompt:].tolist(), args.repeats)
+            out, hf_s = timed(
+                lambda: theirs.generate(
+                    prompt,
+                    max_new_tokens=args.new,
+                    min_new_tokens=args.new,
+                    do_sample=False,
+                    use_cache=cache,
+                    pad_token_id=0,
+                )[0, args.prompt :].tolist(),
+                args.repeats,
+            )
         rows.append((cache, args.new / ours_s, args.new / hf_s, ids == out))
-    print("| KV cache | ours tok/s | transformers tok/s | ratio | same tokens |\n|---|---|---|---|---|")
+    print(
+        "| KV cache | ours tok/s | transformers tok/s | ratio | same tokens |\n|---|---|---|---|---|"
+    )
     for cache, ours_rate, hf_rate, same in rows:
-        print(f"| {'on' if cache else 'off'} | {ours_rate:,.0f} | {hf_rate:,.0f} | {ours_rate / hf_rate:.2f} | {same} |")
-    print(f"cache speed-up: ours {rows[0][1] / rows[1][1]:.1f}x, transformers {rows[0][2] / rows[1][2]:.1f}x")
+        print(
+            f"| {'on' if cache else 'off'} | {ours_rate:,.0f} | {hf_rate:,.0f} | {ours_rate / hf_rate:.2f} | {same} |"
+        )
+    print(
+        f"cache speed-up: ours {rows[0][1] / rows[1][1]:.1f}x, transformers {rows[0][2] / rows[1][2]:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -31,15 +31,23 @@ def numpy_tflops(size: int, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="time per measurement"
+    )
     args = parser.parse_args()
     info = detect()
-    print(f"{info} | torch {torch.__version__} ({torch.get_num_threads()} threads) | numpy {np.__version__}")
-    print(f"{'size':>6} {'dtype':>9} {'torch GFLOP/s':>14} {'numpy GFLOP/s':>14} {'ratio':>6}")
+    print(
+        f"{info} | torch {torch.__version__} ({torch.get_num_threads()} threads) | numpy {np.__version__}"
+    )
+    print(
+        f"{'size':>6} {'dtype':>9} {'torch GFLOP/s':>14} {'numpy GFLOP/s':>14} {'ratio':>6}"
+    )
     for size in (256, 512, 1024, 2048):
         ours = measure_matmul_tflops("cpu", torch.float32, size, args.seconds)
         ref = numpy_tflops(size, args.seconds)
-        print(f"{size:>6} {'float32':>9} {ours * 1e3:>14.1f} {ref * 1e3:>14.1f} {ours / ref:>6.2f}")
+        print(
+            f"{size:>6} {'float32':>9} {ours * 1e3:>14.1f} {ref * 1e3:>14.1f} {ours / ref:>6.2f}"
+        )
         if info.device == "cpu" and info.bf16:
             bf16 = measure_matmul_tflops("cpu", torch.bfloat16, size, args.seconds)
             print(f"{size:>6} {'bfloat16':>9} {bf16 * 1e3:>14.1f} {'-':>14} {'-':>6}")

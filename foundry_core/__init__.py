@@ -7,11 +7,20 @@ import sys as _sys
 # this variable once, when torch is imported, so it is set here, before our first `import torch`.
 if _sys.platform == "darwin" and "torch" not in _sys.modules:
     _os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
-_MPS_FALLBACK_AT_TORCH_IMPORT = _os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK", "0").strip() not in ("", "0")
+_MPS_FALLBACK_AT_TORCH_IMPORT = _os.environ.get(
+    "PYTORCH_ENABLE_MPS_FALLBACK", "0"
+).strip() not in ("", "0")
 
 from .config import ModelConfig, TrainConfig, check_compatible, swiglu_hidden
-from .hardware import HardwareInfo, Precision, choose_precision, detect, measure_matmul_tflops
 from .generate import generate, stream
+from .hardware import (
+    HardwareInfo,
+    Precision,
+    choose_precision,
+    detect,
+    measure_matmul_tflops,
+)
+from .hardware import apply_thread_setting as _apply_thread_setting
 from .memory import (
     MeasuredMemory,
     MemoryEstimate,
@@ -20,8 +29,6 @@ from .memory import (
     measure_training_memory,
 )
 from .model import KVCache, Transformer
-from .train import Trainer, TrainingDiverged
-from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer
 from .presets import (
     EXAMPLE_MACHINES,
     PRESETS,
@@ -35,8 +42,8 @@ from .presets import (
     select_preset,
     with_overrides,
 )
-
-from .hardware import apply_thread_setting as _apply_thread_setting
+from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer
+from .train import Trainer, TrainingDiverged
 from .watchdog import watchdog_from_environment as _watchdog_from_environment
 
 _apply_thread_setting()  # FOUNDRY_THREADS=<n>: the CPU threads PyTorch uses (default: PyTorch's choice)

@@ -28,8 +28,11 @@ _NAME = re.compile(r"^step-(\d+)$")
 def rng_state() -> dict:
     """Every random generator a training step may draw from, as tensors and plain values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -61,8 +64,13 @@ def checkpoint_dir(folder: str | os.PathLike, step: int) -> Path:
     return Path(folder) / f"step-{step:06d}"
 
 
-def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module | dict[str, torch.Tensor],
-                    state: dict, keep: int = 3) -> Path:
+def save_checkpoint(
+    folder: str | os.PathLike,
+    step: int,
+    model: torch.nn.Module | dict[str, torch.Tensor],
+    state: dict,
+    keep: int = 3,
+) -> Path:
     """Write `folder/step-<step>/` atomically, then delete all but the newest `keep` checkpoints.
 
     `model` is the model, or its weights already gathered into CPU tensors (each storage once), as a
@@ -70,7 +78,10 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
     folder = Path(folder)
     target = checkpoint_dir(folder, step)
     with atomic_directory(target) as tmp:
-        save_file(unique_tensors(model) if isinstance(model, torch.nn.Module) else model, tmp / WEIGHTS)
+        save_file(
+            unique_tensors(model) if isinstance(model, torch.nn.Module) else model,
+            tmp / WEIGHTS,
+        )
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
@@ -82,7 +93,11 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if (m := _NAME.match(p.name)) and p.is_dir()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -96,8 +111,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     for name in (WEIGHTS, STATE):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} not found: not a checkpoint folder (see list_checkpoints)")
-    return load_file(path / WEIGHTS, device="cpu"), torch.load(path / STATE, map_location="cpu", weights_only=True)
+            raise FileNotFoundError(
+                f"{path / name} not found: not a checkpoint folder (see list_checkpoints)"
+            )
+    return load_file(path / WEIGHTS, device="cpu"), torch.load(
+        path / STATE, map_location="cpu", weights_only=True
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:

@@ -1,13 +1,13 @@
 """The course from a terminal: the same functions the chapters call, for runs too long for a notebook.
 
-    python -m foundry_core run STAGE [--preset NAME] [--set KEY=VALUE ...]  # one stage, into the cache
-    python -m foundry_core prepare  [--preset NAME]                  # corpus, tokenizer, token files
-    python -m foundry_core pretrain [--preset NAME] [--steps N] [--out DIR] [--resume]
-    python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
-    python -m foundry_core pipeline [--preset NAME]                  # every stage, then report.md
-    python -m foundry_core run sft --preset ci --set sft.max_steps=50 --set align.beta=0.3
-    torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
-    torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu --parallel fsdp  # sharded (FSDP)
+python -m foundry_core run STAGE [--preset NAME] [--set KEY=VALUE ...]  # one stage, into the cache
+python -m foundry_core prepare  [--preset NAME]                  # corpus, tokenizer, token files
+python -m foundry_core pretrain [--preset NAME] [--steps N] [--out DIR] [--resume]
+python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
+python -m foundry_core pipeline [--preset NAME]                  # every stage, then report.md
+python -m foundry_core run sft --preset ci --set sft.max_steps=50 --set align.beta=0.3
+torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
+torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu --parallel fsdp  # sharded (FSDP)
 """
 
 from __future__ import annotations
@@ -26,8 +26,17 @@ from .data import read_tokens
 from .generate import generate
 from .hardware import detect
 from .parallel import PARALLEL, local_parameter_bytes
-from .pipeline import (STAGES, TRAINED, artifacts_root, ensure, finish_pretraining, pretrain_trainer, pretrained_dir,
-                       publish_pretrained, stage_dir)
+from .pipeline import (
+    STAGES,
+    TRAINED,
+    artifacts_root,
+    ensure,
+    finish_pretraining,
+    pretrain_trainer,
+    pretrained_dir,
+    publish_pretrained,
+    stage_dir,
+)
 from .presets import PRESETS, SECTIONS, get_preset, select_preset, with_overrides
 from .runs import describe_run, load_run
 from .tokenizer import Tokenizer
@@ -50,33 +59,76 @@ def run_stage(args: argparse.Namespace) -> None:
     """Build one stage (and whatever it needs) into the cache the chapters read, then say what it holds."""
     stage = "pretrained" if args.stage == "pretrain" else args.stage
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("`run` builds a stage in one process; under torchrun, pretrain with "
-                         "`torchrun ... -m foundry_core pretrain` (its own run folder)")
+        raise ValueError(
+            "`run` builds a stage in one process; under torchrun, pretrain with "
+            "`torchrun ... -m foundry_core pretrain` (its own run folder)"
+        )
     preset = _preset(args.preset, settings=args.set)
     result = ensure(stage, preset, progress=stage in TRAINED)
     if stage in TRAINED:
-        last = {k: round(v, 4) if isinstance(v, float) else v for k, v in result[1][-1].items()
-                if k in ("step", "loss", "val_loss", "val_accuracy", "val_margin")}
-        print(json.dumps({"stage": stage, "folder": str(stage_dir(stage, preset)), **last}))
+        last = {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in result[1][-1].items()
+            if k in ("step", "loss", "val_loss", "val_accuracy", "val_margin")
+        }
+        print(
+            json.dumps(
+                {"stage": stage, "folder": str(stage_dir(stage, preset)), **last}
+            )
+        )
     elif stage == "tokens":
-        print(json.dumps({"stage": stage, "train": str(result[0]), "validation": str(result[1]),
-                          "train tokens": len(read_tokens(result[0])),
-                          "validation tokens": len(read_tokens(result[1]))}))
+        print(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "train": str(result[0]),
+                    "validation": str(result[1]),
+                    "train tokens": len(read_tokens(result[0])),
+                    "validation tokens": len(read_tokens(result[1])),
+                }
+            )
+        )
     elif stage == "tasks":
-        print(json.dumps({"stage": stage, "train": len(result.train), "held out": len(result.test),
-                          "plays": len(result.plays)}))
+        print(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "train": len(result.train),
+                    "held out": len(result.test),
+                    "plays": len(result.plays),
+                }
+            )
+        )
     elif stage == "corpus":
-        print(json.dumps({"stage": stage, "folder": str(stage_dir(stage, preset)), "train documents":
-                          len(result[0]), "validation documents": len(result[1])}))
+        print(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "folder": str(stage_dir(stage, preset)),
+                    "train documents": len(result[0]),
+                    "validation documents": len(result[1]),
+                }
+            )
+        )
     else:
-        print(json.dumps({"stage": stage, "folder": str(stage_dir(stage, preset)), "vocabulary": len(result)}))
+        print(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "folder": str(stage_dir(stage, preset)),
+                    "vocabulary": len(result),
+                }
+            )
+        )
 
 
 def prepare(args: argparse.Namespace) -> None:
     preset = _preset(args.preset, settings=args.set)
     train, val = ensure("tokens", preset)
-    print(f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / {len(read_tokens(val)):,} "
-          f"validation tokens in {train.parent}")
+    print(
+        f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / {len(read_tokens(val)):,} "
+        f"validation tokens in {train.parent}"
+    )
 
 
 def _distributed(parallel: str = "ddp") -> tuple[int, int]:
@@ -84,25 +136,36 @@ def _distributed(parallel: str = "ddp") -> tuple[int, int]:
 
     FSDP needs a process group even for one process, and torchrun to make one."""
     if parallel == "fsdp" and "WORLD_SIZE" not in os.environ:
-        raise ValueError("--parallel fsdp shards the model across processes: launch it with "
-                         "`torchrun --nproc_per_node N -m foundry_core pretrain ... --parallel fsdp`")
+        raise ValueError(
+            "--parallel fsdp shards the model across processes: launch it with "
+            "`torchrun --nproc_per_node N -m foundry_core pretrain ... --parallel fsdp`"
+        )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 and parallel == "ddp":
         return 0, 1
-    if torch.cuda.is_available():  # one GPU per process, chosen before NCCL starts, so none share GPU 0
+    if (
+        torch.cuda.is_available()
+    ):  # one GPU per process, chosen before NCCL starts, so none share GPU 0
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    torch.distributed.init_process_group(
+        "nccl" if torch.cuda.is_available() else "gloo"
+    )
     return torch.distributed.get_rank(), world
 
 
 def _rank_logger(rank: int, world: int, every: int) -> Callable[[Trainer, dict], None]:
     """A Trainer callback printing this process's view every `every` steps: its own loss next to the
     loss averaged over all ranks (what every rank reports, and what one process would see)."""
+
     def log(trainer: Trainer, record: dict) -> None:
         if record["step"] % every == 0 or record["step"] == trainer.config.max_steps:
-            print(f"[rank {rank}/{world}] step {record['step']} | loss {record['loss']:.4f} (this rank "
-                  f"{record.get('rank_loss', record['loss']):.4f}) | {record['tokens'] // world:,} tokens on this "
-                  f"rank | {record['tokens_per_s']:,.0f} tok/s in all", flush=True)
+            print(
+                f"[rank {rank}/{world}] step {record['step']} | loss {record['loss']:.4f} (this rank "
+                f"{record.get('rank_loss', record['loss']):.4f}) | {record['tokens'] // world:,} tokens on this "
+                f"rank | {record['tokens_per_s']:,.0f} tok/s in all",
+                flush=True,
+            )
+
     return log
 
 
@@ -118,17 +181,39 @@ def pretrain(args: argparse.Namespace) -> None:
     ensure("tokens", preset)
     if rank == 0 and world > 1:
         torch.distributed.barrier()
-    out = Path(args.out) if args.out else artifacts_root() / preset.name / "runs" / pretrained_dir(preset).name
+    out = (
+        Path(args.out)
+        if args.out
+        else artifacts_root() / preset.name / "runs" / pretrained_dir(preset).name
+    )
     distributed = torch.distributed.is_initialized()
-    every = args.log_interval if args.log_interval is not None else (10 if distributed else 0)
-    interval = {"checkpoint_interval": args.checkpoint_interval} if args.checkpoint_interval else {}
-    trainer = pretrain_trainer(preset, out, rank=rank, world_size=world, progress=rank == 0 and not every,
-                               parallel=args.parallel, **interval,
-                               callbacks=(_rank_logger(rank, world, every),) if every else ())
+    every = (
+        args.log_interval
+        if args.log_interval is not None
+        else (10 if distributed else 0)
+    )
+    interval = (
+        {"checkpoint_interval": args.checkpoint_interval}
+        if args.checkpoint_interval
+        else {}
+    )
+    trainer = pretrain_trainer(
+        preset,
+        out,
+        rank=rank,
+        world_size=world,
+        progress=rank == 0 and not every,
+        parallel=args.parallel,
+        **interval,
+        callbacks=(_rank_logger(rank, world, every),) if every else (),
+    )
     if distributed:
         held = local_parameter_bytes(trainer.model) / 2**20
-        print(f"[rank {rank}/{world}] {torch.distributed.get_backend()} | {args.parallel} | holds {held:.2f} MiB "
-              f"of {preset.model.num_params() * 4 / 2**20:.2f} MiB of fp32 weights", flush=True)
+        print(
+            f"[rank {rank}/{world}] {torch.distributed.get_backend()} | {args.parallel} | holds {held:.2f} MiB "
+            f"of {preset.model.num_params() * 4 / 2**20:.2f} MiB of fp32 weights",
+            flush=True,
+        )
     if args.resume and latest_checkpoint(out):
         step = trainer.resume()
         if rank == 0:
@@ -136,15 +221,25 @@ def pretrain(args: argparse.Namespace) -> None:
     if rank == 0:
         describe_run(out, "pretrained", preset, tokenizer)
     trainer.fit(args.steps)
-    path = finish_pretraining(trainer)  # every rank: under FSDP all of them gather the shards rank 0 writes
+    path = finish_pretraining(
+        trainer
+    )  # every rank: under FSDP all of them gather the shards rank 0 writes
     if rank == 0:
         last = trainer.history[-1]
         # One process trained exactly the recipe's run: the chapters load it. More processes read a global
         # batch N times the preset's, another recipe, so that run stays in its own folder.
         published = publish_pretrained(preset, out) if world == 1 else None
-        print(json.dumps({"checkpoint": str(path), "step": last["step"], "loss": round(last["loss"], 4),
-                          "val_loss": round(last.get("val_loss", float("nan")), 4),
-                          "chapters load it from": str(published) if published else None}))
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(path),
+                    "step": last["step"],
+                    "loss": round(last["loss"], 4),
+                    "val_loss": round(last.get("val_loss", float("nan")), 4),
+                    "chapters load it from": str(published) if published else None,
+                }
+            )
+        )
     if distributed:
         torch.distributed.destroy_process_group()
 
@@ -153,8 +248,15 @@ def generate_text(args: argparse.Namespace) -> None:
     run = load_run(args.run)  # the model and tokenizer the folder describes
     tokenizer = Tokenizer.load(args.tokenizer) if args.tokenizer else run.tokenizer
     tokenizer.check_compatible(run.model.config.vocab_size)
-    ids = generate(run.model, tokenizer.encode(args.prompt), args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed))[0]
+    ids = generate(
+        run.model,
+        tokenizer.encode(args.prompt),
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        generator=torch.Generator().manual_seed(args.seed),
+    )[0]
     print(args.prompt + tokenizer.decode(ids))
 
 
@@ -167,57 +269,121 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m foundry_core", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m foundry_core",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     names = ", ".join(PRESETS)
 
     def recipe(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--preset", help=f"one of {names} (default: picked for this machine)")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="change one setting of the preset, e.g. sft.max_steps=300 or train.lr=1e-3 "
-                            f"(sections: {', '.join(SECTIONS)}); repeat for more")
+        p.add_argument(
+            "--preset", help=f"one of {names} (default: picked for this machine)"
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="SECTION.FIELD=VALUE",
+            help="change one setting of the preset, e.g. sft.max_steps=300 or train.lr=1e-3 "
+            f"(sections: {', '.join(SECTIONS)}); repeat for more",
+        )
 
-    p = commands.add_parser("run", help="build one stage of a preset (and what it needs) into the cache "
-                                        "the chapters read")
-    p.add_argument("stage", choices=[*STAGES, "pretrain"], help="the stage to build ('pretrain' = 'pretrained')")
+    p = commands.add_parser(
+        "run",
+        help="build one stage of a preset (and what it needs) into the cache "
+        "the chapters read",
+    )
+    p.add_argument(
+        "stage",
+        choices=[*STAGES, "pretrain"],
+        help="the stage to build ('pretrain' = 'pretrained')",
+    )
     recipe(p)
     p.set_defaults(handler=run_stage)
-    p = commands.add_parser("prepare", help="build the corpus, tokenizer and token files of a preset")
+    p = commands.add_parser(
+        "prepare", help="build the corpus, tokenizer and token files of a preset"
+    )
     recipe(p)
     p.set_defaults(handler=prepare)
-    p = commands.add_parser("pretrain", help="pretrain a model (under torchrun: with DDP)")
+    p = commands.add_parser(
+        "pretrain", help="pretrain a model (under torchrun: with DDP)"
+    )
     recipe(p)
-    p.add_argument("--steps", type=int, help="train this many steps now (default: to the preset's max_steps)")
-    p.add_argument("--out", help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrained-<key>; "
-                                 "a finished one-process run is then also the model the chapters load)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints (default: a quarter of "
-                                                           "the run, as in chapter 4)")
-    p.add_argument("--batch-size", type=int, help="sequences per micro-batch in each process (default: the "
-                                                  "preset's); under torchrun the global batch is N times this")
-    p.add_argument("--parallel", choices=PARALLEL, default="ddp",
-                   help="under torchrun: ddp replicates the model, fsdp shards it (default: ddp)")
-    p.add_argument("--log-interval", type=int, help="print a line per rank every N steps "
-                                                    "(default: 10 under torchrun, else a progress bar)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="train this many steps now (default: to the preset's max_steps)",
+    )
+    p.add_argument(
+        "--out",
+        help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrained-<key>; "
+        "a finished one-process run is then also the model the chapters load)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --out",
+    )
+    p.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        help="steps between checkpoints (default: a quarter of "
+        "the run, as in chapter 4)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="sequences per micro-batch in each process (default: the "
+        "preset's); under torchrun the global batch is N times this",
+    )
+    p.add_argument(
+        "--parallel",
+        choices=PARALLEL,
+        default="ddp",
+        help="under torchrun: ddp replicates the model, fsdp shards it (default: ddp)",
+    )
+    p.add_argument(
+        "--log-interval",
+        type=int,
+        help="print a line per rank every N steps "
+        "(default: 10 under torchrun, else a progress bar)",
+    )
     p.set_defaults(handler=pretrain)
     p = commands.add_parser("generate", help="continue a prompt with a trained model")
-    p.add_argument("--run", required=True, help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument(
+        "--run",
+        required=True,
+        help="a run folder (its newest checkpoint) or a checkpoint folder",
+    )
     p.add_argument("--prompt", required=True)
-    p.add_argument("--tokenizer", help="tokenizer.model (default: the one saved in the run folder)")
+    p.add_argument(
+        "--tokenizer", help="tokenizer.model (default: the one saved in the run folder)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=generate_text)
-    p = commands.add_parser("pipeline", help="run every stage (data to export), reusing finished ones, "
-                                             "and write a report card")
+    p = commands.add_parser(
+        "pipeline",
+        help="run every stage (data to export), reusing finished ones, "
+        "and write a report card",
+    )
     recipe(p)
-    p.add_argument("--out", help="folder for report.md and the exports (default: artifacts/<preset>)")
+    p.add_argument(
+        "--out",
+        help="folder for report.md and the exports (default: artifacts/<preset>)",
+    )
     p.set_defaults(handler=run_pipeline)
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+    except (
+        ValueError,
+        FileNotFoundError,
+    ) as error:  # bad input: one clear line, no traceback
         sys.exit(f"error: {error}")

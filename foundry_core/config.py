@@ -28,7 +28,11 @@ class _Validated:
         for key in values:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(known)}"
+                hint = (
+                    f"; did you mean '{close[0]}'?"
+                    if close
+                    else f"; valid fields: {', '.join(known)}"
+                )
                 raise ValueError(f"unknown field '{key}' for {cls.__name__}{hint}")
         return cls(**values)
 
@@ -69,8 +73,12 @@ class ModelConfig(_Validated):
     d_model: int = 256
     n_layers: int = 6
     n_heads: int = 8
-    n_kv_heads: int = 4  # 1 = multi-query attention, n_heads = classic multi-head attention
-    d_ff: int = 768  # SwiGLU hidden width; a multiple of 128 so int4 groups of 32-128 divide it
+    n_kv_heads: int = (
+        4  # 1 = multi-query attention, n_heads = classic multi-head attention
+    )
+    d_ff: int = (
+        768  # SwiGLU hidden width; a multiple of 128 so int4 groups of 32-128 divide it
+    )
     max_seq_len: int = 256
     rope_base: float = 10000.0
     dropout: float = 0.0
@@ -89,7 +97,11 @@ class ModelConfig(_Validated):
             max_seq_len=self.max_seq_len,
         )
         if self.d_model % self.n_heads:
-            heads = [k for k in _divisors(self.d_model) if k <= 4 * self.n_heads and self.d_model // k >= 8]
+            heads = [
+                k
+                for k in _divisors(self.d_model)
+                if k <= 4 * self.n_heads and self.d_model // k >= 8
+            ]
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}): "
                 f"use d_model={_nearest_multiples(self.d_model, self.n_heads)}, "
@@ -106,13 +118,19 @@ class ModelConfig(_Validated):
                 f"dimensions: pick d_model and n_heads so that d_model/n_heads is even"
             )
         if self.vocab_size > 2**32:
-            raise ValueError(f"vocab_size ({self.vocab_size}) must fit in uint32 token files (<= 2**32)")
+            raise ValueError(
+                f"vocab_size ({self.vocab_size}) must fit in uint32 token files (<= 2**32)"
+            )
         if not self.rope_base > 1:
-            raise ValueError(f"rope_base must be > 1 (10000 is the usual value), got {self.rope_base}")
+            raise ValueError(
+                f"rope_base must be > 1 (10000 is the usual value), got {self.rope_base}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.norm_eps < 1.0:
-            raise ValueError(f"norm_eps must be a small positive number (e.g. 1e-5), got {self.norm_eps}")
+            raise ValueError(
+                f"norm_eps must be a small positive number (e.g. 1e-5), got {self.norm_eps}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -126,7 +144,9 @@ class ModelConfig(_Validated):
     def param_counts(self) -> dict[str, int]:
         """Parameters by component, counted from the shapes (no model is built)."""
         d, kv = self.d_model, self.kv_dim
-        per_layer_attention = 2 * d * d + 2 * d * kv  # q and o are d x d; k and v are d x kv
+        per_layer_attention = (
+            2 * d * d + 2 * d * kv
+        )  # q and o are d x d; k and v are d x kv
         per_layer_mlp = 3 * d * self.d_ff  # gate, up and down projections
         per_layer_norms = 2 * d  # RMSNorm gains before attention and before the MLP
         return {
@@ -152,7 +172,9 @@ class ModelConfig(_Validated):
         """
         seq_len = self.max_seq_len if seq_len is None else seq_len
         counts = self.param_counts()
-        matmul_weights = counts["attention"] + counts["mlp"] + self.vocab_size * self.d_model
+        matmul_weights = (
+            counts["attention"] + counts["mlp"] + self.vocab_size * self.d_model
+        )
         return 6 * matmul_weights + 12 * self.n_layers * self.d_model * seq_len
 
 
@@ -189,9 +211,13 @@ class TrainConfig(_Validated):
             eval_steps=self.eval_steps,
         )
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive (e.g. 1e-3 for a small model), got {self.lr}")
+            raise ValueError(
+                f"lr must be positive (e.g. 1e-3 for a small model), got {self.lr}"
+            )
         if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) must lie between 0 and lr ({self.lr})")
+            raise ValueError(
+                f"min_lr ({self.min_lr}) must lie between 0 and lr ({self.lr})"
+            )
         if not 0 <= self.warmup_steps < self.max_steps:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be >= 0 and smaller than max_steps "
@@ -203,7 +229,9 @@ class TrainConfig(_Validated):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+            raise ValueError(
+                f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype '{self.dtype}' is not one of {', '.join(DTYPES)}")
         _require_seed("TrainConfig", self.seed)
@@ -226,12 +254,19 @@ def check_compatible(model: ModelConfig, train: TrainConfig) -> None:
         )
 
 
-def require_fraction(owner: str, name: str, value: float, *, closed: bool = False) -> None:
+def require_fraction(
+    owner: str, name: str, value: float, *, closed: bool = False
+) -> None:
     """Raise unless 0 < value < 1 (or <= 1 with closed=True)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 1 if closed
-                                                                                 else 0 < value < 1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (0 < value <= 1 if closed else 0 < value < 1)
+    ):
         bound = "<= 1" if closed else "< 1"
-        raise ValueError(f"{owner}.{name} must be a number with 0 < {name} {bound}, got {value!r}")
+        raise ValueError(
+            f"{owner}.{name} must be a number with 0 < {name} {bound}, got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -240,18 +275,24 @@ class DataSettings(_Validated):
     described by these."""
 
     corpus: str = "shakespeare"
-    max_documents: int | None = None  # keep only the first documents (the `ci` preset, so tests stay fast)
+    max_documents: int | None = (
+        None  # keep only the first documents (the `ci` preset, so tests stay fast)
+    )
     val_fraction: float = 0.1  # share of the documents held out for validation
     seed: int = 0  # the split and the MinHash functions
     shingle_words: int = 5  # near-duplicate detection within the training corpus
-    near_dup_threshold: float = 0.5  # estimated Jaccard similarity above which a document is dropped
+    near_dup_threshold: float = (
+        0.5  # estimated Jaccard similarity above which a document is dropped
+    )
 
     def __post_init__(self) -> None:
         if self.max_documents is not None:
             require_positive_ints("DataSettings", max_documents=self.max_documents)
         require_positive_ints("DataSettings", shingle_words=self.shingle_words)
         require_fraction("DataSettings", "val_fraction", self.val_fraction)
-        require_fraction("DataSettings", "near_dup_threshold", self.near_dup_threshold, closed=True)
+        require_fraction(
+            "DataSettings", "near_dup_threshold", self.near_dup_threshold, closed=True
+        )
         _require_seed("DataSettings", self.seed)
 
 
@@ -267,8 +308,12 @@ class AlignSettings(_Validated):
     held_out: float = 0.2  # share of the plays whose questions are only ever tested on
     template: str = "chatml"
     beta: float = 0.1  # DPO: how far the policy may move from the reference
-    nll_weight: float = 1.0  # DPO: weight of the SFT loss on chosen answers added to the DPO loss
-    on_policy_prompts: int = 300  # DPO: training prompts the SFT model answers for its own pairs
+    nll_weight: float = (
+        1.0  # DPO: weight of the SFT loss on chosen answers added to the DPO loss
+    )
+    on_policy_prompts: int = (
+        300  # DPO: training prompts the SFT model answers for its own pairs
+    )
     offline_pairs: int = 900  # DPO: how many of the offline training pairs it also uses
     samples: int = 4  # answers sampled per prompt
     max_new_tokens: int = 16
@@ -277,23 +322,44 @@ class AlignSettings(_Validated):
     def __post_init__(self) -> None:
         for name in ("sft", "reward", "dpo"):
             if not isinstance(getattr(self, name), TrainConfig):
-                raise ValueError(f"AlignSettings.{name} must be a TrainConfig, got {getattr(self, name)!r}")
-        require_positive_ints("AlignSettings", train_per_task=self.train_per_task,
-                              test_per_task=self.test_per_task, on_policy_prompts=self.on_policy_prompts,
-                              offline_pairs=self.offline_pairs, samples=self.samples,
-                              max_new_tokens=self.max_new_tokens)
+                raise ValueError(
+                    f"AlignSettings.{name} must be a TrainConfig, got {getattr(self, name)!r}"
+                )
+        require_positive_ints(
+            "AlignSettings",
+            train_per_task=self.train_per_task,
+            test_per_task=self.test_per_task,
+            on_policy_prompts=self.on_policy_prompts,
+            offline_pairs=self.offline_pairs,
+            samples=self.samples,
+            max_new_tokens=self.max_new_tokens,
+        )
         require_fraction("AlignSettings", "held_out", self.held_out)
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta > 0:
-            raise ValueError(f"AlignSettings.beta must be positive (0.1 is usual), got {self.beta!r}")
-        if isinstance(self.nll_weight, bool) or not isinstance(self.nll_weight, (int, float)) \
-                or self.nll_weight < 0:
-            raise ValueError(f"AlignSettings.nll_weight must be >= 0, got {self.nll_weight!r}")
+        if (
+            isinstance(self.beta, bool)
+            or not isinstance(self.beta, (int, float))
+            or not self.beta > 0
+        ):
+            raise ValueError(
+                f"AlignSettings.beta must be positive (0.1 is usual), got {self.beta!r}"
+            )
+        if (
+            isinstance(self.nll_weight, bool)
+            or not isinstance(self.nll_weight, (int, float))
+            or self.nll_weight < 0
+        ):
+            raise ValueError(
+                f"AlignSettings.nll_weight must be >= 0, got {self.nll_weight!r}"
+            )
         _require_seed("AlignSettings", self.seed)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AlignSettings:
-        stages = {k: TrainConfig.from_dict(v) if isinstance(v, dict) else v for k, v in values.items()
-                  if k in ("sft", "reward", "dpo")}
+        stages = {
+            k: TrainConfig.from_dict(v) if isinstance(v, dict) else v
+            for k, v in values.items()
+            if k in ("sft", "reward", "dpo")
+        }
         return super().from_dict({**values, **stages})
 
 
@@ -301,7 +367,9 @@ class AlignSettings(_Validated):
 class EvalSettings(_Validated):
     """How chapters 9-10 and the report card measure a model."""
 
-    max_windows: int = 64  # validation windows that perplexity reads (each seq_len tokens)
+    max_windows: int = (
+        64  # validation windows that perplexity reads (each seq_len tokens)
+    )
 
     def __post_init__(self) -> None:
         require_positive_ints("EvalSettings", max_windows=self.max_windows)

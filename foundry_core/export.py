@@ -65,20 +65,30 @@ def hf_config(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     }
 
 
-def save_hf(model: Transformer, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+def save_hf(
+    model: Transformer, folder: str | os.PathLike, dtype: torch.dtype = torch.float32
+) -> Path:
     """Write config.json and model.safetensors into `folder`, each atomically (temporary file + rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(model).items()}
-    atomic_write(folder / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(hf_config(model.config, dtype), indent=2).encode())
+    atomic_write(
+        folder / WEIGHTS_NAME,
+        lambda path: save_file(tensors, path, metadata={"format": "pt"}),
+    )
+    atomic_write_bytes(
+        folder / CONFIG_NAME,
+        json.dumps(hf_config(model.config, dtype), indent=2).encode(),
+    )
     return folder
 
 
 def config_from_hf(values: dict) -> ModelConfig:
     """A ModelConfig from a Llama config.json, refusing features our model does not implement."""
     if values.get("model_type") != "llama":
-        raise ValueError(f"expected a Llama checkpoint (model_type 'llama'), got {values.get('model_type')!r}")
+        raise ValueError(
+            f"expected a Llama checkpoint (model_type 'llama'), got {values.get('model_type')!r}"
+        )
     rope = values.get("rope_scaling") or values.get("rope_parameters") or {}
     checks = {
         "rope_scaling": rope.get("rope_type", rope.get("type", "default")) != "default",
@@ -88,10 +98,17 @@ def config_from_hf(values: dict) -> ModelConfig:
     }
     if any(checks.values()):
         names = ", ".join(name for name, bad in checks.items() if bad)
-        raise ValueError(f"this Llama checkpoint uses features foundry_core does not implement: {names}")
+        raise ValueError(
+            f"this Llama checkpoint uses features foundry_core does not implement: {names}"
+        )
     heads = values["num_attention_heads"]
-    if values.get("head_dim", values["hidden_size"] // heads) * heads != values["hidden_size"]:
-        raise ValueError("head_dim * num_attention_heads != hidden_size is not supported")
+    if (
+        values.get("head_dim", values["hidden_size"] // heads) * heads
+        != values["hidden_size"]
+    ):
+        raise ValueError(
+            "head_dim * num_attention_heads != hidden_size is not supported"
+        )
     rope_base = values.get("rope_theta") or rope.get("rope_theta", 10000.0)
     return ModelConfig(
         vocab_size=values["vocab_size"],
@@ -113,8 +130,10 @@ def load_hf(folder: str | os.PathLike) -> Transformer:
     folder = Path(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} not found: a Hugging Face model folder holds "
-                                    f"{CONFIG_NAME} and {WEIGHTS_NAME} (sharded checkpoints are not supported)")
+            raise FileNotFoundError(
+                f"{folder / name} not found: a Hugging Face model folder holds "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} (sharded checkpoints are not supported)"
+            )
     config = config_from_hf(json.loads((folder / CONFIG_NAME).read_text()))
     tensors = load_file(folder / WEIGHTS_NAME)
     state = {k.removeprefix("model."): v.float() for k, v in tensors.items()}
@@ -125,16 +144,27 @@ def load_hf(folder: str | os.PathLike) -> Transformer:
 
 # ---------------------------------------------------------------- GGUF (llama.cpp)
 
-GGUF_GLOBAL_NAMES = {"embed_tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight",
-                     "lm_head.weight": "output.weight"}
+GGUF_GLOBAL_NAMES = {
+    "embed_tokens.weight": "token_embd.weight",
+    "norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 GGUF_LAYER_NAMES = {
-    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
 }
 # our CHATML template (align/chat.py) in the Jinja syntax that llama.cpp's chat mode and other front ends read
-CHATML_JINJA = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML_JINJA = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def gguf_name(name: str) -> str:
@@ -157,17 +187,23 @@ def to_gguf_rope_order(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """
     rows, columns = weight.shape
     half = rows // n_heads // 2
-    return weight.reshape(n_heads, 2, half, columns).transpose(1, 2).reshape(rows, columns)
+    return (
+        weight.reshape(n_heads, 2, half, columns).transpose(1, 2).reshape(rows, columns)
+    )
 
 
 def from_gguf_rope_order(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """The inverse of to_gguf_rope_order: interleaved pairs back to half-split pairs."""
     rows, columns = weight.shape
     half = rows // n_heads // 2
-    return weight.reshape(n_heads, half, 2, columns).transpose(1, 2).reshape(rows, columns)
+    return (
+        weight.reshape(n_heads, half, 2, columns).transpose(1, 2).reshape(rows, columns)
+    )
 
 
-def gguf_tensors(model: Transformer, dtype: torch.dtype = torch.float32) -> dict[str, np.ndarray]:
+def gguf_tensors(
+    model: Transformer, dtype: torch.dtype = torch.float32
+) -> dict[str, np.ndarray]:
     """Every tensor under its llama.cpp name, as numpy arrays in PyTorch's (out, in) order (GGUF lists the
     dimensions the other way round, fastest first; the bytes are the same).
 
@@ -193,21 +229,42 @@ def gguf_token_types(tokenizer: Tokenizer) -> list[int]:
     """llama.cpp's kind of each piece (gguf.TokenType values): what it may merge, and what it never prints."""
     from gguf import TokenType
 
-    specials = set(tokenizer.special_token_ids().values())  # control pieces (caught first) and the chat markers
+    specials = set(
+        tokenizer.special_token_ids().values()
+    )  # control pieces (caught first) and the chat markers
     sp, types = tokenizer.sp, []
     for i in range(tokenizer.vocab_size):
-        kind = (TokenType.UNKNOWN if sp.is_unknown(i) else TokenType.CONTROL if sp.is_control(i)
-                else TokenType.USER_DEFINED if i in specials else TokenType.BYTE if sp.is_byte(i)
-                else TokenType.UNUSED if sp.is_unused(i) else TokenType.NORMAL)
+        kind = (
+            TokenType.UNKNOWN
+            if sp.is_unknown(i)
+            else TokenType.CONTROL
+            if sp.is_control(i)
+            else TokenType.USER_DEFINED
+            if i in specials
+            else TokenType.BYTE
+            if sp.is_byte(i)
+            else TokenType.UNUSED
+            if sp.is_unused(i)
+            else TokenType.NORMAL
+        )
         types.append(int(kind))
     return types
 
 
-GGUF_QUANTIZATIONS = ("Q8_0", "Q4_0")  # llama.cpp's simplest block formats, written by the gguf package
+GGUF_QUANTIZATIONS = (
+    "Q8_0",
+    "Q4_0",
+)  # llama.cpp's simplest block formats, written by the gguf package
 
 
-def save_gguf(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-              name: str = "foundry-llm", quantization: str | None = None) -> Path:
+def save_gguf(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    path: str | os.PathLike,
+    dtype: torch.dtype = torch.float32,
+    name: str = "foundry-llm",
+    quantization: str | None = None,
+) -> Path:
     """Write a GGUF file (architecture "llama") that llama.cpp runs: weights, hyperparameters, tokenizer.
 
     The tokenizer is stored as SentencePiece pieces with their scores and kinds. We train it without
@@ -222,21 +279,32 @@ def save_gguf(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike,
     try:
         import gguf
     except ImportError:
-        raise ImportError("GGUF export needs the gguf package: pip install gguf") from None
+        raise ImportError(
+            "GGUF export needs the gguf package: pip install gguf"
+        ) from None
     if quantization not in (None, *GGUF_QUANTIZATIONS):
-        raise ValueError(f"GGUF quantization {quantization!r} is not offered: choose one of "
-                         f"{', '.join(GGUF_QUANTIZATIONS)}, or None for {dtype}")
+        raise ValueError(
+            f"GGUF quantization {quantization!r} is not offered: choose one of "
+            f"{', '.join(GGUF_QUANTIZATIONS)}, or None for {dtype}"
+        )
     tokenizer.check_compatible(model.config.vocab_size)
     tensors = gguf_tensors(model, torch.float32 if quantization else dtype)
-    odd = [f"{name} (rows of {a.shape[1]})" for name, a in tensors.items() if quantization and a.ndim == 2
-           and a.shape[1] % 32]
+    odd = [
+        f"{name} (rows of {a.shape[1]})"
+        for name, a in tensors.items()
+        if quantization and a.ndim == 2 and a.shape[1] % 32
+    ]
     if odd:
-        raise ValueError(f"{quantization} stores blocks of 32 weights, which do not divide {', '.join(odd)}")
+        raise ValueError(
+            f"{quantization} stores blocks of 32 weights, which do not divide {', '.join(odd)}"
+        )
 
     def write(tmp: str) -> None:
         writer = gguf.GGUFWriter(tmp, "llama")
         try:
-            _fill_gguf(writer, model.config, tokenizer, tensors, dtype, name, quantization)
+            _fill_gguf(
+                writer, model.config, tokenizer, tensors, dtype, name, quantization
+            )
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
@@ -246,14 +314,26 @@ def save_gguf(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike,
     return atomic_write(path, write)
 
 
-def _fill_gguf(writer, config: ModelConfig, tokenizer: Tokenizer, tensors: dict[str, np.ndarray],
-               dtype: torch.dtype, name: str, quantization: str | None = None) -> None:
+def _fill_gguf(
+    writer,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    tensors: dict[str, np.ndarray],
+    dtype: torch.dtype,
+    name: str,
+    quantization: str | None = None,
+) -> None:
     """The metadata llama.cpp's Llama loader reads, the tokenizer, and the tensors."""
     from gguf import GGMLQuantizationType, LlamaFileType, quants
 
     writer.add_name(name)
-    file_type = (LlamaFileType[f"MOSTLY_{quantization}"] if quantization
-                 else LlamaFileType.ALL_F32 if dtype == torch.float32 else LlamaFileType.MOSTLY_F16)
+    file_type = (
+        LlamaFileType[f"MOSTLY_{quantization}"]
+        if quantization
+        else LlamaFileType.ALL_F32
+        if dtype == torch.float32
+        else LlamaFileType.MOSTLY_F16
+    )
     writer.add_file_type(file_type)
     writer.add_vocab_size(config.vocab_size)
     writer.add_context_length(config.max_seq_len)
@@ -269,14 +349,18 @@ def _fill_gguf(writer, config: ModelConfig, tokenizer: Tokenizer, tensors: dict[
     for tensor_name, array in tensors.items():
         if quantization and array.ndim == 2:
             qtype = GGMLQuantizationType[quantization]
-            writer.add_tensor(tensor_name, quants.quantize(array, qtype), raw_dtype=qtype)
+            writer.add_tensor(
+                tensor_name, quants.quantize(array, qtype), raw_dtype=qtype
+            )
         else:
             writer.add_tensor(tensor_name, array)
 
 
 def _add_tokenizer(writer, tokenizer: Tokenizer) -> None:
     sp = tokenizer.sp
-    writer.add_tokenizer_model("llama")  # llama.cpp's name for a SentencePiece vocabulary
+    writer.add_tokenizer_model(
+        "llama"
+    )  # llama.cpp's name for a SentencePiece vocabulary
     writer.add_token_list([sp.id_to_piece(i) for i in range(tokenizer.vocab_size)])
     writer.add_token_scores([sp.get_score(i) for i in range(tokenizer.vocab_size)])
     writer.add_token_types(gguf_token_types(tokenizer))
@@ -288,6 +372,8 @@ def _add_tokenizer(writer, tokenizer: Tokenizer) -> None:
     writer.add_add_eos_token(False)
     writer.add_add_space_prefix(False)
     end_of_turn = tokenizer.special_token_ids().get("<|im_end|>")
-    if end_of_turn is not None:  # a chat model's answer ends here: llama.cpp stops generating on it
+    if (
+        end_of_turn is not None
+    ):  # a chat model's answer ends here: llama.cpp stops generating on it
         writer.add_eot_token_id(end_of_turn)
         writer.add_chat_template(CHATML_JINJA)

@@ -16,24 +16,38 @@ import torch
 from .model import KVCache, Transformer
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float,
-                   max_new_tokens: int) -> None:
+def check_sampling(
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    repetition_penalty: float,
+    max_new_tokens: int,
+) -> None:
     """Refuse parameters that have no meaning, with a message that says what the valid range is."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+    ):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     if repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = none), got {repetition_penalty}")
+        raise ValueError(
+            f"repetition_penalty must be > 0 (1 = none), got {repetition_penalty}"
+        )
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
 
 
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None, repetition_penalty: float = 1.0,
-                     previous: torch.Tensor | None = None) -> torch.Tensor:
+def next_token_probs(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    previous: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The distribution a sampler draws from, for logits (batch, vocab).
 
     Repetition penalty divides the positive logits (multiplies the negative ones) of tokens already
@@ -43,7 +57,11 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     logits = logits.float().clone()
     if repetition_penalty != 1.0 and previous is not None:
         seen = torch.gather(logits, 1, previous)
-        logits.scatter_(1, previous, torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty))
+        logits.scatter_(
+            1,
+            previous,
+            torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty),
+        )
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
     logits = logits / temperature
@@ -54,14 +72,17 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     if top_p is not None and top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the better tokens
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the best token always stays
+        sorted_probs = sorted_probs.masked_fill(
+            before >= top_p, 0.0
+        )  # the best token always stays
         probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
 
 
-def _as_batch(prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _as_batch(
+    prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token ids (batch, seq) and, when the prompts differ in length, the mask of real tokens.
 
     Shorter prompts are padded on the left, so every sequence's next token lands in the same last column.
@@ -76,21 +97,38 @@ def _as_batch(prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
         raise ValueError("every prompt must be a non-empty list of token ids")
     if isinstance(rows, torch.Tensor):
         if rows.dim() != 2:
-            raise ValueError(f"a prompt tensor must have shape (seq,) or (batch, seq), got {tuple(prompt.shape)}")
+            raise ValueError(
+                f"a prompt tensor must have shape (seq,) or (batch, seq), got {tuple(prompt.shape)}"
+            )
         return rows.to(device), None
     longest = max(len(row) for row in rows)
-    ids = torch.tensor([[0] * (longest - len(row)) + row for row in rows], dtype=torch.long, device=device)
+    ids = torch.tensor(
+        [[0] * (longest - len(row)) + row for row in rows],
+        dtype=torch.long,
+        device=device,
+    )
     if all(len(row) == longest for row in rows):
         return ids, None
-    real = torch.tensor([[False] * (longest - len(row)) + [True] * len(row) for row in rows], device=device)
+    real = torch.tensor(
+        [[False] * (longest - len(row)) + [True] * len(row) for row in rows],
+        device=device,
+    )
     return ids, real
 
 
 @torch.no_grad()
-def stream(model: Transformer, prompt, max_new_tokens: int = 100, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-           stop_tokens: Sequence[int] = (), use_cache: bool = True,
-           generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+def stream(
+    model: Transformer,
+    prompt,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    stop_tokens: Sequence[int] = (),
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence in the batch, step by step, until max_new_tokens or until
     every sequence has produced a stop token. Finished sequences keep yielding their stop token.
 
@@ -101,17 +139,34 @@ def stream(model: Transformer, prompt, max_new_tokens: int = 100, temperature: f
     device = next(model.parameters()).device
     ids, real = _as_batch(prompt, device)
     if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
-        raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
-                         f"model's context of {model.config.max_seq_len}: shorten one of them")
+        raise ValueError(
+            f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
+            f"model's context of {model.config.max_seq_len}: shorten one of them"
+        )
     model.eval()
-    cache = KVCache(model.config, ids.shape[0], ids.shape[1] + max_new_tokens, device,
-                    next(model.parameters()).dtype) if use_cache else None
+    cache = (
+        KVCache(
+            model.config,
+            ids.shape[0],
+            ids.shape[1] + max_new_tokens,
+            device,
+            next(model.parameters()).dtype,
+        )
+        if use_cache
+        else None
+    )
     logits = model(ids, cache=cache, attention_mask=real)[0][:, -1]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
-        probs = next_token_probs(logits, temperature, top_k, top_p, repetition_penalty, ids)
-        token = probs.argmax(-1) if temperature == 0 else torch.multinomial(probs, 1, generator=generator)[:, 0]
+        probs = next_token_probs(
+            logits, temperature, top_k, top_p, repetition_penalty, ids
+        )
+        token = (
+            probs.argmax(-1)
+            if temperature == 0
+            else torch.multinomial(probs, 1, generator=generator)[:, 0]
+        )
         if len(stops):
             token = torch.where(finished, stops[0], token)
             finished |= torch.isin(token, stops)
@@ -127,22 +182,31 @@ def stream(model: Transformer, prompt, max_new_tokens: int = 100, temperature: f
             logits = model(ids, attention_mask=real)[0][:, -1]
 
 
-def generate(model: Transformer, prompt, max_new_tokens: int = 100, **sampling) -> list[list[int]]:
+def generate(
+    model: Transformer, prompt, max_new_tokens: int = 100, **sampling
+) -> list[list[int]]:
     """The new tokens of each sequence (without the prompt), cut before its first stop token."""
     steps = list(stream(model, prompt, max_new_tokens, **sampling))
     if not steps:
         return [[] for _ in range(_as_batch(prompt, torch.device("cpu"))[0].shape[0])]
     out = torch.stack(steps, dim=1).tolist()
     stops = set(sampling.get("stop_tokens", ()))
-    return [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in out]
+    return [
+        row[: next((i for i, t in enumerate(row) if t in stops), len(row))]
+        for row in out
+    ]
 
 
-def decode_ms_per_token(model: Transformer, prompt: Sequence[int], new_tokens: int = 32, repeats: int = 3) -> float:
+def decode_ms_per_token(
+    model: Transformer, prompt: Sequence[int], new_tokens: int = 32, repeats: int = 3
+) -> float:
     """Median milliseconds per generated token (batch 1, greedy, with the KV cache): the latency a chat
     user feels (one prefill of a short prompt included). Decoding reads every weight once per token, so
     this is the speed that quantization is meant to improve; the first (warm-up) run is not counted."""
     if new_tokens < 1 or repeats < 1:
-        raise ValueError(f"new_tokens and repeats must be at least 1, got {new_tokens} and {repeats}")
+        raise ValueError(
+            f"new_tokens and repeats must be at least 1, got {new_tokens} and {repeats}"
+        )
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 GIB = 1024**3
 DEVICES = ("cuda", "mps", "cpu")
 
@@ -40,7 +39,11 @@ class HardwareInfo:
         return None if self.memory_bytes is None else self.memory_bytes / GIB
 
     def __str__(self) -> str:
-        memory = "unknown memory" if self.memory_gib is None else f"{self.memory_gib:.1f} GiB"
+        memory = (
+            "unknown memory"
+            if self.memory_gib is None
+            else f"{self.memory_gib:.1f} GiB"
+        )
         count = f"{self.device_count} x " if self.device_count > 1 else ""
         return f"{self.device}: {count}{self.name} ({memory}, bf16 {'yes' if self.bf16 else 'no'})"
 
@@ -55,7 +58,11 @@ def _system_memory_bytes() -> int | None:
 def _cpu_name() -> str:
     if platform.system() == "Darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+            )
             if out.stdout.strip():
                 return out.stdout.strip()
         except OSError:
@@ -94,7 +101,10 @@ def _available_devices() -> list[str]:
     found = ["cpu"]
     if torch.cuda.is_available():
         found.insert(0, "cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         found.insert(0, "mps")
     return found
 
@@ -110,7 +120,9 @@ def detect(device: str | None = None) -> HardwareInfo:
     if wanted not in DEVICES:
         raise ValueError(f"unknown device '{wanted}': use one of {', '.join(DEVICES)}")
     if wanted not in available:
-        raise ValueError(f"device '{wanted}' is not available here; available: {', '.join(available)}")
+        raise ValueError(
+            f"device '{wanted}' is not available here; available: {', '.join(available)}"
+        )
     cores = _cpu_cores()
     if wanted == "cuda":
         props = torch.cuda.get_device_properties(0)
@@ -126,8 +138,16 @@ def detect(device: str | None = None) -> HardwareInfo:
     if wanted == "mps":
         # Unified memory: the GPU shares the system RAM. bf16 training on MPS is not yet proven
         # reliable across PyTorch releases, so the course treats it as fp32-only.
-        return HardwareInfo("mps", _cpu_name(), _system_memory_bytes(), bf16=False, cpu_cores=cores)
-    return HardwareInfo("cpu", _cpu_name(), _system_memory_bytes(), bf16=_cpu_has_fast_bf16(), cpu_cores=cores)
+        return HardwareInfo(
+            "mps", _cpu_name(), _system_memory_bytes(), bf16=False, cpu_cores=cores
+        )
+    return HardwareInfo(
+        "cpu",
+        _cpu_name(),
+        _system_memory_bytes(),
+        bf16=_cpu_has_fast_bf16(),
+        cpu_cores=cores,
+    )
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,9 @@ class Precision:
 
     dtype: str  # "float32", "bfloat16" or "float16"
     autocast: bool
-    grad_scaler: bool  # fp16 needs loss scaling to keep small gradients from flushing to zero
+    grad_scaler: (
+        bool  # fp16 needs loss scaling to keep small gradients from flushing to zero
+    )
     reason: str
 
     @property
@@ -171,22 +193,47 @@ def choose_precision(info: HardwareInfo, requested: str = "auto") -> Precision:
         if not info.bf16:
             raise ValueError(
                 f"bfloat16 is not supported at useful speed on {info.device} ({info.name}): "
-                f"use dtype='auto' or 'float32'" + (" or 'float16'" if info.device == "cuda" else "")
+                f"use dtype='auto' or 'float32'"
+                + (" or 'float16'" if info.device == "cuda" else "")
             )
         return Precision("bfloat16", True, False, "bfloat16 requested")
     if requested == "float16":
         if info.device != "cuda":
-            raise ValueError(f"float16 training needs CUDA (this is {info.device}): use dtype='auto'")
+            raise ValueError(
+                f"float16 training needs CUDA (this is {info.device}): use dtype='auto'"
+            )
         return Precision("float16", True, True, "float16 requested: loss scaling on")
     if requested != "auto":
-        raise ValueError(f"unknown dtype '{requested}': use auto, float32, bfloat16 or float16")
+        raise ValueError(
+            f"unknown dtype '{requested}': use auto, float32, bfloat16 or float16"
+        )
     if info.device == "mps":
-        return Precision("float32", False, False, "MPS: float32, the precision known to train reliably there")
+        return Precision(
+            "float32",
+            False,
+            False,
+            "MPS: float32, the precision known to train reliably there",
+        )
     if info.bf16:
-        return Precision("bfloat16", True, False, f"{info.device} supports bfloat16: autocast matmuls to bf16")
+        return Precision(
+            "bfloat16",
+            True,
+            False,
+            f"{info.device} supports bfloat16: autocast matmuls to bf16",
+        )
     if info.device == "cuda":
-        return Precision("float16", True, True, "CUDA without bf16 (pre-Ampere): fp16 autocast with loss scaling")
-    return Precision("float32", False, False, "CPU without native bf16 instructions: float32 is fastest")
+        return Precision(
+            "float16",
+            True,
+            True,
+            "CUDA without bf16 (pre-Ampere): fp16 autocast with loss scaling",
+        )
+    return Precision(
+        "float32",
+        False,
+        False,
+        "CPU without native bf16 instructions: float32 is fastest",
+    )
 
 
 MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
@@ -204,15 +251,21 @@ def mps_fallback_enabled() -> bool:
 def mps_notes(fallback: bool, matmul_precision: str) -> list[str]:
     """What a reader training on MPS should know about this process (the words of prepare_device)."""
     if fallback:
-        notes = ["MPS: an operation Metal lacks runs on the CPU instead (PYTORCH_ENABLE_MPS_FALLBACK=1); "
-                 "PyTorch names each such operation once, when it first falls back"]
+        notes = [
+            "MPS: an operation Metal lacks runs on the CPU instead (PYTORCH_ENABLE_MPS_FALLBACK=1); "
+            "PyTorch names each such operation once, when it first falls back"
+        ]
     else:
-        notes = ["MPS: torch was imported before foundry_core without PYTORCH_ENABLE_MPS_FALLBACK=1, so an "
-                 "operation Metal lacks will raise NotImplementedError: set the variable (or import "
-                 "foundry_core first) in a fresh process to let such operations run on the CPU"]
+        notes = [
+            "MPS: torch was imported before foundry_core without PYTORCH_ENABLE_MPS_FALLBACK=1, so an "
+            "operation Metal lacks will raise NotImplementedError: set the variable (or import "
+            "foundry_core first) in a fresh process to let such operations run on the CPU"
+        ]
     if matmul_precision != "highest":
-        notes.append(f"MPS: float32 matmul precision was '{matmul_precision}'; set back to 'highest' so that "
-                     f"fp32 training really computes in fp32 (no TF32-style shortcuts)")
+        notes.append(
+            f"MPS: float32 matmul precision was '{matmul_precision}'; set back to 'highest' so that "
+            f"fp32 training really computes in fp32 (no TF32-style shortcuts)"
+        )
     return notes
 
 
@@ -230,8 +283,12 @@ def prepare_device(info: HardwareInfo) -> None:
             print(note)
 
 
-def measure_matmul_tflops(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024,
-                          seconds: float = 0.5) -> float:
+def measure_matmul_tflops(
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    size: int = 1024,
+    seconds: float = 0.5,
+) -> float:
     """Measured dense matmul throughput in TFLOP/s: the ceiling any training run on this device sees."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)

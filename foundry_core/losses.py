@@ -16,11 +16,19 @@ import torch
 
 from .sequences import IGNORE
 
-CHUNK_ELEMENTS = 1 << 22  # logits per chunk: 4M floats = 16 MB, sized to stay in a large cache
+CHUNK_ELEMENTS = (
+    1 << 22
+)  # logits per chunk: 4M floats = 16 MB, sized to stay in a large cache
 
 
-def _loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
-                    with_grads: bool, chunk_rows: int | None = None):
+def _loss_and_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int,
+    with_grads: bool,
+    chunk_rows: int | None = None,
+):
     """Mean negative log-likelihood of `targets` under softmax(hidden @ weight.T), chunk by chunk.
 
     With `with_grads`, also the gradients of the *summed* loss with respect to hidden and weight: for one
@@ -32,14 +40,23 @@ def _loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     valid = targets != ignore_index
     count = valid.sum()
     safe_targets = torch.where(valid, targets, 0)
-    total = torch.zeros((), device=hidden.device, dtype=torch.promote_types(hidden.dtype, torch.float32))
+    total = torch.zeros(
+        (), device=hidden.device, dtype=torch.promote_types(hidden.dtype, torch.float32)
+    )
     grad_hidden = torch.empty_like(hidden) if with_grads else None
     grad_weight = torch.zeros_like(weight) if with_grads else None
     step = chunk_rows or max(16, CHUNK_ELEMENTS // weight.shape[0])
     for start in range(0, hidden.shape[0], step):
-        h, target, keep = hidden[start:start + step], safe_targets[start:start + step], valid[start:start + step]
+        h, target, keep = (
+            hidden[start : start + step],
+            safe_targets[start : start + step],
+            valid[start : start + step],
+        )
         logits = h @ weight.T
-        if logits.dtype in (torch.float16, torch.bfloat16):  # softmax statistics need fp32's precision
+        if logits.dtype in (
+            torch.float16,
+            torch.bfloat16,
+        ):  # softmax statistics need fp32's precision
             logits = logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
         nll = -log_probs.gather(1, target[:, None]).squeeze(1)
@@ -49,7 +66,7 @@ def _loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
             grad[torch.arange(len(target), device=grad.device), target] -= 1.0
             grad *= keep[:, None]  # ignored rows get no gradient
             grad = grad.to(h.dtype)
-            grad_hidden[start:start + step] = grad @ weight
+            grad_hidden[start : start + step] = grad @ weight
             grad_weight.add_(grad.T @ h)
     return total / count, grad_hidden, grad_weight, count
 
@@ -61,8 +78,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows):
-        loss, grad_hidden, grad_weight, count = _loss_and_grads(hidden, weight, targets, ignore_index, True,
-                                                                chunk_rows)
+        loss, grad_hidden, grad_weight, count = _loss_and_grads(
+            hidden, weight, targets, ignore_index, True, chunk_rows
+        )
         ctx.save_for_backward(grad_hidden, grad_weight, count)
         return loss
 
@@ -70,7 +88,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad_hidden, grad_weight, count = ctx.saved_tensors
         factor = grad_output / count
-        return _scaled(grad_hidden, factor), _scaled(grad_weight, factor), None, None, None
+        return (
+            _scaled(grad_hidden, factor),
+            _scaled(grad_weight, factor),
+            None,
+            None,
+            None,
+        )
 
 
 def _scaled(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -79,13 +103,20 @@ def _scaled(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return (grad.to(wide) * factor.to(wide)).to(grad.dtype)
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = IGNORE, chunk_rows: int | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = IGNORE,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
     """F.cross_entropy(hidden @ weight.T, targets, ignore_index=ignore_index), without the full logits.
 
     hidden: (N, d), weight: (vocab, d), targets: (N,). Rows whose target is `ignore_index` count for
     nothing (in SFT: the prompt). Like F.cross_entropy, the mean over no counted rows is NaN.
     """
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk_rows)
+        return _LinearCrossEntropy.apply(
+            hidden, weight, targets, ignore_index, chunk_rows
+        )
     return _loss_and_grads(hidden, weight, targets, ignore_index, False, chunk_rows)[0]

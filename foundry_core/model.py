@@ -36,13 +36,17 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def rope_tables(head_dim: int, max_seq_len: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_dim: int, max_seq_len: int, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotation angle for every (position, frequency), shape (max_seq_len, head_dim).
 
     Dimension pair i turns at frequency base^(-2i/head_dim): fast for the first pairs, slow for the last.
     Each frequency appears twice because the two halves of a head vector form the rotated pairs.
     """
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (
+        base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    )
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
@@ -65,22 +69,40 @@ class KVCache:
     Preallocated for `max_len` positions: generation writes in place instead of concatenating.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         self.max_len = max_len or config.max_seq_len
         if self.max_len > config.max_seq_len:
-            raise ValueError(f"KVCache max_len ({self.max_len}) exceeds the model's max_seq_len "
-                             f"({config.max_seq_len})")
-        shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_len, config.head_dim)
+            raise ValueError(
+                f"KVCache max_len ({self.max_len}) exceeds the model's max_seq_len "
+                f"({config.max_seq_len})"
+            )
+        shape = (
+            config.n_layers,
+            batch_size,
+            config.n_kv_heads,
+            self.max_len,
+            config.head_dim,
+        )
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0  # positions filled; advanced by the model after all layers have written
+        self.length = (
+            0  # positions filled; advanced by the model after all layers have written
+        )
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's keys/values for `layer`; return all of them so far."""
         end = self.length + k.shape[2]
-        self.keys[layer, :, :, self.length:end] = k
-        self.values[layer, :, :, self.length:end] = v
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     @property
@@ -88,9 +110,19 @@ class KVCache:
         return self.keys.nbytes + self.values.nbytes
 
 
-def kv_cache_bytes(config: ModelConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2) -> int:
+def kv_cache_bytes(
+    config: ModelConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2
+) -> int:
     """Memory of a KV cache: keys and values for every layer, KV head, position and head dimension."""
-    return 2 * config.n_layers * batch_size * config.n_kv_heads * seq_len * config.head_dim * bytes_per_value
+    return (
+        2
+        * config.n_layers
+        * batch_size
+        * config.n_kv_heads
+        * seq_len
+        * config.head_dim
+        * bytes_per_value
+    )
 
 
 class Attention(nn.Module):
@@ -104,20 +136,42 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = (
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim,
+        )
         self.dropout = config.dropout
-        self.q_proj = nn.Linear(config.d_model, config.n_heads * config.head_dim, bias=False)
+        self.q_proj = nn.Linear(
+            config.d_model, config.n_heads * config.head_dim, bias=False
+        )
         self.k_proj = nn.Linear(config.d_model, config.kv_dim, bias=False)
         self.v_proj = nn.Linear(config.d_model, config.kv_dim, bias=False)
-        self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.d_model, bias=False)
+        self.o_proj = nn.Linear(
+            config.n_heads * config.head_dim, config.d_model, bias=False
+        )
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                need_weights: bool = False,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+        key_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq, _ = x.shape
         q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        k = (
+            self.k_proj(x)
+            .view(batch, seq, self.n_kv_heads, self.head_dim)
+            .transpose(1, 2)
+        )
+        v = (
+            self.v_proj(x)
+            .view(batch, seq, self.n_kv_heads, self.head_dim)
+            .transpose(1, 2)
+        )
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
@@ -130,30 +184,50 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
         return self.o_proj(out), weights
 
-    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int,
-              key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _sdpa(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        past: int,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         dropout = self.dropout if self.training else 0.0
         seq = q.shape[2]
         # enable_gqa: each group of n_heads // n_kv_heads query heads reads the same key/value head,
         # inside the fused kernel, without materialising repeated copies of k and v.
         gqa = self.n_kv_heads != self.n_heads
-        if key_mask is not None:  # a padded batch: causal mask with the padding keys hidden
+        if (
+            key_mask is not None
+        ):  # a padded batch: causal mask with the padding keys hidden
             mask = padded_causal_mask(key_mask, seq, past)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
-        if past == 0:  # a fresh sequence: the fused kernel applies the causal mask itself
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa
+            )
+        if (
+            past == 0
+        ):  # a fresh sequence: the fused kernel applies the causal mask itself
+            return F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa
+            )
         # New tokens after cached ones: query i (at position past + i) sees keys 0 .. past + i.
         mask = None if seq == 1 else causal_mask(seq, past + seq, past, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa
+        )
 
 
-def causal_mask(n_queries: int, n_keys: int, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+def causal_mask(
+    n_queries: int, n_keys: int, offset: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """True where query i (at position offset + i) may attend to key j: j <= offset + i."""
     rows = torch.arange(n_queries, device=device)[:, None] + offset
     return torch.arange(n_keys, device=device)[None, :] <= rows
 
 
-def padded_causal_mask(key_mask: torch.Tensor, n_queries: int, offset: int = 0) -> torch.Tensor:
+def padded_causal_mask(
+    key_mask: torch.Tensor, n_queries: int, offset: int = 0
+) -> torch.Tensor:
     """Causal mask (batch, 1, queries, keys) that also hides padding keys (key_mask False).
 
     A padding query would then see no key at all, and softmax over nothing is NaN; letting every query
@@ -161,14 +235,19 @@ def padded_causal_mask(key_mask: torch.Tensor, n_queries: int, offset: int = 0) 
     """
     allowed = causal_mask(n_queries, key_mask.shape[1], offset, key_mask.device)
     keys = torch.arange(key_mask.shape[1], device=key_mask.device)
-    itself = keys[None, :] == (torch.arange(n_queries, device=key_mask.device)[:, None] + offset)
+    itself = keys[None, :] == (
+        torch.arange(n_queries, device=key_mask.device)[:, None] + offset
+    )
     return (allowed & key_mask[:, None, None, :]) | itself
 
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       past: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(d) + causal mask) v, written out so the weights can be looked at."""
-    groups = q.shape[1] // k.shape[1]  # under GQA, repeat each key/value head for its query heads
+    groups = (
+        q.shape[1] // k.shape[1]
+    )  # under GQA, repeat each key/value head for its query heads
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     allowed = causal_mask(q.shape[2], k.shape[2], past, q.device)
@@ -204,10 +283,18 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                need_weights: bool = False,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, cache, need_weights, key_mask)
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+        key_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.self_attn(
+            self.input_layernorm(x), cos, sin, cache, need_weights, key_mask
+        )
         x = x + self.dropout(attn_out)
         x = x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
         return x, weights
@@ -235,7 +322,9 @@ class Transformer(nn.Module):
         # projections that write into it to keep its variance from growing with depth.
         for block in self.layers:
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
-                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(
+                    proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers)
+                )
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -243,23 +332,40 @@ class Transformer(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def _check_ids(self, idx: torch.Tensor, past: int) -> None:
-        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.long, torch.int32, torch.int64):
+        if not isinstance(idx, torch.Tensor) or idx.dtype not in (
+            torch.long,
+            torch.int32,
+            torch.int64,
+        ):
             kind = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
-            raise TypeError(f"token ids must be an integer tensor (torch.long), got {kind}")
+            raise TypeError(
+                f"token ids must be an integer tensor (torch.long), got {kind}"
+            )
         if idx.dim() != 2:
-            raise ValueError(f"token ids must have shape (batch, seq), got {tuple(idx.shape)}; "
-                             f"for one sequence use ids[None]")
+            raise ValueError(
+                f"token ids must have shape (batch, seq), got {tuple(idx.shape)}; "
+                f"for one sequence use ids[None]"
+            )
         if past + idx.shape[1] > self.config.max_seq_len:
-            raise ValueError(f"{past + idx.shape[1]} positions exceed the model's context "
-                             f"(max_seq_len={self.config.max_seq_len}): shorten the input")
+            raise ValueError(
+                f"{past + idx.shape[1]} positions exceed the model's context "
+                f"(max_seq_len={self.config.max_seq_len}): shorten the input"
+            )
         if idx.numel():
             low, high = (int(v) for v in torch.aminmax(idx))
             if low < 0 or high >= self.config.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got [{low}, {high}]: "
-                                 f"tokenizer and model vocabularies differ?")
+                raise ValueError(
+                    f"token ids must lie in [0, {self.config.vocab_size}), got [{low}, {high}]: "
+                    f"tokenizer and model vocabularies differ?"
+                )
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Without targets: (logits, None), logits of shape (batch, seq, vocab) for ids (batch, seq).
 
         With targets (batch, seq): (None, mean next-token cross-entropy). Training never needs the full
@@ -274,39 +380,65 @@ class Transformer(nn.Module):
         if targets is None:
             return self.lm_head(x), None
         if targets.shape != idx.shape:
-            raise ValueError(f"targets shape {tuple(targets.shape)} must match ids shape {tuple(idx.shape)}")
-        return None, linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+            raise ValueError(
+                f"targets shape {tuple(targets.shape)} must match ids shape {tuple(idx.shape)}"
+            )
+        return None, linear_cross_entropy(
+            x.flatten(0, 1), self.lm_head.weight, targets.flatten()
+        )
 
-    def hidden_states(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The final (normalised) hidden state of every position, (batch, seq, d_model): what the output
         projection reads, and what a reward model's scalar head reads instead."""
-        return self._run(idx, None, need_weights=False, attention_mask=attention_mask)[0]
+        return self._run(idx, None, need_weights=False, attention_mask=attention_mask)[
+            0
+        ]
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Attention weights (batch, n_heads, seq, seq) of every layer, via the explicit path."""
         return self._run(idx, None, need_weights=True)[1]
 
-    def _run(self, idx: torch.Tensor, cache: KVCache | None, need_weights: bool,
-             attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None,
+        need_weights: bool,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         past = cache.length if cache is not None else 0
         self._check_ids(idx, past)
         seq = idx.shape[1]
-        cos, sin = self.rope_cos[past:past + seq], self.rope_sin[past:past + seq]
+        cos, sin = self.rope_cos[past : past + seq], self.rope_sin[past : past + seq]
         if attention_mask is not None:
             if attention_mask.shape != (idx.shape[0], past + seq):
-                raise ValueError(f"attention_mask must have shape (batch, past + seq) = "
-                                 f"{(idx.shape[0], past + seq)}, got {tuple(attention_mask.shape)}")
+                raise ValueError(
+                    f"attention_mask must have shape (batch, past + seq) = "
+                    f"{(idx.shape[0], past + seq)}, got {tuple(attention_mask.shape)}"
+                )
             attention_mask = attention_mask.bool()
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+            cos, sin = (
+                self.rope_cos[positions][:, None],
+                self.rope_sin[positions][:, None],
+            )
         x = self.dropout(self.embed_tokens(idx))
         maps = []
         for block in self.layers:
             if self.gradient_checkpointing and self.training and cache is None:
                 # Keep only the block's input; recompute its insides during the backward pass.
-                x, weights = checkpoint(block, x, cos, sin, None, need_weights, attention_mask,
-                                        use_reentrant=False)
+                x, weights = checkpoint(
+                    block,
+                    x,
+                    cos,
+                    sin,
+                    None,
+                    need_weights,
+                    attention_mask,
+                    use_reentrant=False,
+                )
             else:
                 x, weights = block(x, cos, sin, cache, need_weights, attention_mask)
             if weights is not None:
@@ -317,20 +449,32 @@ class Transformer(nn.Module):
 
     def param_counts(self) -> dict[str, int]:
         """Parameters by component, counted from the live modules (shared weights counted once)."""
-        counts = {"embedding": self.embed_tokens.weight.numel(), "attention": 0, "mlp": 0,
-                  "norms": self.norm.weight.numel(), "lm_head": 0}
+        counts = {
+            "embedding": self.embed_tokens.weight.numel(),
+            "attention": 0,
+            "mlp": 0,
+            "norms": self.norm.weight.numel(),
+            "lm_head": 0,
+        }
         if self.lm_head.weight is not self.embed_tokens.weight:
             counts["lm_head"] = self.lm_head.weight.numel()
         for block in self.layers:
             counts["attention"] += sum(p.numel() for p in block.self_attn.parameters())
             counts["mlp"] += sum(p.numel() for p in block.mlp.parameters())
-            counts["norms"] += block.input_layernorm.weight.numel() + block.post_attention_layernorm.weight.numel()
+            counts["norms"] += (
+                block.input_layernorm.weight.numel()
+                + block.post_attention_layernorm.weight.numel()
+            )
         return counts
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        return sum(
+            p.numel() for p in self.parameters()
+        )  # parameters() yields a shared tensor once
 
-    def load_weights(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    def load_weights(
+        self, state: dict[str, torch.Tensor], source: str = "checkpoint"
+    ) -> None:
         """load_state_dict with one readable error listing every missing, unexpected or misshapen tensor."""
         own = self.state_dict()
         if self.config.tie_embeddings:
@@ -338,11 +482,18 @@ class Transformer(nn.Module):
             state = {k: v for k, v in state.items() if k != "lm_head.weight"}
         problems = [f"missing {k}" for k in own if k not in state]
         problems += [f"unexpected {k}" for k in state if k not in own]
-        problems += [f"{k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
-                     for k, v in own.items() if k in state and state[k].shape != v.shape]
+        problems += [
+            f"{k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+            for k, v in own.items()
+            if k in state and state[k].shape != v.shape
+        ]
         if problems:
-            shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+            shown = "; ".join(problems[:4]) + (
+                f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+            )
             c = self.config
-            raise ValueError(f"{source} does not fit this model (d_model={c.d_model}, n_layers={c.n_layers}, "
-                             f"vocab_size={c.vocab_size}): {shown}")
+            raise ValueError(
+                f"{source} does not fit this model (d_model={c.d_model}, n_layers={c.n_layers}, "
+                f"vocab_size={c.vocab_size}): {shown}"
+            )
         self.load_state_dict(state, strict=not self.config.tie_embeddings)

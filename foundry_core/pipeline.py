@@ -20,22 +20,50 @@ from typing import Callable
 
 import torch
 
-from .align import (ChatDataset, PairDataset, PreferencePair, RewardModel, TaskSplits, add_reference_logprobs,
-                    build_tasks, encode_chat, example_chat, make_dpo_loss, on_policy_pairs, preference_pairs,
-                    reward_loss)
+from .align import (
+    ChatDataset,
+    PairDataset,
+    PreferencePair,
+    RewardModel,
+    TaskSplits,
+    add_reference_logprobs,
+    build_tasks,
+    encode_chat,
+    example_chat,
+    make_dpo_loss,
+    on_policy_pairs,
+    preference_pairs,
+    reward_loss,
+)
 from .checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints
 from .config import TrainConfig
-from .data import Document, clean_documents, load_corpus, read_tokens, split_documents, write_tokens
+from .data import (
+    Document,
+    clean_documents,
+    load_corpus,
+    read_tokens,
+    split_documents,
+    write_tokens,
+)
 from .data.dedup import exact_dedup, minhash_dedup
 from .fileio import atomic_directory
 from .hardware import detect
+from .model import Transformer
 from .presets import Preset, known_peak_tflops, pick_preset
 from .runs import INFO, TOKENIZER, describe_run, is_described, load_run
-from .model import Transformer
 from .tokenizer import Tokenizer, train_tokenizer
 from .train import Trainer
 
-STAGES = ("corpus", "tokenizer", "tokens", "pretrained", "tasks", "sft", "reward", "dpo")
+STAGES = (
+    "corpus",
+    "tokenizer",
+    "tokens",
+    "pretrained",
+    "tasks",
+    "sft",
+    "reward",
+    "dpo",
+)
 
 
 def artifacts_root() -> Path:
@@ -58,7 +86,9 @@ def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _save_documents(documents: list[Document], path: Path) -> None:
-    path.write_text("".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents))
+    path.write_text(
+        "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents)
+    )
 
 
 def _load_documents(path: Path) -> list[Document]:
@@ -79,21 +109,37 @@ def ensure_corpus(preset: Preset) -> tuple[list[Document], list[Document]]:
         documents, report = clean_documents(documents)
         keep, _ = exact_dedup([d.text for d in documents])
         documents = [documents[i] for i in keep]
-        keep, _ = minhash_dedup([d.text for d in documents], k=settings.shingle_words,
-                                threshold=settings.near_dup_threshold, seed=settings.seed)
+        keep, _ = minhash_dedup(
+            [d.text for d in documents],
+            k=settings.shingle_words,
+            threshold=settings.near_dup_threshold,
+            seed=settings.seed,
+        )
         documents = [documents[i] for i in keep]
         train, val = split_documents(documents, settings.val_fraction, settings.seed)
         _save_documents(train, tmp / "train.jsonl")
         _save_documents(val, tmp / "val.jsonl")
-        (tmp / "report.json").write_text(json.dumps({"lines_removed": report.lines_removed,
-                                                     "docs_removed": report.docs_removed}))
+        (tmp / "report.json").write_text(
+            json.dumps(
+                {
+                    "lines_removed": report.lines_removed,
+                    "docs_removed": report.docs_removed,
+                }
+            )
+        )
 
     _build_once(folder, build)
-    return _load_documents(folder / "train.jsonl"), _load_documents(folder / "val.jsonl")
+    return _load_documents(folder / "train.jsonl"), _load_documents(
+        folder / "val.jsonl"
+    )
 
 
 def tokenizer_key(preset: Preset) -> dict:
-    return {"stage": "tokenizer", "vocab_size": preset.model.vocab_size, "corpus": _key(corpus_key(preset))}
+    return {
+        "stage": "tokenizer",
+        "vocab_size": preset.model.vocab_size,
+        "corpus": _key(corpus_key(preset)),
+    }
 
 
 def ensure_tokenizer(preset: Preset) -> Tokenizer:
@@ -122,22 +168,34 @@ def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
         tokenizer = ensure_tokenizer(preset)
         train, val = ensure_corpus(preset)
         for name, documents in (("train", train), ("val", val)):
-            write_tokens(documents, tokenizer.encode, tmp / f"{name}.bin", len(tokenizer), tokenizer.eos_id)
+            write_tokens(
+                documents,
+                tokenizer.encode,
+                tmp / f"{name}.bin",
+                len(tokenizer),
+                tokenizer.eos_id,
+            )
 
     _build_once(folder, build)
     return folder / "train.bin", folder / "val.bin"
 
 
 def pretrained_key(preset: Preset) -> dict:
-    return {"stage": "pretrained", "tokens": _key(tokens_key(preset)), "model": preset.model.to_dict(),
-            "train": preset.train.to_dict()}
+    return {
+        "stage": "pretrained",
+        "tokens": _key(tokens_key(preset)),
+        "model": preset.model.to_dict(),
+        "train": preset.train.to_dict(),
+    }
 
 
 def pretrained_dir(preset: Preset) -> Path:
     return stage_dir("pretrained", preset)
 
 
-PRETRAIN_CHECKPOINTS = 4  # evenly spaced checkpoints kept by a pretraining run (chapter 4 loads each)
+PRETRAIN_CHECKPOINTS = (
+    4  # evenly spaced checkpoints kept by a pretraining run (chapter 4 loads each)
+)
 
 
 def pretrain_trainer(preset: Preset, out_dir: Path, **trainer_kwargs) -> Trainer:
@@ -148,11 +206,22 @@ def pretrain_trainer(preset: Preset, out_dir: Path, **trainer_kwargs) -> Trainer
     """
     train_path, val_path = ensure_tokens(preset)
     torch.manual_seed(preset.train.seed)
-    trainer_kwargs.setdefault("checkpoint_interval", max(1, preset.train.max_steps // PRETRAIN_CHECKPOINTS))
+    trainer_kwargs.setdefault(
+        "checkpoint_interval", max(1, preset.train.max_steps // PRETRAIN_CHECKPOINTS)
+    )
     info = trainer_kwargs.setdefault("hardware", detect())
-    trainer_kwargs.setdefault("peak_tflops", known_peak_tflops(preset, info))  # then MFU is recorded
-    return Trainer(Transformer(preset.model), preset.train, read_tokens(train_path), read_tokens(val_path),
-                   out_dir=out_dir, keep_checkpoints=PRETRAIN_CHECKPOINTS, **trainer_kwargs)
+    trainer_kwargs.setdefault(
+        "peak_tflops", known_peak_tflops(preset, info)
+    )  # then MFU is recorded
+    return Trainer(
+        Transformer(preset.model),
+        preset.train,
+        read_tokens(train_path),
+        read_tokens(val_path),
+        out_dir=out_dir,
+        keep_checkpoints=PRETRAIN_CHECKPOINTS,
+        **trainer_kwargs,
+    )
 
 
 def finish_pretraining(trainer: Trainer) -> Path:
@@ -183,7 +252,9 @@ def publish_pretrained(preset: Preset, run_dir: Path) -> Path | None:
     return _build_once(pretrained_dir(preset), build)
 
 
-def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[Transformer, list[dict]]:
+def ensure_pretrained(
+    preset: Preset, callbacks: tuple = (), progress: bool = False
+) -> tuple[Transformer, list[dict]]:
     """The pretrained model and its training history; trains it (chapter 4) if it is not there yet.
 
     Training writes PRETRAIN_CHECKPOINTS evenly spaced checkpoints into the run folder, which is renamed
@@ -205,15 +276,30 @@ def ensure_pretrained(preset: Preset, callbacks: tuple = (), progress: bool = Fa
 
 
 # What each post-training stage's artifact depends on, beyond the task data every one of them shares.
-_ALIGN_FIELDS = {"sft": ("sft",), "reward": ("sft", "reward"),
-                 "dpo-data": ("sft", "on_policy_prompts", "samples", "offline_pairs"),
-                 "dpo": ("sft", "dpo", "on_policy_prompts", "samples", "offline_pairs", "nll_weight")}
+_ALIGN_FIELDS = {
+    "sft": ("sft",),
+    "reward": ("sft", "reward"),
+    "dpo-data": ("sft", "on_policy_prompts", "samples", "offline_pairs"),
+    "dpo": (
+        "sft",
+        "dpo",
+        "on_policy_prompts",
+        "samples",
+        "offline_pairs",
+        "nll_weight",
+    ),
+}
 
 
 def stage_dir(stage: str, preset: Preset) -> Path:
     """The one place that says where a stage's artifact lives: artifacts/<preset>/<stage>-<key>, the key
     hashing every setting that shaped it and the keys of the stages it was built from."""
-    keys = {"corpus": corpus_key, "tokenizer": tokenizer_key, "tokens": tokens_key, "pretrained": pretrained_key}
+    keys = {
+        "corpus": corpus_key,
+        "tokenizer": tokenizer_key,
+        "tokens": tokens_key,
+        "pretrained": pretrained_key,
+    }
     if stage in keys:
         name = f"{stage}-{_key(keys[stage](preset))}"
     elif stage in _ALIGN_FIELDS:
@@ -221,7 +307,9 @@ def stage_dir(stage: str, preset: Preset) -> Path:
         if stage == "dpo":
             name += f"-beta{preset.align.beta:g}"
     else:
-        raise ValueError(f"stage '{stage}' has no folder: choose one of {', '.join([*keys, *_ALIGN_FIELDS])}")
+        raise ValueError(
+            f"stage '{stage}' has no folder: choose one of {', '.join([*keys, *_ALIGN_FIELDS])}"
+        )
     return artifacts_root() / preset.name / name
 
 
@@ -232,10 +320,29 @@ ALIGN_VERSION = 1
 
 def _align_key(preset: Preset, stage: str, *fields: str) -> str:
     settings = preset.align
-    values = {f: getattr(settings, f) for f in ("train_per_task", "test_per_task", "held_out", "template", "seed",
-                                               "max_new_tokens", *fields)}
-    values = {k: v.to_dict() if isinstance(v, TrainConfig) else v for k, v in values.items()}
-    return _key({"stage": stage, "version": ALIGN_VERSION, "pretrained": pretrained_dir(preset).name, **values})
+    values = {
+        f: getattr(settings, f)
+        for f in (
+            "train_per_task",
+            "test_per_task",
+            "held_out",
+            "template",
+            "seed",
+            "max_new_tokens",
+            *fields,
+        )
+    }
+    values = {
+        k: v.to_dict() if isinstance(v, TrainConfig) else v for k, v in values.items()
+    }
+    return _key(
+        {
+            "stage": stage,
+            "version": ALIGN_VERSION,
+            "pretrained": pretrained_dir(preset).name,
+            **values,
+        }
+    )
 
 
 def ensure_tasks(preset: Preset) -> TaskSplits:
@@ -244,25 +351,55 @@ def ensure_tasks(preset: Preset) -> TaskSplits:
     settings = preset.align
     train_docs, val_docs = ensure_corpus(preset)
     tokenizer = ensure_tokenizer(preset)
-    splits = build_tasks(train_docs + val_docs, settings.train_per_task, settings.test_per_task,
-                         settings.held_out, settings.seed)
+    splits = build_tasks(
+        train_docs + val_docs,
+        settings.train_per_task,
+        settings.test_per_task,
+        settings.held_out,
+        settings.seed,
+    )
     room = preset.model.max_seq_len - settings.max_new_tokens
 
     def fits(example) -> bool:
-        return len(encode_chat(tokenizer, example_chat(example), settings.template)[0]) <= room
+        return (
+            len(encode_chat(tokenizer, example_chat(example), settings.template)[0])
+            <= room
+        )
 
-    return TaskSplits([e for e in splits.train if fits(e)], [e for e in splits.test if fits(e)], splits.plays)
+    return TaskSplits(
+        [e for e in splits.train if fits(e)],
+        [e for e in splits.test if fits(e)],
+        splits.plays,
+    )
 
 
-def _train_stage(stage: str, preset: Preset, model: torch.nn.Module, config: TrainConfig, train, val,
-                 callbacks, progress: bool, **trainer_kwargs) -> None:
+def _train_stage(
+    stage: str,
+    preset: Preset,
+    model: torch.nn.Module,
+    config: TrainConfig,
+    train,
+    val,
+    callbacks,
+    progress: bool,
+    **trainer_kwargs,
+) -> None:
     folder = stage_dir(stage, preset)
 
     def build(tmp: Path) -> None:
         describe_run(tmp, stage, preset, ensure_tokenizer(preset))
         torch.manual_seed(config.seed)
-        trainer = Trainer(model, config, train, val, out_dir=tmp, keep_checkpoints=1, callbacks=callbacks,
-                          progress=progress, **trainer_kwargs)
+        trainer = Trainer(
+            model,
+            config,
+            train,
+            val,
+            out_dir=tmp,
+            keep_checkpoints=1,
+            callbacks=callbacks,
+            progress=progress,
+            **trainer_kwargs,
+        )
         trainer.fit()
         trainer.save()
 
@@ -272,13 +409,17 @@ def _train_stage(stage: str, preset: Preset, model: torch.nn.Module, config: Tra
 def _load_stage(stage: str, preset: Preset) -> tuple[torch.nn.Module, list[dict]]:
     """A built stage's model (from the configuration saved with it) and its training history."""
     folder = stage_dir(stage, preset)
-    if not is_described(folder):  # built before run folders described themselves: same key, same content
+    if not is_described(
+        folder
+    ):  # built before run folders described themselves: same key, same content
         describe_run(folder, stage, preset, ensure_tokenizer(preset))
     run = load_run(folder)
     return run.model, run.history
 
 
-def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[Transformer, list[dict]]:
+def ensure_sft(
+    preset: Preset, callbacks: tuple = (), progress: bool = False
+) -> tuple[Transformer, list[dict]]:
     """The pretrained model fine-tuned on the instruction tasks (chapter 6), and its history."""
     settings = preset.align
     folder = stage_dir("sft", preset)
@@ -286,20 +427,33 @@ def ensure_sft(preset: Preset, callbacks: tuple = (), progress: bool = False) ->
         tokenizer, tasks = ensure_tokenizer(preset), ensure_tasks(preset)
         model, _ = ensure_pretrained(preset)
         max_len = preset.model.max_seq_len
-        train = ChatDataset(tokenizer, [example_chat(e) for e in tasks.train], max_len, settings.template)
-        val = ChatDataset(tokenizer, [example_chat(e) for e in tasks.test], max_len, settings.template)
-        _train_stage("sft", preset, model, settings.sft, train, val, callbacks, progress)
+        train = ChatDataset(
+            tokenizer,
+            [example_chat(e) for e in tasks.train],
+            max_len,
+            settings.template,
+        )
+        val = ChatDataset(
+            tokenizer, [example_chat(e) for e in tasks.test], max_len, settings.template
+        )
+        _train_stage(
+            "sft", preset, model, settings.sft, train, val, callbacks, progress
+        )
     return _load_stage("sft", preset)
 
 
 def preference_data(preset: Preset) -> tuple[list, list]:
     """(train, held-out) preference pairs: the reference answer against a realistic wrong one."""
     settings, tasks = preset.align, ensure_tasks(preset)
-    return (preference_pairs(tasks.train, tasks.plays, settings.seed),
-            preference_pairs(tasks.test, tasks.plays, settings.seed + 1))
+    return (
+        preference_pairs(tasks.train, tasks.plays, settings.seed),
+        preference_pairs(tasks.test, tasks.plays, settings.seed + 1),
+    )
 
 
-def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False) -> tuple[RewardModel, list[dict]]:
+def ensure_reward(
+    preset: Preset, callbacks: tuple = (), progress: bool = False
+) -> tuple[RewardModel, list[dict]]:
     """A reward model started from the SFT model and trained on the preference pairs (chapter 7)."""
     settings = preset.align
     folder = stage_dir("reward", preset)
@@ -310,8 +464,17 @@ def ensure_reward(preset: Preset, callbacks: tuple = (), progress: bool = False)
         max_len = preset.model.max_seq_len
         train = PairDataset(tokenizer, train_pairs, max_len, settings.template)
         val = PairDataset(tokenizer, test_pairs, max_len, settings.template)
-        _train_stage("reward", preset, RewardModel(backbone), settings.reward, train, val, callbacks,
-                     progress, loss_fn=reward_loss)
+        _train_stage(
+            "reward",
+            preset,
+            RewardModel(backbone),
+            settings.reward,
+            train,
+            val,
+            callbacks,
+            progress,
+            loss_fn=reward_loss,
+        )
     return _load_stage("reward", preset)
 
 
@@ -321,20 +484,43 @@ def _dpo_rows(preset: Preset) -> dict[str, list[dict]]:
     folder = stage_dir("dpo-data", preset)
 
     def build(tmp: Path) -> None:
-        tasks, tokenizer, (sft, _) = ensure_tasks(preset), ensure_tokenizer(preset), ensure_sft(preset)
+        tasks, tokenizer, (sft, _) = (
+            ensure_tasks(preset),
+            ensure_tokenizer(preset),
+            ensure_sft(preset),
+        )
         train, test = preference_data(preset)
         train = train[: settings.offline_pairs]
-        own = on_policy_pairs(sft, tokenizer, tasks.train[: settings.on_policy_prompts], settings.samples,
-                              seed=settings.seed, template=settings.template, max_new_tokens=settings.max_new_tokens)
+        own = on_policy_pairs(
+            sft,
+            tokenizer,
+            tasks.train[: settings.on_policy_prompts],
+            settings.samples,
+            seed=settings.seed,
+            template=settings.template,
+            max_new_tokens=settings.max_new_tokens,
+        )
         for name, pairs in (("train", train + own), ("test", test)):
-            dataset = PairDataset(tokenizer, pairs, preset.model.max_seq_len, settings.template)
+            dataset = PairDataset(
+                tokenizer, pairs, preset.model.max_seq_len, settings.template
+            )
             add_reference_logprobs(sft, dataset)
-            rows = [{**asdict(p), "reference": r} for p, r in zip(dataset.pairs, dataset.reference.tolist())]
-            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+            rows = [
+                {**asdict(p), "reference": r}
+                for p, r in zip(dataset.pairs, dataset.reference.tolist())
+            ]
+            (tmp / f"{name}.jsonl").write_text(
+                "".join(json.dumps(row) + "\n" for row in rows)
+            )
 
     _build_once(folder, build)
-    return {name: [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
-            for name in ("train", "test")}
+    return {
+        name: [
+            json.loads(line)
+            for line in (folder / f"{name}.jsonl").read_text().splitlines()
+        ]
+        for name in ("train", "test")
+    }
 
 
 def _pair(row: dict) -> PreferencePair:
@@ -353,14 +539,23 @@ def _dpo_datasets(preset: Preset) -> tuple[PairDataset, PairDataset]:
     settings, tokenizer = preset.align, ensure_tokenizer(preset)
     datasets = []
     for rows in _dpo_rows(preset).values():
-        dataset = PairDataset(tokenizer, [_pair(r) for r in rows], preset.model.max_seq_len, settings.template)
+        dataset = PairDataset(
+            tokenizer,
+            [_pair(r) for r in rows],
+            preset.model.max_seq_len,
+            settings.template,
+        )
         dataset.reference = torch.tensor([r["reference"] for r in rows])
         datasets.append(dataset)
     return datasets[0], datasets[1]
 
 
-def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
-               beta: float | None = None) -> tuple[Transformer, list[dict]]:
+def ensure_dpo(
+    preset: Preset,
+    callbacks: tuple = (),
+    progress: bool = False,
+    beta: float | None = None,
+) -> tuple[Transformer, list[dict]]:
     """The SFT model after DPO against a frozen copy of itself (chapter 8); `beta` overrides the preset's."""
     settings = preset.align
     if beta is not None:
@@ -369,8 +564,17 @@ def ensure_dpo(preset: Preset, callbacks: tuple = (), progress: bool = False,
     if not folder.exists():
         train, val = _dpo_datasets(preset)
         policy, _ = ensure_sft(preset)
-        _train_stage("dpo", preset, policy, settings.dpo, train, val, callbacks, progress,
-                     loss_fn=make_dpo_loss(preset.align.beta, settings.nll_weight))
+        _train_stage(
+            "dpo",
+            preset,
+            policy,
+            settings.dpo,
+            train,
+            val,
+            callbacks,
+            progress,
+            loss_fn=make_dpo_loss(preset.align.beta, settings.nll_weight),
+        )
     return _load_stage("dpo", preset)
 
 
@@ -381,9 +585,16 @@ def ensure(stage: str, preset: Preset | None = None, progress: bool = False):
     """The artifact of `stage` for `preset` (default: the preset picked for this machine); `progress`
     shows a progress bar while a trained stage builds."""
     preset = preset or pick_preset()
-    builders = {"corpus": ensure_corpus, "tokenizer": ensure_tokenizer, "tokens": ensure_tokens,
-                "pretrained": ensure_pretrained, "tasks": ensure_tasks, "sft": ensure_sft,
-                "reward": ensure_reward, "dpo": ensure_dpo}
+    builders = {
+        "corpus": ensure_corpus,
+        "tokenizer": ensure_tokenizer,
+        "tokens": ensure_tokens,
+        "pretrained": ensure_pretrained,
+        "tasks": ensure_tasks,
+        "sft": ensure_sft,
+        "reward": ensure_reward,
+        "dpo": ensure_dpo,
+    }
     if stage not in builders:
         raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
     if stage in TRAINED:

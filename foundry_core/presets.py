@@ -16,7 +16,14 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-from .config import AlignSettings, DataSettings, EvalSettings, ModelConfig, TrainConfig, check_compatible
+from .config import (
+    AlignSettings,
+    DataSettings,
+    EvalSettings,
+    ModelConfig,
+    TrainConfig,
+    check_compatible,
+)
 from .hardware import GIB, HardwareInfo, choose_precision, detect
 from .memory.estimate import MemoryEstimate, estimate_memory
 
@@ -53,7 +60,9 @@ class Preset:
 
     def target(self) -> HardwareInfo:
         """The machine this preset was sized for, as if `detect()` had found it."""
-        return HardwareInfo(self.device, self.hardware, int(self.memory_gib * GIB), self.bf16)
+        return HardwareInfo(
+            self.device, self.hardware, int(self.memory_gib * GIB), self.bf16
+        )
 
     def estimate_memory(self, info: HardwareInfo | None = None) -> MemoryEstimate:
         return estimate_memory(self.model, self.train, info or self.target())
@@ -66,7 +75,9 @@ class Preset:
         usable = info.memory_bytes * USABLE_FRACTION[info.device]
         return self.estimate_memory(info).total <= (1 - HEADROOM) * usable
 
-    def estimate_seconds(self, tflops: float | None = None, mfu: float | None = None) -> float:
+    def estimate_seconds(
+        self, tflops: float | None = None, mfu: float | None = None
+    ) -> float:
         """Expected wall time of the whole run: total FLOPs / (peak x assumed utilisation). An estimate."""
         peak = self.peak_tflops if tflops is None else tflops
         mfu = ASSUMED_MFU[self.device] if mfu is None else mfu
@@ -107,83 +118,302 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def post_training(model: ModelConfig, train: TrainConfig, **changes: Any) -> AlignSettings:
+def post_training(
+    model: ModelConfig, train: TrainConfig, **changes: Any
+) -> AlignSettings:
     """The usual post-training recipe for a pretraining run: short runs on 128-token chats, at learning
     rates below pretraining's (SFT half, reward model a quarter, DPO a fifth: each stage starts from a
     trained model that a large step would undo). Seeds and precision follow the pretraining run."""
     lr = train.lr
-    common = dict(seq_len=min(128, model.max_seq_len), warmup_steps=10, weight_decay=0.0, eval_steps=4,
-                  seed=train.seed, dtype=train.dtype)
+    common = dict(
+        seq_len=min(128, model.max_seq_len),
+        warmup_steps=10,
+        weight_decay=0.0,
+        eval_steps=4,
+        seed=train.seed,
+        dtype=train.dtype,
+    )
     stages = dict(
-        sft=TrainConfig(batch_size=32, max_steps=400, lr=lr / 2, min_lr=lr / 20, eval_interval=100, **common),
-        reward=TrainConfig(batch_size=16, max_steps=300, lr=lr / 4, min_lr=lr / 40, eval_interval=100,
-                           **common),
-        dpo=TrainConfig(batch_size=16, max_steps=100, lr=lr / 5, min_lr=lr / 50, eval_interval=25, **common))
+        sft=TrainConfig(
+            batch_size=32,
+            max_steps=400,
+            lr=lr / 2,
+            min_lr=lr / 20,
+            eval_interval=100,
+            **common,
+        ),
+        reward=TrainConfig(
+            batch_size=16,
+            max_steps=300,
+            lr=lr / 4,
+            min_lr=lr / 40,
+            eval_interval=100,
+            **common,
+        ),
+        dpo=TrainConfig(
+            batch_size=16,
+            max_steps=100,
+            lr=lr / 5,
+            min_lr=lr / 50,
+            eval_interval=25,
+            **common,
+        ),
+    )
     for stage in ("sft", "reward", "dpo"):
         if isinstance(changes.get(stage), dict):
             changes[stage] = replace(stages[stage], **changes[stage])
     return AlignSettings(**{**stages, **changes})
 
 
-def _preset(name: str, device: str, hardware: str, memory_gib: float, peak_tflops: float, bf16: bool,
-            model: dict, train: dict, notes: str = "", data: dict | None = None,
-            align: dict | None = None, evaluation: dict | None = None) -> Preset:
+def _preset(
+    name: str,
+    device: str,
+    hardware: str,
+    memory_gib: float,
+    peak_tflops: float,
+    bf16: bool,
+    model: dict,
+    train: dict,
+    notes: str = "",
+    data: dict | None = None,
+    align: dict | None = None,
+    evaluation: dict | None = None,
+) -> Preset:
     model_config, train_config = ModelConfig(**model), TrainConfig(**train)
-    return Preset(name, device, hardware, memory_gib, peak_tflops, bf16, model_config, train_config,
-                  DataSettings(**(data or {})), post_training(model_config, train_config, **(align or {})),
-                  EvalSettings(**(evaluation or {})), notes)
+    return Preset(
+        name,
+        device,
+        hardware,
+        memory_gib,
+        peak_tflops,
+        bf16,
+        model_config,
+        train_config,
+        DataSettings(**(data or {})),
+        post_training(model_config, train_config, **(align or {})),
+        EvalSettings(**(evaluation or {})),
+        notes,
+    )
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    _preset("ci", "cpu", "any CPU (tests)", 4, 0.1, False,
-            dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, max_seq_len=128),
-            dict(batch_size=16, seq_len=64, max_steps=200, warmup_steps=20, lr=3e-3, min_lr=3e-4,
-                 eval_interval=50, eval_steps=4),
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        _preset(
+            "ci",
+            "cpu",
+            "any CPU (tests)",
+            4,
+            0.1,
+            False,
+            dict(
+                vocab_size=512,
+                d_model=64,
+                n_layers=2,
+                n_heads=4,
+                n_kv_heads=2,
+                d_ff=192,
+                max_seq_len=128,
+            ),
+            dict(
+                batch_size=16,
+                seq_len=64,
+                max_steps=200,
+                warmup_steps=20,
+                lr=3e-3,
+                min_lr=3e-4,
+                eval_interval=50,
+                eval_steps=4,
+            ),
             "seconds per chapter; used by FOUNDRY_FAST=1 and the test suite",
             # A few plays, and post-training runs long and fast enough that the tiny model learns the
             # tasks, with effects large enough for the chapters' checks (scripts/check_robustness.py).
             data=dict(max_documents=8, val_fraction=0.25),
-            align=dict(sft=dict(max_steps=400, lr=3e-3, min_lr=3e-4),
-                       reward=dict(max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50),
-                       dpo=dict(max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50),
-                       train_per_task=2000, test_per_task=150, on_policy_prompts=300, offline_pairs=1000),
-            evaluation=dict(max_windows=16)),
-    _preset("cpu", "cpu", "2-core CPU runner (measured ~0.1 TFLOP/s fp32)", 8, 0.1, False,
-            dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, d_ff=768, max_seq_len=256),
-            dict(batch_size=16, seq_len=256, max_steps=300, warmup_steps=30, lr=2e-3, min_lr=2e-4,
-                 eval_interval=50, eval_steps=10),
-            "the default: a laptop or a CI runner; faster CPUs simply finish sooner"),
-    _preset("rtx3060", "cuda", "NVIDIA GeForce RTX 3060 (12 GB)", 12, 25, True,
-            dict(vocab_size=16384, d_model=640, n_layers=10, n_heads=10, n_kv_heads=5, d_ff=1792,
-                 max_seq_len=512),
-            dict(batch_size=16, seq_len=512, grad_accum_steps=4, max_steps=3000, warmup_steps=200,
-                 lr=1e-3, min_lr=1e-4, eval_interval=250, compile=True),
-            "Ampere: bf16 tensor cores; peak = 112 tensor cores x 128 FLOP/clock x 1.78 GHz"),
-    _preset("rtx5060", "cuda", "NVIDIA GeForce RTX 5060 (8 GB)", 8, 38, True,
-            dict(vocab_size=16384, d_model=768, n_layers=9, n_heads=12, n_kv_heads=4, d_ff=2048,
-                 max_seq_len=512),
-            dict(batch_size=16, seq_len=512, grad_accum_steps=4, max_steps=3000, warmup_steps=200,
-                 lr=1e-3, min_lr=1e-4, eval_interval=250, compile=True),
-            "~70M parameters; peak from NVIDIA's 614 sparse FP4 TOPS, halved for dense, FP16 and FP32 accumulate"),
-    _preset("rtx4090", "cuda", "NVIDIA GeForce RTX 4090 (24 GB)", 24, 165, True,
-            dict(vocab_size=16384, d_model=1024, n_layers=16, n_heads=16, n_kv_heads=8, d_ff=2816,
-                 max_seq_len=1024),
-            dict(batch_size=8, seq_len=1024, grad_accum_steps=8, max_steps=5000, warmup_steps=300,
-                 lr=6e-4, min_lr=6e-5, eval_interval=500, compile=True),
-            "200M+ parameters; peak: Ada whitepaper, dense FP16/BF16 with FP32 accumulate"),
-    _preset("a100", "cuda", "NVIDIA A100 80GB (also H100 / H200)", 80, 312, True,
-            dict(vocab_size=16384, d_model=1280, n_layers=20, n_heads=20, n_kv_heads=4, d_ff=3456,
-                 max_seq_len=1024),
-            dict(batch_size=32, seq_len=1024, grad_accum_steps=2, max_steps=10000, warmup_steps=500,
-                 lr=5e-4, min_lr=5e-5, eval_interval=500, compile=True),
-            "~400M parameters; peak: A100 dense BF16 (an H100 is about 3x faster)"),
-    _preset("m4pro", "mps", "Apple M4 Pro (32 GB unified memory)", 32, 8, False,
-            dict(vocab_size=16384, d_model=768, n_layers=9, n_heads=12, n_kv_heads=4, d_ff=2048,
-                 max_seq_len=512),
-            dict(batch_size=16, seq_len=512, grad_accum_steps=4, max_steps=3000, warmup_steps=200,
-                 lr=1e-3, min_lr=1e-4, eval_interval=250),
-            "~68M parameters in float32 on MPS; peak ~8 TFLOP/s fp32 (20-core GPU, approximate)"),
-)}
+            align=dict(
+                sft=dict(max_steps=400, lr=3e-3, min_lr=3e-4),
+                reward=dict(max_steps=150, lr=1e-3, min_lr=1e-4, eval_interval=50),
+                dpo=dict(max_steps=200, lr=1e-3, min_lr=1e-4, eval_interval=50),
+                train_per_task=2000,
+                test_per_task=150,
+                on_policy_prompts=300,
+                offline_pairs=1000,
+            ),
+            evaluation=dict(max_windows=16),
+        ),
+        _preset(
+            "cpu",
+            "cpu",
+            "2-core CPU runner (measured ~0.1 TFLOP/s fp32)",
+            8,
+            0.1,
+            False,
+            dict(
+                vocab_size=4096,
+                d_model=256,
+                n_layers=6,
+                n_heads=8,
+                n_kv_heads=4,
+                d_ff=768,
+                max_seq_len=256,
+            ),
+            dict(
+                batch_size=16,
+                seq_len=256,
+                max_steps=300,
+                warmup_steps=30,
+                lr=2e-3,
+                min_lr=2e-4,
+                eval_interval=50,
+                eval_steps=10,
+            ),
+            "the default: a laptop or a CI runner; faster CPUs simply finish sooner",
+        ),
+        _preset(
+            "rtx3060",
+            "cuda",
+            "NVIDIA GeForce RTX 3060 (12 GB)",
+            12,
+            25,
+            True,
+            dict(
+                vocab_size=16384,
+                d_model=640,
+                n_layers=10,
+                n_heads=10,
+                n_kv_heads=5,
+                d_ff=1792,
+                max_seq_len=512,
+            ),
+            dict(
+                batch_size=16,
+                seq_len=512,
+                grad_accum_steps=4,
+                max_steps=3000,
+                warmup_steps=200,
+                lr=1e-3,
+                min_lr=1e-4,
+                eval_interval=250,
+                compile=True,
+            ),
+            "Ampere: bf16 tensor cores; peak = 112 tensor cores x 128 FLOP/clock x 1.78 GHz",
+        ),
+        _preset(
+            "rtx5060",
+            "cuda",
+            "NVIDIA GeForce RTX 5060 (8 GB)",
+            8,
+            38,
+            True,
+            dict(
+                vocab_size=16384,
+                d_model=768,
+                n_layers=9,
+                n_heads=12,
+                n_kv_heads=4,
+                d_ff=2048,
+                max_seq_len=512,
+            ),
+            dict(
+                batch_size=16,
+                seq_len=512,
+                grad_accum_steps=4,
+                max_steps=3000,
+                warmup_steps=200,
+                lr=1e-3,
+                min_lr=1e-4,
+                eval_interval=250,
+                compile=True,
+            ),
+            "~70M parameters; peak from NVIDIA's 614 sparse FP4 TOPS, halved for dense, FP16 and FP32 accumulate",
+        ),
+        _preset(
+            "rtx4090",
+            "cuda",
+            "NVIDIA GeForce RTX 4090 (24 GB)",
+            24,
+            165,
+            True,
+            dict(
+                vocab_size=16384,
+                d_model=1024,
+                n_layers=16,
+                n_heads=16,
+                n_kv_heads=8,
+                d_ff=2816,
+                max_seq_len=1024,
+            ),
+            dict(
+                batch_size=8,
+                seq_len=1024,
+                grad_accum_steps=8,
+                max_steps=5000,
+                warmup_steps=300,
+                lr=6e-4,
+                min_lr=6e-5,
+                eval_interval=500,
+                compile=True,
+            ),
+            "200M+ parameters; peak: Ada whitepaper, dense FP16/BF16 with FP32 accumulate",
+        ),
+        _preset(
+            "a100",
+            "cuda",
+            "NVIDIA A100 80GB (also H100 / H200)",
+            80,
+            312,
+            True,
+            dict(
+                vocab_size=16384,
+                d_model=1280,
+                n_layers=20,
+                n_heads=20,
+                n_kv_heads=4,
+                d_ff=3456,
+                max_seq_len=1024,
+            ),
+            dict(
+                batch_size=32,
+                seq_len=1024,
+                grad_accum_steps=2,
+                max_steps=10000,
+                warmup_steps=500,
+                lr=5e-4,
+                min_lr=5e-5,
+                eval_interval=500,
+                compile=True,
+            ),
+            "~400M parameters; peak: A100 dense BF16 (an H100 is about 3x faster)",
+        ),
+        _preset(
+            "m4pro",
+            "mps",
+            "Apple M4 Pro (32 GB unified memory)",
+            32,
+            8,
+            False,
+            dict(
+                vocab_size=16384,
+                d_model=768,
+                n_layers=9,
+                n_heads=12,
+                n_kv_heads=4,
+                d_ff=2048,
+                max_seq_len=512,
+            ),
+            dict(
+                batch_size=16,
+                seq_len=512,
+                grad_accum_steps=4,
+                max_steps=3000,
+                warmup_steps=200,
+                lr=1e-3,
+                min_lr=1e-4,
+                eval_interval=250,
+            ),
+            "~68M parameters in float32 on MPS; peak ~8 TFLOP/s fp32 (20-core GPU, approximate)",
+        ),
+    )
+}
 
 
 def known_peak_tflops(preset: Preset, info: HardwareInfo) -> float | None:
@@ -194,10 +424,16 @@ def known_peak_tflops(preset: Preset, info: HardwareInfo) -> float | None:
         return None
     words = set(re.findall(r"[a-z0-9]+", info.name.lower()))
     card = re.findall(r"[a-z0-9]+", preset.hardware.split("(")[0].lower())
-    return preset.peak_tflops if all(w in words for w in card if not w.endswith("gb")) else None
+    return (
+        preset.peak_tflops
+        if all(w in words for w in card if not w.endswith("gb"))
+        else None
+    )
 
 
-CELL_TIMEOUT_FLOOR = 300  # seconds; at the `ci` preset no cell of any chapter comes near it
+CELL_TIMEOUT_FLOOR = (
+    300  # seconds; at the `ci` preset no cell of any chapter comes near it
+)
 
 
 def cell_timeout(preset: Preset) -> int:
@@ -245,7 +481,14 @@ def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Pr
     changes: dict[str, dict[str, Any]] = {}
     shift = course_seed(env)
     if shift:
-        for section in ("train", "data", "align", "sft", "reward", "dpo"):  # every seed of the recipe
+        for section in (
+            "train",
+            "data",
+            "align",
+            "sft",
+            "reward",
+            "dpo",
+        ):  # every seed of the recipe
             changes[section] = {"seed": _section(preset, section).seed + shift}
     dtype = env.get("FOUNDRY_DTYPE", "").strip()
     if dtype:
@@ -262,10 +505,14 @@ def get_preset(name: str, env: Mapping[str, str] | None = None) -> Preset:
     try:
         return from_environment(PRESETS[name], env)
     except KeyError:
-        raise ValueError(f"unknown preset '{name}': valid presets are {', '.join(PRESETS)}") from None
+        raise ValueError(
+            f"unknown preset '{name}': valid presets are {', '.join(PRESETS)}"
+        ) from None
 
 
-def select_preset(info: HardwareInfo, env: Mapping[str, str] | None = None) -> PresetChoice:
+def select_preset(
+    info: HardwareInfo, env: Mapping[str, str] | None = None
+) -> PresetChoice:
     """Pick a preset for `info`, and say why.
 
     FOUNDRY_FAST=1 wins (tests must stay fast), then FOUNDRY_PRESET=<name>. Otherwise: among the
@@ -279,21 +526,35 @@ def select_preset(info: HardwareInfo, env: Mapping[str, str] | None = None) -> P
 
 def _select(info: HardwareInfo, env: Mapping[str, str]) -> PresetChoice:
     if fast_mode(env):
-        return PresetChoice(PRESETS["ci"], "FOUNDRY_FAST=1 selects the tiny 'ci' preset")
+        return PresetChoice(
+            PRESETS["ci"], "FOUNDRY_FAST=1 selects the tiny 'ci' preset"
+        )
     if env.get("FOUNDRY_PRESET"):
         name = env["FOUNDRY_PRESET"].strip()
         return PresetChoice(get_preset(name, env={}), f"FOUNDRY_PRESET={name}")
     if info.device == "cpu":
         return PresetChoice(PRESETS["cpu"], "no GPU found: the CPU preset")
     # Cards report a little less than their nominal size (an "8 GB" card shows ~7.6 GiB), hence 0.9.
-    fitting = [p for p in PRESETS.values() if p.device == info.device and info.memory_gib is not None
-               and p.memory_gib * 0.9 <= info.memory_gib and p.fits(info)]
+    fitting = [
+        p
+        for p in PRESETS.values()
+        if p.device == info.device
+        and info.memory_gib is not None
+        and p.memory_gib * 0.9 <= info.memory_gib
+        and p.fits(info)
+    ]
     if not fitting:
         memory = "unknown" if info.memory_gib is None else f"{info.memory_gib:.1f} GiB"
-        return PresetChoice(PRESETS["cpu"], f"no {info.device} preset fits {memory}: the CPU-sized preset")
+        return PresetChoice(
+            PRESETS["cpu"],
+            f"no {info.device} preset fits {memory}: the CPU-sized preset",
+        )
     best = max(fitting, key=lambda p: p.memory_gib)
-    return PresetChoice(best, f"{info.memory_gib:.1f} GiB of {info.device} memory: the preset sized for "
-                              f"{best.memory_gib:g} GB, which fits with {HEADROOM:.0%} headroom")
+    return PresetChoice(
+        best,
+        f"{info.memory_gib:.1f} GiB of {info.device} memory: the preset sized for "
+        f"{best.memory_gib:g} GB, which fits with {HEADROOM:.0%} headroom",
+    )
 
 
 def pick_preset(info: HardwareInfo | None = None) -> Preset:
@@ -343,7 +604,11 @@ def _keep_warmup_share(config: TrainConfig, changes: dict[str, Any]) -> None:
     """A run shortened below its warmup keeps the warmup's share of the run (sft.max_steps=5: no warmup
     instead of an error), unless warmup_steps is set too."""
     steps = changes.get("max_steps")
-    if isinstance(steps, int) and "warmup_steps" not in changes and config.warmup_steps >= steps > 0:
+    if (
+        isinstance(steps, int)
+        and "warmup_steps" not in changes
+        and config.warmup_steps >= steps > 0
+    ):
         changes["warmup_steps"] = config.warmup_steps * steps // config.max_steps
 
 
@@ -352,13 +617,23 @@ def parse_setting(preset: Preset, setting: str) -> tuple[str, str, Any]:
     key, equals, raw = setting.partition("=")
     section, dot, name = key.strip().partition(".")
     if not equals or not dot or section not in SECTIONS:
-        raise ValueError(f"a setting is <section>.<field>=<value> with section one of {', '.join(SECTIONS)}; "
-                         f"got {setting!r}")
+        raise ValueError(
+            f"a setting is <section>.<field>=<value> with section one of {', '.join(SECTIONS)}; "
+            f"got {setting!r}"
+        )
     config = _section(preset, section)
-    names = [f.name for f in fields(config) if not isinstance(getattr(config, f.name), TrainConfig)]
+    names = [
+        f.name
+        for f in fields(config)
+        if not isinstance(getattr(config, f.name), TrainConfig)
+    ]
     if name not in names:
         close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean '{section}.{close[0]}'?" if close else f"valid fields: {', '.join(names)}"
+        hint = (
+            f"did you mean '{section}.{close[0]}'?"
+            if close
+            else f"valid fields: {', '.join(names)}"
+        )
         raise ValueError(f"unknown setting '{key.strip()}': {hint}")
     return section, name, _typed(raw.strip(), getattr(config, name), key.strip())
 
@@ -390,10 +665,16 @@ def _apply(preset: Preset, changes: dict[str, dict[str, Any]]) -> Preset:
     align = changes.pop("align", {})
     for stage in ("sft", "reward", "dpo"):
         if stage in changes:
-            align[stage] = {**getattr(preset.align, stage).to_dict(), **changes.pop(stage)}
+            align[stage] = {
+                **getattr(preset.align, stage).to_dict(),
+                **changes.pop(stage),
+            }
     if align:
         changes["align"] = align
-    rebuilt = {section: type(_section(preset, section)).from_dict({**_section(preset, section).to_dict(),
-                                                                   **values})
-               for section, values in changes.items()}
+    rebuilt = {
+        section: type(_section(preset, section)).from_dict(
+            {**_section(preset, section).to_dict(), **values}
+        )
+        for section, values in changes.items()
+    }
     return replace(preset, **rebuilt)

@@ -42,7 +42,9 @@ def quantize_tensor_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     w = _as_matrix(w)
     scales = w.abs().amax(dim=1) / 127
-    scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # an all-zero row: any scale works
+    scales = torch.where(
+        scales > 0, scales, torch.ones_like(scales)
+    )  # an all-zero row: any scale works
     q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scales
 
@@ -51,7 +53,9 @@ def dequantize_int8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return q.float() * scales[:, None]
 
 
-def quantize_tensor_int4(w: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_tensor_int4(
+    w: torch.Tensor, group_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(packed uint8 (out, ceil(in/2)), scales fp32 (out, in/g), zeros uint8 (out, in/g)).
 
     Each group's range [min, max] is stretched to include 0, so that the zero point is an integer in
@@ -66,13 +70,25 @@ def quantize_tensor_int4(w: torch.Tensor, group_size: int = 32) -> tuple[torch.T
     scales = (high - low) / 15
     scales = torch.where(scales > 0, scales, torch.ones_like(scales))
     zeros = torch.round(-low / scales).clamp(0, 15)
-    q = (torch.round(groups / scales[..., None]) + zeros[..., None]).clamp(0, 15).to(torch.uint8)
+    q = (
+        (torch.round(groups / scales[..., None]) + zeros[..., None])
+        .clamp(0, 15)
+        .to(torch.uint8)
+    )
     return pack_int4(q.reshape(w.shape)), scales, zeros.to(torch.uint8)
 
 
-def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, in_features: int) -> torch.Tensor:
-    q = unpack_int4(packed, in_features).reshape(scales.shape[0], scales.shape[1], -1).float()
-    return ((q - zeros[..., None].float()) * scales[..., None]).reshape(scales.shape[0], in_features)
+def dequantize_int4(
+    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, in_features: int
+) -> torch.Tensor:
+    q = (
+        unpack_int4(packed, in_features)
+        .reshape(scales.shape[0], scales.shape[1], -1)
+        .float()
+    )
+    return ((q - zeros[..., None].float()) * scales[..., None]).reshape(
+        scales.shape[0], in_features
+    )
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -81,7 +97,9 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     if q.dtype.is_floating_point or q.dtype == torch.bool:
         raise ValueError(f"pack_int4 expects an integer tensor, got {q.dtype}")
     if q.numel() and (int(q.min()) < 0 or int(q.max()) > 15):
-        raise ValueError(f"pack_int4 expects values in [0, 15], got [{int(q.min())}, {int(q.max())}]")
+        raise ValueError(
+            f"pack_int4 expects values in [0, 15], got [{int(q.min())}, {int(q.max())}]"
+        )
     q = q.to(torch.uint8)
     if q.shape[-1] % 2:
         q = F.pad(q, (0, 1))
@@ -94,7 +112,9 @@ def unpack_int4(packed: torch.Tensor, length: int | None = None) -> torch.Tensor
         raise ValueError(f"unpack_int4 expects uint8 bytes, got {packed.dtype}")
     length = 2 * packed.shape[-1] if length is None else length
     if not 2 * packed.shape[-1] - 1 <= length <= 2 * packed.shape[-1]:
-        raise ValueError(f"{packed.shape[-1]} bytes hold 2 * {packed.shape[-1]} values, not {length}")
+        raise ValueError(
+            f"{packed.shape[-1]} bytes hold 2 * {packed.shape[-1]} values, not {length}"
+        )
     q = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2)
     return q[..., :length]
 
@@ -106,28 +126,57 @@ class QuantLinear(nn.Module):
     move with .to(device) and land in state_dict, so saving and loading need nothing special.
     """
 
-    def __init__(self, in_features: int, out_features: int, scheme: str = "int8", group_size: int | None = None,
-                 bias: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        scheme: str = "int8",
+        group_size: int | None = None,
+        bias: bool = False,
+    ):
         super().__init__()
         _check_scheme(scheme)
-        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        self.in_features, self.out_features, self.scheme = (
+            in_features,
+            out_features,
+            scheme,
+        )
         self.group_size = group_size if scheme == "int4" else None
         if scheme == "int8":
-            self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+            self.register_buffer(
+                "qweight", torch.zeros(out_features, in_features, dtype=torch.int8)
+            )
             self.register_buffer("scales", torch.ones(out_features))
         else:
             _check_group_size(group_size, in_features, "QuantLinear")
             n_groups = in_features // group_size
-            self.register_buffer("qweight", torch.zeros(out_features, (in_features + 1) // 2, dtype=torch.uint8))
+            self.register_buffer(
+                "qweight",
+                torch.zeros(out_features, (in_features + 1) // 2, dtype=torch.uint8),
+            )
             self.register_buffer("scales", torch.ones(out_features, n_groups))
-            self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.uint8))
+            self.register_buffer(
+                "zeros", torch.zeros(out_features, n_groups, dtype=torch.uint8)
+            )
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, scheme: str, group_size: int | None = None) -> "QuantLinear":
-        layer = cls(linear.in_features, linear.out_features, scheme, group_size, bias=linear.bias is not None)
+    def from_linear(
+        cls, linear: nn.Linear, scheme: str, group_size: int | None = None
+    ) -> "QuantLinear":
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            scheme,
+            group_size,
+            bias=linear.bias is not None,
+        )
         w = linear.weight.detach().float().cpu()
-        parts = quantize_tensor_int8(w) if scheme == "int8" else quantize_tensor_int4(w, group_size)
+        parts = (
+            quantize_tensor_int8(w)
+            if scheme == "int8"
+            else quantize_tensor_int4(w, group_size)
+        )
         for name, part in zip(("qweight", "scales", "zeros"), parts):
             setattr(layer, name, part)
         if linear.bias is not None:
@@ -161,8 +210,12 @@ class QuantLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}{group}"
 
 
-def quantize_model(model: nn.Module, scheme: str, group_size: int = 32,
-                   skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+def quantize_model(
+    model: nn.Module,
+    scheme: str,
+    group_size: int = 32,
+    skip: tuple[str, ...] = ("lm_head",),
+) -> nn.Module:
     """Replace every nn.Linear of `model` (in place) by a QuantLinear; return the model.
 
     `skip` names modules to leave in float, by full name ("layers.0.mlp.down_proj") or last part
@@ -174,10 +227,15 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int = 32,
     _check_scheme(scheme)
     already = [name for name, m in model.named_modules() if isinstance(m, QuantLinear)]
     if already:
-        raise ValueError(f"model is already quantized ({len(already)} QuantLinear layers, e.g. {already[0]}): "
-                         f"quantize the original float model instead")
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not _skipped(name, skip)]
+        raise ValueError(
+            f"model is already quantized ({len(already)} QuantLinear layers, e.g. {already[0]}): "
+            f"quantize the original float model instead"
+        )
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not _skipped(name, skip)
+    ]
     if scheme == "int4":
         for name, linear in targets:
             _check_group_size(group_size, linear.in_features, name)
@@ -186,7 +244,9 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int = 32,
     return model
 
 
-def quantization_error(w: torch.Tensor, scheme: str, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def quantization_error(
+    w: torch.Tensor, scheme: str, group_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(error, step) per element of `w`: the dequantized weight minus the original, and the size of one
     quantization step where that element lives (its row's scale for int8, its group's for int4).
 
@@ -203,8 +263,12 @@ def quantization_error(w: torch.Tensor, scheme: str, group_size: int = 32) -> tu
     return dequantize_int4(packed, scales, zeros, w.shape[1]) - w, steps
 
 
-def layer_errors(model: nn.Module, scheme: str, group_size: int = 32,
-                 skip: tuple[str, ...] = ("lm_head",)) -> dict[str, float]:
+def layer_errors(
+    model: nn.Module,
+    scheme: str,
+    group_size: int = 32,
+    skip: tuple[str, ...] = ("lm_head",),
+) -> dict[str, float]:
     """Relative error ||W_q - W|| / ||W|| of each Linear layer of a float model, without changing it."""
     errors = {}
     for name, m in model.named_modules():
@@ -214,18 +278,27 @@ def layer_errors(model: nn.Module, scheme: str, group_size: int = 32,
     return errors
 
 
-def fitting_group_sizes(model: nn.Module, candidates: tuple[int, ...] = (32, 64, 128),
-                        skip: tuple[str, ...] = ("lm_head",)) -> list[int]:
+def fitting_group_sizes(
+    model: nn.Module,
+    candidates: tuple[int, ...] = (32, 64, 128),
+    skip: tuple[str, ...] = ("lm_head",),
+) -> list[int]:
     """The candidate int4 group sizes that divide the input width of every Linear layer to quantize."""
-    widths = {m.in_features for name, m in model.named_modules()
-              if isinstance(m, nn.Linear) and not _skipped(name, skip)}
+    widths = {
+        m.in_features
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not _skipped(name, skip)
+    }
     return [g for g in candidates if all(width % g == 0 for width in widths)]
 
 
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes of all parameters and buffers, each storage counted once (a tied output layer is free),
     plus the packed weights of PyTorch's dynamic int8 layers, which are neither."""
-    unique = {(t.data_ptr(), t.nbytes): t.nbytes for t in [*model.parameters(), *model.buffers()]}
+    unique = {
+        (t.data_ptr(), t.nbytes): t.nbytes
+        for t in [*model.parameters(), *model.buffers()]
+    }
     return sum(unique.values()) + sum(_torch_packed_bytes(m) for m in model.modules())
 
 
@@ -251,7 +324,11 @@ def _torch_packed_bytes(m: nn.Module) -> int:
     if not (hasattr(m, "_packed_params") and callable(getattr(m, "weight", None))):
         return 0
     weight, bias = m.weight(), m.bias()
-    return weight.numel() * weight.element_size() + 16 + (0 if bias is None else bias.nbytes)
+    return (
+        weight.numel() * weight.element_size()
+        + 16
+        + (0 if bias is None else bias.nbytes)
+    )
 
 
 def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
@@ -265,22 +342,33 @@ def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Mo
 
 def save_quantized(model: Transformer, folder: str | os.PathLike) -> Path:
     """Write `folder/` atomically: the tensors as safetensors and a JSON saying how to rebuild the model."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    layers = {
+        name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)
+    }
     if not layers:
         raise ValueError("model has no QuantLinear layers: call quantize_model first")
     layouts = {(m.scheme, m.group_size) for m in layers.values()}
     if len(layouts) > 1:
-        raise ValueError(f"layers mix schemes {sorted(layouts, key=str)}: one folder holds one scheme")
+        raise ValueError(
+            f"layers mix schemes {sorted(layouts, key=str)}: one folder holds one scheme"
+        )
     scheme, group_size = layouts.pop()
-    meta = {"format": FORMAT, "scheme": scheme, "group_size": group_size,
-            "model_config": model.config.to_dict(), "quantized": list(layers)}
+    meta = {
+        "format": FORMAT,
+        "scheme": scheme,
+        "group_size": group_size,
+        "model_config": model.config.to_dict(),
+        "quantized": list(layers),
+    }
     with atomic_directory(folder) as tmp:
         save_file(unique_tensors(model), tmp / WEIGHTS)  # a tied lm_head: stored once
         (tmp / META).write_text(json.dumps(meta, indent=2))
     return Path(folder)
 
 
-def load_quantized(folder: str | os.PathLike, config: ModelConfig | None = None) -> Transformer:
+def load_quantized(
+    folder: str | os.PathLike, config: ModelConfig | None = None
+) -> Transformer:
     """Rebuild a model saved by save_quantized, ready for inference (eval mode, on the CPU).
 
     `config`, if given, must equal the saved one: the stored integers only fit the shapes they came from.
@@ -288,28 +376,52 @@ def load_quantized(folder: str | os.PathLike, config: ModelConfig | None = None)
     folder = Path(folder)
     for name in (META, WEIGHTS):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} not found: not a folder written by save_quantized")
+            raise FileNotFoundError(
+                f"{folder / name} not found: not a folder written by save_quantized"
+            )
     meta = json.loads((folder / META).read_text())
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{folder / META} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise ValueError(
+            f"{folder / META} has format {meta.get('format')!r}, expected {FORMAT!r}"
+        )
     saved = ModelConfig.from_dict(meta["model_config"])
     if config is not None and config != saved:
-        diffs = [f"{k}={v!r} (saved: {saved.to_dict()[k]!r})" for k, v in config.to_dict().items()
-                 if saved.to_dict()[k] != v]
-        raise ValueError(f"config does not match the quantized model in {folder}: {', '.join(diffs)}")
+        diffs = [
+            f"{k}={v!r} (saved: {saved.to_dict()[k]!r})"
+            for k, v in config.to_dict().items()
+            if saved.to_dict()[k] != v
+        ]
+        raise ValueError(
+            f"config does not match the quantized model in {folder}: {', '.join(diffs)}"
+        )
     model = Transformer(saved)
     linears = dict(model.named_modules())
     for name in meta["quantized"]:
         linear = linears.get(name)
         if not isinstance(linear, nn.Linear):
-            raise ValueError(f"{folder / META} lists '{name}', which is not a Linear layer of this model")
-        _replace(model, name, QuantLinear(linear.in_features, linear.out_features, meta["scheme"],
-                                          meta["group_size"], bias=linear.bias is not None))
-    model.load_weights(load_file(folder / WEIGHTS, device="cpu"), source=str(folder / WEIGHTS))
+            raise ValueError(
+                f"{folder / META} lists '{name}', which is not a Linear layer of this model"
+            )
+        _replace(
+            model,
+            name,
+            QuantLinear(
+                linear.in_features,
+                linear.out_features,
+                meta["scheme"],
+                meta["group_size"],
+                bias=linear.bias is not None,
+            ),
+        )
+    model.load_weights(
+        load_file(folder / WEIGHTS, device="cpu"), source=str(folder / WEIGHTS)
+    )
     return model.eval()
 
 
-def torch_dynamic_int8(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+def torch_dynamic_int8(
+    model: nn.Module, skip: tuple[str, ...] = ("lm_head",)
+) -> nn.Module:
     """PyTorch's own dynamic int8 quantization of a copy of `model`, as a reference to compare against.
 
     It differs from ours: one scale per whole matrix (not per row), and it also quantizes the
@@ -320,32 +432,49 @@ def torch_dynamic_int8(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -
     try:
         from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
     except ImportError as err:
-        raise RuntimeError(f"torch {torch.__version__} no longer has torch.ao.quantization.quantize_dynamic "
-                           f"(moved to the torchao package): the torch reference is unavailable") from err
-    spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not _skipped(name, skip)}
+        raise RuntimeError(
+            f"torch {torch.__version__} no longer has torch.ao.quantization.quantize_dynamic "
+            f"(moved to the torchao package): the torch reference is unavailable"
+        ) from err
+    spec = {
+        name: default_dynamic_qconfig
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not _skipped(name, skip)
+    }
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation notices of torch.ao.quantization and qint8 tensors
+        warnings.simplefilter(
+            "ignore"
+        )  # deprecation notices of torch.ao.quantization and qint8 tensors
         return quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8).eval()
 
 
 def _as_matrix(w: torch.Tensor) -> torch.Tensor:
     if w.dim() != 2 or not w.dtype.is_floating_point:
-        raise ValueError(f"expected a float weight matrix (out, in), got {w.dtype} of shape {tuple(w.shape)}")
+        raise ValueError(
+            f"expected a float weight matrix (out, in), got {w.dtype} of shape {tuple(w.shape)}"
+        )
     return w.detach().float()
 
 
 def _check_scheme(scheme: str) -> None:
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}: choose one of {', '.join(SCHEMES)}")
+        raise ValueError(
+            f"unknown scheme {scheme!r}: choose one of {', '.join(SCHEMES)}"
+        )
 
 
 def _check_group_size(group_size: int | None, in_features: int, where: str) -> None:
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, int)
+        or group_size <= 0
+    ):
         raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
     if in_features % group_size:
-        raise ValueError(f"group_size {group_size} does not divide in_features={in_features} of {where}: "
-                         f"choose a divisor of {in_features}, or skip this layer")
+        raise ValueError(
+            f"group_size {group_size} does not divide in_features={in_features} of {where}: "
+            f"choose a divisor of {in_features}, or skip this layer"
+        )
 
 
 def _skipped(name: str, skip: tuple[str, ...]) -> bool:

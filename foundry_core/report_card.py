@@ -23,23 +23,35 @@ from .evaluate import contamination, perplexity
 from .export import save_gguf, save_hf
 from .hardware import detect
 from .presets import Preset, course_seed
-from .quantize import fitting_group_sizes, linear_size_bytes, quantize_model, save_quantized
+from .quantize import (
+    fitting_group_sizes,
+    linear_size_bytes,
+    quantize_model,
+    save_quantized,
+)
 
 
 @dataclass
 class ReportCard:
     preset: Preset
     hardware: str
-    stages: list[dict] = field(default_factory=list)  # {"stage", "seconds", "metrics": {...}}
+    stages: list[dict] = field(
+        default_factory=list
+    )  # {"stage", "seconds", "metrics": {...}}
 
     def markdown(self) -> str:
-        lines = [f"# Report card: preset `{self.preset.name}`", "",
-                 f"- hardware: {self.hardware}",
-                 f"- model: {self.preset.model.num_params() / 1e6:.2f}M parameters, "
-                 f"{self.preset.model.n_layers} layers, d_model {self.preset.model.d_model}, "
-                 f"vocabulary {self.preset.model.vocab_size}",
-                 f"- total time: {sum(s['seconds'] for s in self.stages):.0f} s", "",
-                 "| stage | time (s) | metrics |", "|---|---|---|"]
+        lines = [
+            f"# Report card: preset `{self.preset.name}`",
+            "",
+            f"- hardware: {self.hardware}",
+            f"- model: {self.preset.model.num_params() / 1e6:.2f}M parameters, "
+            f"{self.preset.model.n_layers} layers, d_model {self.preset.model.d_model}, "
+            f"vocabulary {self.preset.model.vocab_size}",
+            f"- total time: {sum(s['seconds'] for s in self.stages):.0f} s",
+            "",
+            "| stage | time (s) | metrics |",
+            "|---|---|---|",
+        ]
         for s in self.stages:
             metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in s["metrics"].items())
             lines.append(f"| {s['stage']} | {s['seconds']:.1f} | {metrics} |")
@@ -47,13 +59,29 @@ class ReportCard:
 
 
 def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+    return (
+        f"{value:.4g}"
+        if isinstance(value, float)
+        else f"{value:,}"
+        if isinstance(value, int)
+        else str(value)
+    )
 
 
 # The report card's steps: the pipeline's stages (tasks aside, which the later ones use), then what the
 # last chapters do with the aligned model.
-STEPS = ("corpus", "tokenizer", "tokens", "pretrained", "sft", "reward", "dpo", "evaluation", "quantize",
-         "export")
+STEPS = (
+    "corpus",
+    "tokenizer",
+    "tokens",
+    "pretrained",
+    "sft",
+    "reward",
+    "dpo",
+    "evaluation",
+    "quantize",
+    "export",
+)
 
 
 class _Steps:
@@ -73,48 +101,76 @@ class _Steps:
 
     def tokenizer(self) -> dict:
         sample = "".join(d.text for d in self.documents[1])[:200_000]
-        return {"vocabulary": len(self.text_tokenizer),
-                "bytes per token (validation)": len(sample.encode()) / len(self.text_tokenizer.encode(sample))}
+        return {
+            "vocabulary": len(self.text_tokenizer),
+            "bytes per token (validation)": len(sample.encode())
+            / len(self.text_tokenizer.encode(sample)),
+        }
 
     def tokens(self) -> dict:
-        return {"train tokens": len(read_tokens(pipeline.ensure_tokens(self.preset)[0])),
-                "validation tokens": len(self.val_tokens)}
+        return {
+            "train tokens": len(read_tokens(pipeline.ensure_tokens(self.preset)[0])),
+            "validation tokens": len(self.val_tokens),
+        }
 
     def pretrained(self) -> dict:
         self.models["base"], history = pipeline.ensure_pretrained(self.preset)
-        return {"steps": history[-1]["step"], "train loss": history[-1]["loss"],
-                "validation loss": history[-1]["val_loss"], "perplexity": self._perplexity(self.models["base"])}
+        return {
+            "steps": history[-1]["step"],
+            "train loss": history[-1]["loss"],
+            "validation loss": history[-1]["val_loss"],
+            "perplexity": self._perplexity(self.models["base"]),
+        }
 
     def sft(self) -> dict:
         self.models["sft"], history = pipeline.ensure_sft(self.preset)
-        return {"held-out accuracy (base)": self._accuracy(self.models["base"])["all"],
-                "held-out accuracy (SFT)": self._accuracy(self.models["sft"])["all"],
-                "held-out loss": history[-1]["val_loss"]}
+        return {
+            "held-out accuracy (base)": self._accuracy(self.models["base"])["all"],
+            "held-out accuracy (SFT)": self._accuracy(self.models["sft"])["all"],
+            "held-out loss": history[-1]["val_loss"],
+        }
 
     def reward(self) -> dict:
         _, history = pipeline.ensure_reward(self.preset)
-        return {"held-out pairwise accuracy": history[-1]["val_accuracy"],
-                "held-out margin": history[-1]["val_margin"]}
+        return {
+            "held-out pairwise accuracy": history[-1]["val_accuracy"],
+            "held-out margin": history[-1]["val_margin"],
+        }
 
     def dpo(self) -> dict:
         self.models["dpo"], history = pipeline.ensure_dpo(self.preset)
-        return {"held-out DPO accuracy": history[-1]["val_accuracy"],
-                "sampled accuracy (SFT)": self._accuracy(self.models["sft"], 1.0)["all"],
-                "sampled accuracy (DPO)": self._accuracy(self.models["dpo"], 1.0)["all"]}
+        return {
+            "held-out DPO accuracy": history[-1]["val_accuracy"],
+            "sampled accuracy (SFT)": self._accuracy(self.models["sft"], 1.0)["all"],
+            "sampled accuracy (DPO)": self._accuracy(self.models["dpo"], 1.0)["all"],
+        }
 
     def evaluation(self) -> dict:
         tasks = pipeline.ensure_tasks(self.preset)
-        leak = contamination([e.line.text for e in tasks.test], [e.line.text for e in tasks.train])
-        return {**{f"perplexity ({name})": self._perplexity(model) for name, model in self.models.items()},
-                "held-out lines": len(tasks.test), "of them mostly inside SFT training lines": len(leak.flagged)}
+        leak = contamination(
+            [e.line.text for e in tasks.test], [e.line.text for e in tasks.train]
+        )
+        return {
+            **{
+                f"perplexity ({name})": self._perplexity(model)
+                for name, model in self.models.items()
+            },
+            "held-out lines": len(tasks.test),
+            "of them mostly inside SFT training lines": len(leak.flagged),
+        }
 
     def quantize(self) -> dict:
         model = self.models["dpo"]
         fitting = fitting_group_sizes(model, (8, 16, 32, 64, 128))
         if not fitting:
-            raise ValueError("no int4 group size from 8 to 128 divides every layer width of this model")
+            raise ValueError(
+                "no int4 group size from 8 to 128 divides every layer width of this model"
+            )
         group = max(fitting)  # the fewest scales: int4 at its smallest
-        metrics = {"fp32 MB": linear_size_bytes(model) / 1e6, "fp32 perplexity": self._perplexity(model)}
+        metrics = {
+            "fp32 MB": linear_size_bytes(model) / 1e6,
+            "fp32 perplexity": self._perplexity(model),
+        }
         for scheme in ("int8", "int4"):
             quantized = quantize_model(copy.deepcopy(model), scheme, group)
             label = scheme if scheme == "int8" else f"int4 g{group}"
@@ -126,36 +182,62 @@ class _Steps:
     def export(self) -> dict:
         hf = save_hf(self.models["dpo"], self.out / "export" / "hf")
         self.text_tokenizer.save(hf / "tokenizer.model")
-        gguf = save_gguf(self.models["dpo"], self.text_tokenizer, self.out / "export" / "model.gguf")
-        return {"hugging face folder": str(hf), "gguf file": str(gguf), "gguf MB": gguf.stat().st_size / 1e6}
+        gguf = save_gguf(
+            self.models["dpo"], self.text_tokenizer, self.out / "export" / "model.gguf"
+        )
+        return {
+            "hugging face folder": str(hf),
+            "gguf file": str(gguf),
+            "gguf MB": gguf.stat().st_size / 1e6,
+        }
 
     def _perplexity(self, model) -> float:
-        return perplexity(model, self.val_tokens, self.preset.train.seq_len,
-                          max_windows=self.preset.evaluation.max_windows)
+        return perplexity(
+            model,
+            self.val_tokens,
+            self.preset.train.seq_len,
+            max_windows=self.preset.evaluation.max_windows,
+        )
 
     def _accuracy(self, model, temperature: float = 0.0) -> dict[str, float]:
-        graded = grade(model, self.text_tokenizer, pipeline.ensure_tasks(self.preset).test,
-                       max_new_tokens=self.preset.align.max_new_tokens, temperature=temperature,
-                       generator=torch.Generator().manual_seed(course_seed()))
+        graded = grade(
+            model,
+            self.text_tokenizer,
+            pipeline.ensure_tasks(self.preset).test,
+            max_new_tokens=self.preset.align.max_new_tokens,
+            temperature=temperature,
+            generator=torch.Generator().manual_seed(course_seed()),
+        )
         return accuracy_by_task(graded)
 
 
-def run_all(preset: Preset, out: Path | None = None, log: Callable[[str], None] = print) -> ReportCard:
+def run_all(
+    preset: Preset, out: Path | None = None, log: Callable[[str], None] = print
+) -> ReportCard:
     """Run (or reuse) every stage for `preset`, write report.md (and report.json) into `out`."""
     out = out or pipeline.artifacts_root() / preset.name
     card = ReportCard(preset, _describe_hardware())
     started = time.perf_counter()
-    steps = _Steps(preset, out)  # builds the data stages, which the first three steps report
+    steps = _Steps(
+        preset, out
+    )  # builds the data stages, which the first three steps report
     for number, name in enumerate(STEPS, 1):
         metrics = getattr(steps, name)()
         seconds, started = time.perf_counter() - started, time.perf_counter()
         card.stages.append({"stage": name, "seconds": seconds, "metrics": metrics})
-        log(f"[{number}/{len(STEPS)}] {name:<11} {seconds:7.1f} s  "
-            + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
+        log(
+            f"[{number}/{len(STEPS)}] {name:<11} {seconds:7.1f} s  "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(card.markdown())
-    (out / "report.json").write_text(json.dumps({"preset": preset.name, "hardware": card.hardware,
-                                                 "stages": card.stages}, indent=1, default=str))
+    (out / "report.json").write_text(
+        json.dumps(
+            {"preset": preset.name, "hardware": card.hardware, "stages": card.stages},
+            indent=1,
+            default=str,
+        )
+    )
     return card
 
 

@@ -40,18 +40,30 @@ class Run:
 
 def recipe(preset: Preset) -> dict:
     """Every setting of a preset, as plain data (what run.json records)."""
-    return {"name": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
-            "data": asdict(preset.data), "align": preset.align.to_dict(),
-            "evaluation": preset.evaluation.to_dict()}
+    return {
+        "name": preset.name,
+        "model": preset.model.to_dict(),
+        "train": preset.train.to_dict(),
+        "data": asdict(preset.data),
+        "align": preset.align.to_dict(),
+        "evaluation": preset.evaluation.to_dict(),
+    }
 
 
-def describe_run(folder: str | Path, stage: str, preset: Preset, tokenizer: Tokenizer) -> None:
+def describe_run(
+    folder: str | Path, stage: str, preset: Preset, tokenizer: Tokenizer
+) -> None:
     """Write run.json and tokenizer.model into `folder` (atomically each)."""
     folder = Path(folder)
     from . import __version__
 
-    info = {"format": RUN_FORMAT, "stage": stage, "preset": preset.name, "foundry_core": __version__,
-            "recipe": recipe(preset)}
+    info = {
+        "format": RUN_FORMAT,
+        "stage": stage,
+        "preset": preset.name,
+        "foundry_core": __version__,
+        "recipe": recipe(preset),
+    }
     tokenizer.save(folder / TOKENIZER)
     atomic_write_bytes(folder / INFO, (json.dumps(info, indent=1) + "\n").encode())
 
@@ -65,7 +77,9 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     checkpoint = path if (path / STATE).is_file() else latest_checkpoint(path)
     if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint in {path}: train one with `python -m foundry_core run pretrain`")
+        raise FileNotFoundError(
+            f"no checkpoint in {path}: train one with `python -m foundry_core run pretrain`"
+        )
     folder = checkpoint.parent
     info = _read_info(folder)
     try:
@@ -73,10 +87,16 @@ def load_run(path: str | Path) -> Run:
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001  (a truncated or overwritten file: say which, not where in torch)
-        raise ValueError(f"{checkpoint} is damaged and cannot be read ({type(err).__name__}: {err}); "
-                         f"load an earlier checkpoint of {folder}, or rebuild the stage") from None
+        raise ValueError(
+            f"{checkpoint} is damaged and cannot be read ({type(err).__name__}: {err}); "
+            f"load an earlier checkpoint of {folder}, or rebuild the stage"
+        ) from None
     config = ModelConfig.from_dict(state["model_config"])
-    model = RewardModel(Transformer(config)) if info["stage"] == "reward" else Transformer(config)
+    model = (
+        RewardModel(Transformer(config))
+        if info["stage"] == "reward"
+        else Transformer(config)
+    )
     model.load_weights(weights, source=str(checkpoint))
     tokenizer = Tokenizer.load(folder / TOKENIZER)
     tokenizer.check_compatible(config.vocab_size)
@@ -85,15 +105,21 @@ def load_run(path: str | Path) -> Run:
 
 def _read_info(folder: Path) -> dict:
     if not is_described(folder):
-        raise ValueError(f"{folder} has no {INFO} and {TOKENIZER}: it was written by an older foundry_core, "
-                         f"before run folders described themselves. Delete it and build the stage again "
-                         f"(`python -m foundry_core run <stage> --preset <name>`)")
+        raise ValueError(
+            f"{folder} has no {INFO} and {TOKENIZER}: it was written by an older foundry_core, "
+            f"before run folders described themselves. Delete it and build the stage again "
+            f"(`python -m foundry_core run <stage> --preset <name>`)"
+        )
     try:
         info = json.loads((folder / INFO).read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{folder / INFO} is damaged ({err}): delete the folder and build the stage again") from None
+        raise ValueError(
+            f"{folder / INFO} is damaged ({err}): delete the folder and build the stage again"
+        ) from None
     if info.get("format") != RUN_FORMAT:
-        raise ValueError(f"{folder} holds a run in format {info.get('format')!r}, written by foundry_core "
-                         f"{info.get('foundry_core', '?')}; this one reads format {RUN_FORMAT}: build the "
-                         f"stage again with this version")
+        raise ValueError(
+            f"{folder} holds a run in format {info.get('format')!r}, written by foundry_core "
+            f"{info.get('foundry_core', '?')}; this one reads format {RUN_FORMAT}: build the "
+            f"stage again with this version"
+        )
     return info

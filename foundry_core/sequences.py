@@ -8,17 +8,25 @@ from typing import Sequence
 import torch
 from torch import nn
 
-IGNORE = -100  # a target with this id counts for nothing in the loss: prompt tokens, padding
+IGNORE = (
+    -100
+)  # a target with this id counts for nothing in the loss: prompt tokens, padding
 
 
 def pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     """Rows of different lengths as one (batch, longest) tensor, filled with `value` on the right."""
     longest = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (longest - len(r)) for r in rows], dtype=torch.long)
+    return torch.tensor(
+        [list(r) + [value] * (longest - len(r)) for r in rows], dtype=torch.long
+    )
 
 
-def sequence_logprobs(model: nn.Module, ids: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(
+    model: nn.Module, ids: torch.Tensor, answer: torch.Tensor
+) -> torch.Tensor:
     """Sum of log p(token | everything before it) over the answer tokens of each sequence, (batch,)."""
     logits = model(ids[:, :-1])[0].float()
-    token_logprobs = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(-1)
+    token_logprobs = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(
+        -1
+    )
     return (token_logprobs * answer[:, 1:]).sum(-1)

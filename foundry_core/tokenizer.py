@@ -35,9 +35,13 @@ MODEL_FILENAME = "tokenizer.model"
 
 _MIN_LEARNED_PIECES = 16  # below this a "trained" tokenizer has learned next to nothing
 _SPACE_MARK = "\u2581"  # "▁": SentencePiece's stand-in for a space
-_SPM_MAX_LINE_BYTES = 4192  # SentencePiece's default max_sentence_length: longer lines are dropped
+_SPM_MAX_LINE_BYTES = (
+    4192  # SentencePiece's default max_sentence_length: longer lines are dropped
+)
 # kana, CJK ideographs (+ extension A, compatibility, extensions B-F), Hangul syllables
-_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]")
+_CJK = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]"
+)
 
 
 # ---------------------------------------------------------------- the SentencePiece tokenizer
@@ -51,7 +55,11 @@ class Tokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
         self.vocab_size = self.sp.get_piece_size()
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = (
-            self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+            self.sp.pad_id(),
+            self.sp.unk_id(),
+            self.sp.bos_id(),
+            self.sp.eos_id(),
+        )
         # "▁" in the input would come back as a space, so we spell it as its three byte pieces.
         mark = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_MARK.encode()]
         self._mark_ids = mark if all(self.sp.is_byte(i) for i in mark) else []
@@ -61,7 +69,9 @@ class Tokenizer:
         """Load ``tokenizer.model`` (or the directory holding it)."""
         path = _model_path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer model at {path}: train one with train_tokenizer() first")
+            raise FileNotFoundError(
+                f"no tokenizer model at {path}: train one with train_tokenizer() first"
+            )
         return cls(path.read_bytes())
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -76,15 +86,22 @@ class Tokenizer:
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         """Token ids for one string, optionally wrapped in <s> ... </s>."""
         if not isinstance(text, str):
-            raise TypeError(f"encode takes one str, got {type(text).__name__}; use encode_batch for a list")
+            raise TypeError(
+                f"encode takes one str, got {type(text).__name__}; use encode_batch for a list"
+            )
         ids = self._encode_text(text)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
-    def encode_batch(self, texts: Iterable[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
+    def encode_batch(
+        self, texts: Iterable[str], bos: bool = False, eos: bool = False
+    ) -> list[list[int]]:
         """encode() for many strings; SentencePiece loops in C++, which is much faster than Python."""
         texts = list(texts)
         batch = self.sp.encode(texts, add_bos=bos, add_eos=eos)
-        return [self.encode(t, bos, eos) if _SPACE_MARK in t else ids for t, ids in zip(texts, batch)]
+        return [
+            self.encode(t, bos, eos) if _SPACE_MARK in t else ids
+            for t, ids in zip(texts, batch)
+        ]
 
     def decode(self, ids: Sequence[int] | Any) -> str:
         """The text for a list of ids (a tensor or array works too); pad/bos/eos decode to nothing."""
@@ -105,7 +122,11 @@ class Tokenizer:
 
     def special_token_ids(self) -> dict[str, int]:
         """Control pieces (<pad> <unk> <s> </s>) and user-defined ones (the chat markers), by name."""
-        ids = {self.id_to_piece(i): i for i in range(self.vocab_size) if self.sp.is_control(i) or self.sp.is_unknown(i)}
+        ids = {
+            self.id_to_piece(i): i
+            for i in range(self.vocab_size)
+            if self.sp.is_control(i) or self.sp.is_unknown(i)
+        }
         ids.update({p: self.piece_to_id(p) for p in self._user_defined})
         return dict(sorted(ids.items(), key=lambda kv: kv[1]))
 
@@ -121,7 +142,9 @@ class Tokenizer:
     def _check_ids(self, ids: list[int]) -> None:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(f"token id {bad[0]} is outside this tokenizer's range 0..{self.vocab_size - 1}")
+            raise ValueError(
+                f"token id {bad[0]} is outside this tokenizer's range 0..{self.vocab_size - 1}"
+            )
 
     def _encode_text(self, text: str) -> list[int]:
         if _SPACE_MARK not in text or not self._mark_ids:
@@ -136,14 +159,24 @@ class Tokenizer:
         # The Python binding has no is_user_defined(), and protobuf is not a dependency, so we read the
         # piece types from the model file ourselves: ModelProto.pieces (field 1) holds, per piece, the
         # text (field 1) and the type (field 3; USER_DEFINED = 4).
-        pieces = [dict(_proto_fields(value)) for num, value in _proto_fields(self.model_proto) if num == 1]
+        pieces = [
+            dict(_proto_fields(value))
+            for num, value in _proto_fields(self.model_proto)
+            if num == 1
+        ]
         return [p[1].decode() for p in pieces if p.get(3) == 4]
 
 
 def train_tokenizer(
-    texts: Iterable[str] | str | os.PathLike, vocab_size: int, out_dir: str | os.PathLike, *,
-    character_coverage: float | None = None, byte_fallback: bool = True,
-    special_tokens: Sequence[str] = SPECIAL_TOKENS, seed: int = 0, num_threads: int = 4,
+    texts: Iterable[str] | str | os.PathLike,
+    vocab_size: int,
+    out_dir: str | os.PathLike,
+    *,
+    character_coverage: float | None = None,
+    byte_fallback: bool = True,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    seed: int = 0,
+    num_threads: int = 4,
 ) -> Tokenizer:
     """Train a SentencePiece BPE tokenizer and write ``<out_dir>/tokenizer.model`` atomically.
 
@@ -157,25 +190,47 @@ def train_tokenizer(
     _check_vocab_size(vocab_size, special_tokens, byte_fallback)
     lines = _read_lines(texts)
     if not lines:
-        raise ValueError("the training corpus is empty: pass at least one non-empty text or a non-empty file")
+        raise ValueError(
+            "the training corpus is empty: pass at least one non-empty text or a non-empty file"
+        )
     if character_coverage is None:
         character_coverage = _auto_character_coverage(lines)
-    spm.set_random_generator_seed(seed)  # BPE on all lines in order draws nothing random; this is insurance
-    model = io.BytesIO()  # model_writer keeps the temp path out of the model file (model_prefix is stored)
+    spm.set_random_generator_seed(
+        seed
+    )  # BPE on all lines in order draws nothing random; this is insurance
+    model = (
+        io.BytesIO()
+    )  # model_writer keeps the temp path out of the model file (model_prefix is stored)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
-            character_coverage=character_coverage, byte_fallback=byte_fallback,
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            character_coverage=character_coverage,
+            byte_fallback=byte_fallback,
             user_defined_symbols=list(special_tokens),
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-            pad_piece=CONTROL_PIECES[0], unk_piece=CONTROL_PIECES[1],
-            bos_piece=CONTROL_PIECES[2], eos_piece=CONTROL_PIECES[3],
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece=CONTROL_PIECES[0],
+            unk_piece=CONTROL_PIECES[1],
+            bos_piece=CONTROL_PIECES[2],
+            eos_piece=CONTROL_PIECES[3],
             # exact round trip: keep every space, no "▁" prepended, no Unicode normalization
-            normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-            allow_whitespace_only_pieces=True, split_digits=True,
+            normalization_rule_name="identity",
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
             # determinism: every line, in the given order; lines past the default 4192 bytes are silently dropped
-            input_sentence_size=0, shuffle_input_sentence=False, num_threads=num_threads,
-            max_sentence_length=max(_SPM_MAX_LINE_BYTES, max(len(s.encode()) for s in lines)),
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            num_threads=num_threads,
+            max_sentence_length=max(
+                _SPM_MAX_LINE_BYTES, max(len(s.encode()) for s in lines)
+            ),
             minloglevel=2,
         )
     except RuntimeError as err:
@@ -185,11 +240,17 @@ def train_tokenizer(
     return tokenizer
 
 
-def _check_vocab_size(vocab_size: int, special_tokens: tuple[str, ...], byte_fallback: bool) -> None:
+def _check_vocab_size(
+    vocab_size: int, special_tokens: tuple[str, ...], byte_fallback: bool
+) -> None:
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
         raise ValueError(f"vocab_size must be an integer, got {vocab_size!r}")
-    if any(not isinstance(t, str) or not t for t in special_tokens) or len(set(special_tokens)) < len(special_tokens):
-        raise ValueError(f"special_tokens must be distinct non-empty strings, got {special_tokens!r}")
+    if any(not isinstance(t, str) or not t for t in special_tokens) or len(
+        set(special_tokens)
+    ) < len(special_tokens):
+        raise ValueError(
+            f"special_tokens must be distinct non-empty strings, got {special_tokens!r}"
+        )
     reserved = len(CONTROL_PIECES) + len(special_tokens) + 256 * byte_fallback
     if vocab_size < reserved + _MIN_LEARNED_PIECES:
         raise ValueError(
@@ -202,7 +263,9 @@ def _check_vocab_size(vocab_size: int, special_tokens: tuple[str, ...], byte_fal
 def _explain_training_error(err: RuntimeError, vocab_size: int) -> Exception:
     """Turn SentencePiece's internal check failures into one line that says what to change."""
     message = str(err)
-    too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message)
+    too_high = re.search(
+        r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message
+    )
     if too_high:
         return ValueError(
             f"vocab_size {vocab_size} is too large for this corpus: at most {too_high.group(1)} is possible; "
@@ -228,8 +291,12 @@ def _read_lines(texts: Iterable[str] | str | os.PathLike) -> list[str]:
     if isinstance(texts, (str, os.PathLike)):
         path = Path(texts)
         if not path.is_file():
-            raise FileNotFoundError(f"no corpus file at {str(path)[:80]!r}: pass a file's path or a list of strings")
-        texts = [path.read_bytes().decode("utf-8")]  # bytes as they are: no newline translation
+            raise FileNotFoundError(
+                f"no corpus file at {str(path)[:80]!r}: pass a file's path or a list of strings"
+            )
+        texts = [
+            path.read_bytes().decode("utf-8")
+        ]  # bytes as they are: no newline translation
     return [line for text in texts for line in text.split("\n") if line]
 
 
@@ -262,7 +329,7 @@ def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:
         else:  # length-delimited (wire type 2) or fixed 64/32 bits (1/5)
             size = varint() if key & 7 == 2 else {1: 8, 5: 4}[key & 7]
             pos += size
-            yield key >> 3, buf[pos - size:pos]
+            yield key >> 3, buf[pos - size : pos]
 
 
 # ---------------------------------------------------------------- a teaching BPE, in plain Python
@@ -324,7 +391,9 @@ class BPEModel:
     def __post_init__(self) -> None:
         self.vocab = {i: bytes([i]) for i in range(256)}
         self._ids = {token: i for i, token in self.vocab.items()}
-        for merge in self.merges:  # two merges can spell the same bytes; the token keeps its first id
+        for merge in (
+            self.merges
+        ):  # two merges can spell the same bytes; the token keeps its first id
             if merge.new_token not in self._ids:
                 self._ids[merge.new_token] = len(self.vocab)
                 self.vocab[len(self.vocab)] = merge.new_token

@@ -20,8 +20,14 @@ import torch
 from torch.utils.data import Dataset
 
 from . import parallel as par
-from .checkpoint import (checkpoint_dir, latest_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import TrainConfig, check_compatible
 from .data.dataset import Resampled, TokenWindows, make_loader
 from .hardware import HardwareInfo, Precision, choose_precision, detect, prepare_device
@@ -34,10 +40,15 @@ class TrainingDiverged(RuntimeError):
 # A loss function takes the (possibly wrapped) model and one batch, already on the device, and returns the
 # loss to minimise and any metrics worth logging. Post-training (SFT, reward model, DPO) reuses the whole
 # loop below by passing its own.
-LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+LossFn = Callable[
+    [torch.nn.Module, tuple[torch.Tensor, ...]],
+    tuple[torch.Tensor, dict[str, torch.Tensor]],
+]
 
 
-def language_model_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+def language_model_loss(
+    model: torch.nn.Module, batch: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, dict]:
     """Next-token cross-entropy on (inputs, targets); targets of -100 are ignored."""
     inputs, targets = batch
     return model(inputs, targets)[1], {}
@@ -51,8 +62,13 @@ def lr_at(step: int, config: TrainConfig) -> float:
     """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+    progress = min(
+        1.0,
+        (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps),
+    )
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (
+        1 + math.cos(math.pi * progress)
+    )
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -62,11 +78,18 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     the normalisation, and on the embedding it shrinks rare tokens' vectors just for being rare.
     """
     decay, no_decay = [], []
-    embedding = {id(p) for name, p in model.named_parameters() if "embed_tokens" in name}
+    embedding = {
+        id(p) for name, p in model.named_parameters() if "embed_tokens" in name
+    }
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 and id(param) not in embedding else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (
+                decay if param.dim() >= 2 and id(param) not in embedding else no_decay
+            ).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
 
 
@@ -81,12 +104,24 @@ class Trainer:
     the model and averages gradients, "fsdp" shards weights, gradients and AdamW state (see parallel.py).
     """
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, train_tokens: np.ndarray | Dataset,
-                 val_tokens: np.ndarray | Dataset | None = None, out_dir: str | Path | None = None,
-                 hardware: HardwareInfo | None = None, rank: int = 0, world_size: int = 1,
-                 checkpoint_interval: int | None = None, keep_checkpoints: int = 3, peak_tflops: float | None = None,
-                 callbacks: tuple[Callable[["Trainer", dict], None], ...] = (), progress: bool = False,
-                 loss_fn: LossFn = language_model_loss, parallel: str = "ddp"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        train_tokens: np.ndarray | Dataset,
+        val_tokens: np.ndarray | Dataset | None = None,
+        out_dir: str | Path | None = None,
+        hardware: HardwareInfo | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        checkpoint_interval: int | None = None,
+        keep_checkpoints: int = 3,
+        peak_tflops: float | None = None,
+        callbacks: tuple[Callable[["Trainer", dict], None], ...] = (),
+        progress: bool = False,
+        loss_fn: LossFn = language_model_loss,
+        parallel: str = "ddp",
+    ):
         check_compatible(model.config, config)
         par.check_parallel(parallel, world_size)
         self.hardware = hardware or detect()
@@ -94,30 +129,51 @@ class Trainer:
         prepare_device(self.hardware)
         self.precision: Precision = choose_precision(self.hardware, config.dtype)
         if parallel == "fsdp" and self.precision.grad_scaler:
-            raise ValueError("FSDP here trains in bf16 or fp32; fp16 with loss scaling (a GPU without bf16) "
-                             "needs parallel='ddp' or dtype='float32'")
+            raise ValueError(
+                "FSDP here trains in bf16 or fp32; fp16 with loss scaling (a GPU without bf16) "
+                "needs parallel='ddp' or dtype='float32'"
+            )
         self.model = model.to(self.device)
         self.model.gradient_checkpointing = config.grad_checkpointing
-        self.config, self.rank, self.world_size, self.parallel = config, rank, world_size, parallel
+        self.config, self.rank, self.world_size, self.parallel = (
+            config,
+            rank,
+            world_size,
+            parallel,
+        )
         self.out_dir = Path(out_dir) if out_dir else None
         self.checkpoint_interval, self.keep = checkpoint_interval, keep_checkpoints
-        self.peak_tflops, self.callbacks, self.progress = peak_tflops, callbacks, progress
+        self.peak_tflops, self.callbacks, self.progress = (
+            peak_tflops,
+            callbacks,
+            progress,
+        )
         self.loss_fn = loss_fn
-        examples = config.max_steps * config.grad_accum_steps * config.batch_size * world_size
+        examples = (
+            config.max_steps * config.grad_accum_steps * config.batch_size * world_size
+        )
         if isinstance(train_tokens, Dataset):
             self.train_data = Resampled(train_tokens, examples, seed=config.seed)
         else:
-            self.train_data = TokenWindows(train_tokens, config.seq_len, num_samples=examples, seed=config.seed)
+            self.train_data = TokenWindows(
+                train_tokens, config.seq_len, num_samples=examples, seed=config.seed
+            )
         if val_tokens is None or isinstance(val_tokens, Dataset):
             self.val_data = val_tokens
         else:
             self.val_data = TokenWindows(val_tokens, config.seq_len, strided=True)
-        if parallel == "fsdp":  # before the optimizer, which must hold the shards, not whole tensors
+        if (
+            parallel == "fsdp"
+        ):  # before the optimizer, which must hold the shards, not whole tensors
             par.shard_model(self.model)
         self.optimizer = make_optimizer(self.model, config)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.precision.grad_scaler
+        )
         self.forward = torch.compile(self.model) if config.compile else self.model
-        if world_size > 1 and parallel == "ddp":  # DDP averages the gradients of all ranks during backward
+        if (
+            world_size > 1 and parallel == "ddp"
+        ):  # DDP averages the gradients of all ranks during backward
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward = DistributedDataParallel(self.forward)
@@ -143,30 +199,46 @@ class Trainer:
             tokens += batch[0].numel()  # padded batches (SFT, DPO) vary in length
             # Under DDP or FSDP, only the last micro-batch's backward needs to exchange the gradients.
             last = micro == config.grad_accum_steps - 1
-            with par.gradient_sync(self.model if self.parallel == "fsdp" else self.forward, self.parallel, last):
+            with par.gradient_sync(
+                self.model if self.parallel == "fsdp" else self.forward,
+                self.parallel,
+                last,
+            ):
                 with self.autocast():
                     loss, extra = self.loss_fn(self.forward, batch)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"the loss became {loss.item()} at step {self.step} (lr {lr:.2e}): lower the learning "
                         f"rate, keep grad_clip > 0 and warmup_steps > 0, or use dtype='float32'; "
-                        f"the last good checkpoint is {self.last_checkpoint()}")
+                        f"the last good checkpoint is {self.last_checkpoint()}"
+                    )
                 self.scaler.scale(loss / config.grad_accum_steps).backward()
             losses.append(loss.item())
             for name, value in extra.items():
-                metrics[name] = metrics.get(name, 0.0) + float(value) / config.grad_accum_steps
+                metrics[name] = (
+                    metrics.get(name, 0.0) + float(value) / config.grad_accum_steps
+                )
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), config.grad_clip or float("inf")
+        )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         loss = sum(losses) / len(losses)
-        record = {"step": self.step, "loss": self._mean_over_ranks(loss), "lr": lr,
-                  "grad_norm": par.full_tensor(grad_norm).item(), "tokens": tokens * self.world_size,
-                  **{k: self._mean_over_ranks(v) for k, v in metrics.items()}}
+        record = {
+            "step": self.step,
+            "loss": self._mean_over_ranks(loss),
+            "lr": lr,
+            "grad_norm": par.full_tensor(grad_norm).item(),
+            "tokens": tokens * self.world_size,
+            **{k: self._mean_over_ranks(v) for k, v in metrics.items()},
+        }
         if self.world_size > 1:
-            record["rank_loss"] = loss  # this process's own micro-batches, before averaging over ranks
+            record["rank_loss"] = (
+                loss  # this process's own micro-batches, before averaging over ranks
+            )
         return record
 
     def _mean_over_ranks(self, value: float) -> float:
@@ -190,29 +262,52 @@ class Trainer:
         if self.val_data is None:
             raise ValueError("no validation data was given to the Trainer")
         batch_size = self.config.batch_size
-        limit = min(max_batches or self.config.eval_steps, len(self.val_data) // (batch_size * self.world_size))
+        limit = min(
+            max_batches or self.config.eval_steps,
+            len(self.val_data) // (batch_size * self.world_size),
+        )
         if limit == 0:
-            raise ValueError(f"the validation set holds fewer than batch_size={batch_size} examples per process")
+            raise ValueError(
+                f"the validation set holds fewer than batch_size={batch_size} examples per process"
+            )
         self.model.eval()
         totals: dict[str, float] = {}
-        for count, batch in enumerate(make_loader(self.val_data, batch_size, self.rank, self.world_size)):
+        for count, batch in enumerate(
+            make_loader(self.val_data, batch_size, self.rank, self.world_size)
+        ):
             if count == limit:
                 break
             with self.autocast():
-                loss, extra = self.loss_fn(self.forward, tuple(t.to(self.device) for t in batch))
+                loss, extra = self.loss_fn(
+                    self.forward, tuple(t.to(self.device) for t in batch)
+                )
             for name, value in {"loss": loss, **extra}.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         self.model.train()
-        return {name: self._mean_over_ranks(total / limit) for name, total in totals.items()}
+        return {
+            name: self._mean_over_ranks(total / limit) for name, total in totals.items()
+        }
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self, steps: int | None = None) -> list[dict]:
         """Train until max_steps (or `steps` more steps), evaluating and checkpointing on schedule."""
         config = self.config
-        stop = config.max_steps if steps is None else min(config.max_steps, self.step + steps)
+        stop = (
+            config.max_steps
+            if steps is None
+            else min(config.max_steps, self.step + steps)
+        )
         start_example = self.step * config.grad_accum_steps * config.batch_size
-        batches = iter(make_loader(self.train_data, config.batch_size, self.rank, self.world_size, start_example))
+        batches = iter(
+            make_loader(
+                self.train_data,
+                config.batch_size,
+                self.rank,
+                self.world_size,
+                start_example,
+            )
+        )
         flops_per_token = self.model.config.flops_per_token(config.seq_len)
         bar = _progress_bar(stop - self.step, self.progress)
         self.model.train()
@@ -222,12 +317,25 @@ class Trainer:
             elapsed = time.perf_counter() - started
             record["tokens_per_s"] = record["tokens"] / elapsed
             if self.peak_tflops:
-                record["mfu"] = flops_per_token * record["tokens"] / elapsed / (self.peak_tflops * 1e12)
-            if self.val_data is not None and (self.step % config.eval_interval == 0 or self.step == stop):
-                record.update({f"val_{k}": v for k, v in self.evaluate_metrics().items()})
+                record["mfu"] = (
+                    flops_per_token
+                    * record["tokens"]
+                    / elapsed
+                    / (self.peak_tflops * 1e12)
+                )
+            if self.val_data is not None and (
+                self.step % config.eval_interval == 0 or self.step == stop
+            ):
+                record.update(
+                    {f"val_{k}": v for k, v in self.evaluate_metrics().items()}
+                )
             self.history.append(record)
             self._log_history([record])
-            if self.out_dir and self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
+            if (
+                self.out_dir
+                and self.checkpoint_interval
+                and self.step % self.checkpoint_interval == 0
+            ):
                 self.save()  # every rank calls it: under FSDP all take part in gathering the shards
             for callback in self.callbacks:
                 callback(self, record)
@@ -247,15 +355,27 @@ class Trainer:
         if self.out_dir is None:
             raise ValueError("the Trainer has no out_dir to save checkpoints into")
         if self.parallel == "fsdp":
-            weights, optimizer = par.gather_weights(self.model), par.gather_optimizer_state(self.optimizer)
+            weights, optimizer = (
+                par.gather_weights(self.model),
+                par.gather_optimizer_state(self.optimizer),
+            )
         else:
-            weights, optimizer = self.model, (self.optimizer.state_dict() if self.rank == 0 else None)
+            weights, optimizer = (
+                self.model,
+                (self.optimizer.state_dict() if self.rank == 0 else None),
+            )
         path = checkpoint_dir(self.out_dir, self.step)
         if self.rank == 0:
-            state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(),
-                     "history": self.history, "train_config": self.config.to_dict(),
-                     "model_config": self.model.config.to_dict()}
-            path = save_checkpoint(self.out_dir, self.step, weights, state, keep=self.keep)
+            state = {
+                "optimizer": optimizer,
+                "scaler": self.scaler.state_dict(),
+                "history": self.history,
+                "train_config": self.config.to_dict(),
+                "model_config": self.model.config.to_dict(),
+            }
+            path = save_checkpoint(
+                self.out_dir, self.step, weights, state, keep=self.keep
+            )
         if self.world_size > 1:
             torch.distributed.barrier()
         return path
@@ -268,7 +388,9 @@ class Trainer:
         path = Path(path) if path else self.last_checkpoint()
         if path is None:
             raise FileNotFoundError(f"no checkpoint to resume from in {self.out_dir}")
-        if self.parallel == "fsdp":  # every rank reads the whole checkpoint and keeps its shards
+        if (
+            self.parallel == "fsdp"
+        ):  # every rank reads the whole checkpoint and keeps its shards
             weights, state = read_checkpoint(path)
             self._check_model_config(path, state)
             par.load_sharded(self.model, self.optimizer, weights, state["optimizer"])
@@ -279,7 +401,9 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.history, self.step = list(state["history"]), state["step"]
         set_rng_state(state["rng"])
-        if self.history_path and self.history_path.exists():  # drop the steps after the checkpoint
+        if (
+            self.history_path and self.history_path.exists()
+        ):  # drop the steps after the checkpoint
             self.history_path.unlink()
             self._log_history(self.history)
         return self.step
@@ -292,7 +416,9 @@ class Trainer:
         the run goes, so a plot or a script reads a run's curves from data, never from printed text."""
         if self.out_dir is None:
             return None
-        return self.out_dir / ("history.jsonl" if self.rank == 0 else f"history-rank{self.rank}.jsonl")
+        return self.out_dir / (
+            "history.jsonl" if self.rank == 0 else f"history-rank{self.rank}.jsonl"
+        )
 
     def _log_history(self, records: list[dict]) -> None:
         if self.history_path is None:
@@ -303,15 +429,21 @@ class Trainer:
 
     def _check_model_config(self, path: Path, state: dict) -> None:
         if state["model_config"] != self.model.config.to_dict():
-            raise ValueError(f"{path} was trained with a different ModelConfig: build the model from "
-                             f"ModelConfig.from_dict(state['model_config'])")
+            raise ValueError(
+                f"{path} was trained with a different ModelConfig: build the model from "
+                f"ModelConfig.from_dict(state['model_config'])"
+            )
 
 
 def read_history(run_dir: str | Path, rank: int = 0) -> list[dict]:
     """The per-step records a Trainer wrote into `run_dir` (rank 0's unless `rank` says otherwise)."""
-    path = Path(run_dir) / ("history.jsonl" if rank == 0 else f"history-rank{rank}.jsonl")
+    path = Path(run_dir) / (
+        "history.jsonl" if rank == 0 else f"history-rank{rank}.jsonl"
+    )
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: no Trainer with out_dir={run_dir} (and this rank) ran")
+        raise FileNotFoundError(
+            f"{path} not found: no Trainer with out_dir={run_dir} (and this rank) ran"
+        )
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -28,10 +28,16 @@ def start_idle_watchdog(limit_seconds: float, check_every: float = 1.0) -> bool:
     shell = get_ipython()
     if shell is None or not hasattr(shell, "kernel"):
         return False  # a terminal IPython or a script: there is no client to lose a message
-    state = {"busy": True, "since": time.monotonic(), "last_cell": ""}  # imported inside a running cell
+    state = {
+        "busy": True,
+        "since": time.monotonic(),
+        "last_cell": "",
+    }  # imported inside a running cell
 
     def pre_run_cell(info) -> None:
-        state.update(busy=True, since=time.monotonic(), last_cell=(info.raw_cell or "").strip())
+        state.update(
+            busy=True, since=time.monotonic(), last_cell=(info.raw_cell or "").strip()
+        )
 
     def post_run_cell(result) -> None:
         state.update(busy=False, since=time.monotonic())
@@ -44,11 +50,16 @@ def start_idle_watchdog(limit_seconds: float, check_every: float = 1.0) -> bool:
             time.sleep(check_every)
             idle = time.monotonic() - state["since"]
             if not state["busy"] and idle > limit_seconds:
-                first_line = state["last_cell"].splitlines()[0][:100] if state["last_cell"] else "(none)"
+                first_line = (
+                    state["last_cell"].splitlines()[0][:100]
+                    if state["last_cell"]
+                    else "(none)"
+                )
                 sys.__stderr__.write(
                     f"\nfoundry_core: this kernel has waited {idle:.0f} s for its next cell "
                     f"(FOUNDRY_IDLE_LIMIT={limit_seconds:g}): the client lost a message. Exiting so the "
-                    f"run fails instead of hanging. The last cell it ran began: {first_line}\n")
+                    f"run fails instead of hanging. The last cell it ran began: {first_line}\n"
+                )
                 sys.__stderr__.flush()
                 os._exit(3)
 
@@ -64,7 +75,9 @@ def watchdog_from_environment(env: dict[str, str] | None = None) -> bool:
     try:
         limit = float(raw)
     except ValueError:
-        raise ValueError(f"FOUNDRY_IDLE_LIMIT must be a number of seconds, got {raw!r}") from None
+        raise ValueError(
+            f"FOUNDRY_IDLE_LIMIT must be a number of seconds, got {raw!r}"
+        ) from None
     if limit <= 0:
         raise ValueError(f"FOUNDRY_IDLE_LIMIT must be positive, got {raw!r}")
     return start_idle_watchdog(limit)

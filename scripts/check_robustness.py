@@ -77,7 +77,11 @@ def top_level_asserts(source: str) -> list[tuple[str, list]]:
         tree = ast.parse(source)
     except SyntaxError:  # IPython magics
         return []
-    return [(ast.unparse(node.test), comparisons(node.test)) for node in tree.body if isinstance(node, ast.Assert)]
+    return [
+        (ast.unparse(node.test), comparisons(node.test))
+        for node in tree.body
+        if isinstance(node, ast.Assert)
+    ]
 
 
 def margin(a: float, op: str, b: float) -> float:
@@ -92,8 +96,13 @@ def run_chapter(path: Path, env: dict[str, str], timeout: int) -> list[dict]:
     from nbclient import NotebookClient
 
     nb = jupytext.read(path)
-    client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        allow_errors=True,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     records = []
     with client.setup_kernel(env={**os.environ, **env}):
         for index, cell in enumerate(nb.cells):
@@ -106,27 +115,57 @@ def run_chapter(path: Path, env: dict[str, str], timeout: int) -> list[dict]:
             asserts = top_level_asserts(cell.source)
             if "assert" not in cell.source and (error is None or expected):
                 continue
-            failed = None if error is None or expected else f"{error.ename}: {error.evalue}"[:200]
+            failed = (
+                None
+                if error is None or expected
+                else f"{error.ename}: {error.evalue}"[:200]
+            )
             probes = _probe(client, asserts, index) if asserts else []
-            base = {"chapter": path.stem, "cell": index, "seconds": round(time.perf_counter() - start, 2)}
+            base = {
+                "chapter": path.stem,
+                "cell": index,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
             for row in probes:
                 margins = [margin(*p) for p in row["pairs"] if p is not None]
                 if failed and not failed.startswith("AssertionError"):
-                    holds = False  # the cell broke before its checks could mean anything
+                    holds = (
+                        False  # the cell broke before its checks could mean anything
+                    )
                 else:
                     holds = row["holds"] if row["holds"] is not None else failed is None
-                records.append({**base, "check": row["source"], "holds": holds,
-                                "margin": min(margins) if margins else None, "values": row["pairs"],
-                                "error": None if holds else failed or "assertion does not hold"})
-            if not probes or failed and all(r["holds"] for r in records if r["cell"] == index):
+                records.append(
+                    {
+                        **base,
+                        "check": row["source"],
+                        "holds": holds,
+                        "margin": min(margins) if margins else None,
+                        "values": row["pairs"],
+                        "error": None if holds else failed or "assertion does not hold",
+                    }
+                )
+            if (
+                not probes
+                or failed
+                and all(r["holds"] for r in records if r["cell"] == index)
+            ):
                 # a check nested in a loop or function, or an error outside any top-level assert
-                records.append({**base, "check": _first_line(cell.source), "holds": failed is None,
-                                "margin": None, "error": failed})
+                records.append(
+                    {
+                        **base,
+                        "check": _first_line(cell.source),
+                        "holds": failed is None,
+                        "margin": None,
+                        "error": failed,
+                    }
+                )
     return records
 
 
 def _first_line(source: str) -> str:
-    lines = [line.strip() for line in source.splitlines() if "assert" in line] or source.splitlines()[:1]
+    lines = [
+        line.strip() for line in source.splitlines() if "assert" in line
+    ] or source.splitlines()[:1]
     return lines[0][:100] if lines else ""
 
 
@@ -135,7 +174,9 @@ def _probe(client, asserts, index) -> list[dict]:
 
     probe = nbformat.v4.new_code_cell(PROBE % [[s, p] for s, p in asserts])
     client.execute_cell(probe, index)
-    text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
+    text = "".join(
+        o.get("text", "") for o in probe.outputs if o.output_type == "stream"
+    )
     found = re.search(r"@@PROBE@@(.*)", text)
     return json.loads(found.group(1)) if found else []
 
@@ -154,37 +195,75 @@ def report(log: Path) -> str:
     table: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         table[(r["chapter"], r["cell"], r["check"])].append(r)
-    lines = [f"configurations: {', '.join(configs)}", "",
-             "| chapter | cell | check | held | smallest margin | worst values |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"configurations: {', '.join(configs)}",
+        "",
+        "| chapter | cell | check | held | smallest margin | worst values |",
+        "|---|---|---|---|---|---|",
+    ]
     failing = 0
     for (chapter, cell, check), runs in sorted(table.items()):
         held = sum(r["holds"] for r in runs)
         failing += held < len(runs)
         margins = [r["margin"] for r in runs if r["margin"] is not None]
-        worst = min(runs, key=lambda r: (r["holds"], r["margin"] if r["margin"] is not None else 1e9))
-        values = "; ".join(f"{a:.4g} {op} {b:.4g}" for a, op, b in (p for p in worst.get("values") or [] if p))
+        worst = min(
+            runs,
+            key=lambda r: (r["holds"], r["margin"] if r["margin"] is not None else 1e9),
+        )
+        values = "; ".join(
+            f"{a:.4g} {op} {b:.4g}"
+            for a, op, b in (p for p in worst.get("values") or [] if p)
+        )
         margin_cell = f"{min(margins):+.3g}" if margins else "exact"
         error = f" {worst['error'][:80]}" if worst.get("error") else ""
         escaped = check.replace("|", "\\|")  # a bare | would end the table cell
-        lines.append(f"| {chapter[:3].rstrip('_')} | {cell} | `{escaped[:90]}` | "
-                     f"{held}/{len(runs)} | {margin_cell} | {values[:80].replace('|', '/')} |{error}")
-    lines += ["", f"{len(table)} checks, {failing} failed in at least one configuration"]
+        lines.append(
+            f"| {chapter[:3].rstrip('_')} | {cell} | `{escaped[:90]}` | "
+            f"{held}/{len(runs)} | {margin_cell} | {values[:80].replace('|', '/')} |{error}"
+        )
+    lines += [
+        "",
+        f"{len(table)} checks, {failing} failed in at least one configuration",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--preset", default=None, help="run at this preset instead of FOUNDRY_FAST=1")
-    parser.add_argument("--dtype", default=None, help="FOUNDRY_DTYPE for every training run, e.g. bfloat16")
-    parser.add_argument("--chapters", nargs="*", help="chapter prefixes, e.g. 04 08 A1 (default: all)")
-    parser.add_argument("--timeout", type=int, default=None, help="per-cell seconds (default 300, 7200 with --preset)")
-    parser.add_argument("--log", type=Path, default=ROOT / "_build" / "robustness.jsonl")
-    parser.add_argument("--report", action="store_true", help="only print the table of --log")
-    parser.add_argument("--artifacts", type=Path, default=ROOT / "_build" / "robustness-artifacts",
-                        help="each configuration trains its own models in a subfolder of this (a model "
-                             "cached by another thread count would hide that configuration's trajectory)")
+    parser.add_argument(
+        "--preset", default=None, help="run at this preset instead of FOUNDRY_FAST=1"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="FOUNDRY_DTYPE for every training run, e.g. bfloat16",
+    )
+    parser.add_argument(
+        "--chapters", nargs="*", help="chapter prefixes, e.g. 04 08 A1 (default: all)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        help="per-cell seconds (default 300, 7200 with --preset)",
+    )
+    parser.add_argument(
+        "--log", type=Path, default=ROOT / "_build" / "robustness.jsonl"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="only print the table of --log"
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=ROOT / "_build" / "robustness-artifacts",
+        help="each configuration trains its own models in a subfolder of this (a model "
+        "cached by another thread count would hide that configuration's trajectory)",
+    )
     args = parser.parse_args()
     if not args.report:
         args.log.parent.mkdir(parents=True, exist_ok=True)
@@ -192,11 +271,20 @@ def main() -> None:
         timeout = args.timeout or (7200 if args.preset else 300)
         for seed in args.seeds:
             for threads in args.threads:
-                env = {**mode, "FOUNDRY_SEED": str(seed), "FOUNDRY_THREADS": str(threads), "FOUNDRY_OFFLINE": "1"}
+                env = {
+                    **mode,
+                    "FOUNDRY_SEED": str(seed),
+                    "FOUNDRY_THREADS": str(threads),
+                    "FOUNDRY_OFFLINE": "1",
+                }
                 if args.dtype:
                     env["FOUNDRY_DTYPE"] = args.dtype
-                config = f"{args.preset or 'fast'} seed={seed} threads={threads}" + (f" {args.dtype}" if args.dtype else "")
-                env["FOUNDRY_ARTIFACTS"] = str(args.artifacts / config.replace(" ", "_").replace("=", "-"))
+                config = f"{args.preset or 'fast'} seed={seed} threads={threads}" + (
+                    f" {args.dtype}" if args.dtype else ""
+                )
+                env["FOUNDRY_ARTIFACTS"] = str(
+                    args.artifacts / config.replace(" ", "_").replace("=", "-")
+                )
                 for path in chapters(args.chapters):
                     start = time.perf_counter()
                     records = run_chapter(path, env, timeout)
@@ -204,10 +292,16 @@ def main() -> None:
                         for record in records:
                             log.write(json.dumps({**record, "config": config}) + "\n")
                     bad = [r for r in records if not r["holds"]]
-                    print(f"{config} {path.stem}: {len(records)} checks, {len(bad)} failed, "
-                          f"{time.perf_counter() - start:.0f} s", flush=True)
+                    print(
+                        f"{config} {path.stem}: {len(records)} checks, {len(bad)} failed, "
+                        f"{time.perf_counter() - start:.0f} s",
+                        flush=True,
+                    )
                     for r in bad:
-                        print(f"    cell {r['cell']}: {r['check'][:80]} -> {r['error'] or r.get('values')}", flush=True)
+                        print(
+                            f"    cell {r['cell']}: {r['check'][:80]} -> {r['error'] or r.get('values')}",
+                            flush=True,
+                        )
     print(report(args.log))
 
 

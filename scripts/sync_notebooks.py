@@ -23,11 +23,17 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def chapter_sources() -> list[Path]:
     """The chapters (NN_topic.md), then the appendices (A1_topic.md, ...), in reading order."""
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.md")) + sorted(NOTEBOOKS.glob("[A-Z][0-9]_*.md"))
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.md")) + sorted(
+        NOTEBOOKS.glob("[A-Z][0-9]_*.md")
+    )
 
 
 def _cell_key(cell) -> tuple[str, str, tuple[str, ...]]:
-    return cell.cell_type, cell.source.strip(), tuple(cell.get("metadata", {}).get("tags", []))
+    return (
+        cell.cell_type,
+        cell.source.strip(),
+        tuple(cell.get("metadata", {}).get("tags", [])),
+    )
 
 
 def problems(md: Path) -> list[str]:
@@ -38,10 +44,16 @@ def problems(md: Path) -> list[str]:
     found = []
     source, twin = jupytext.read(md), nbformat.read(ipynb, as_version=4)
     if [_cell_key(c) for c in source.cells] != [_cell_key(c) for c in twin.cells]:
-        found.append(f"{ipynb.name} differs from {md.name}: run python scripts/sync_notebooks.py")
+        found.append(
+            f"{ipynb.name} differs from {md.name}: run python scripts/sync_notebooks.py"
+        )
     for i, cell in enumerate(twin.cells):
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
-            found.append(f"{ipynb.name} cell {i} holds outputs: run python scripts/sync_notebooks.py")
+        if cell.cell_type == "code" and (
+            cell.outputs or cell.execution_count is not None
+        ):
+            found.append(
+                f"{ipynb.name} cell {i} holds outputs: run python scripts/sync_notebooks.py"
+            )
             break
     return found
 
@@ -50,19 +62,27 @@ def strip_outputs(ipynb: Path) -> None:
     nb = nbformat.read(ipynb, as_version=4)
     dirty = False
     for cell in nb.cells:
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+        if cell.cell_type == "code" and (
+            cell.outputs or cell.execution_count is not None
+        ):
             cell.outputs, cell.execution_count, dirty = [], None, True
     if dirty:
         nbformat.write(nb, ipynb)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only report, change nothing")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only report, change nothing"
+    )
     args = parser.parse_args()
     sources = chapter_sources()
     if not args.check:
-        subprocess.run([sys.executable, "-m", "jupytext", "--sync", *map(str, sources)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "jupytext", "--sync", *map(str, sources)], check=True
+        )
         for md in sources:
             strip_outputs(md.with_suffix(".ipynb"))
     found = [p for md in sources for p in problems(md)]

@@ -18,8 +18,16 @@ from foundry_core import PRESETS  # noqa: E402
 from foundry_core.viz import markdown_table  # noqa: E402
 
 START, END = "<!-- presets:start -->", "<!-- presets:end -->"
-COLUMNS = ("preset", "hardware", "params (M)", "precision", "batch x seq x accum", "tokens (M)",
-           "est. memory (GiB)", "est. time")
+COLUMNS = (
+    "preset",
+    "hardware",
+    "params (M)",
+    "precision",
+    "batch x seq x accum",
+    "tokens (M)",
+    "est. memory (GiB)",
+    "est. time",
+)
 
 
 def presets_table() -> str:
@@ -39,7 +47,9 @@ def main() -> int:
     updated = with_table(text)
     if "--check" in sys.argv:
         if updated != text:
-            print("README.md's presets table is stale: run python scripts/update_readme.py")
+            print(
+                "README.md's presets table is stale: run python scripts/update_readme.py"
+            )
             return 1
         return 0
     path.write_text(updated)

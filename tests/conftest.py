@@ -27,7 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Runs a command in a new network namespace: no network, but a working loopback, which the Jupyter
 # kernels need (they talk to the build over 127.0.0.1). `ip` brings the namespace's loopback up.
-_NO_NETWORK = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "no-network"]
+_NO_NETWORK = [
+    "unshare",
+    "-rn",
+    "sh",
+    "-c",
+    'ip link set lo up && exec "$@"',
+    "no-network",
+]
 
 
 def offline_prefix() -> list[str]:
@@ -46,7 +53,9 @@ def build_config(out: Path) -> Path:
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "force"
     extensions = config.get("sphinx", {}).get("local_extensions") or {}
-    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in extensions.items()}
+    config["sphinx"]["local_extensions"] = {
+        name: str(ROOT / path) for name, path in extensions.items()
+    }
     path = out / "_config.yml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -55,14 +64,31 @@ def build_config(out: Path) -> Path:
 def build_book(out: Path) -> Path:
     """Build the whole book into `out` and return its html folder; fails the test run on any warning."""
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    cmd = [*offline_prefix(), str(jupyter_book), "build", str(ROOT), "--config", str(build_config(out)),
-           "--path-output", str(out), "-W", "--keep-going"]
+    cmd = [
+        *offline_prefix(),
+        str(jupyter_book),
+        "build",
+        str(ROOT),
+        "--config",
+        str(build_config(out)),
+        "--path-output",
+        str(out),
+        "-W",
+        "--keep-going",
+    ]
     # nbval runs the chapters at FOUNDRY_SEED; the book at the next seed, so each claim meets two trajectories
-    env = {**os.environ, "FOUNDRY_FAST": "1", "FOUNDRY_OFFLINE": "1", "FOUNDRY_SEED": str(course_seed() + 1)}
+    env = {
+        **os.environ,
+        "FOUNDRY_FAST": "1",
+        "FOUNDRY_OFFLINE": "1",
+        "FOUNDRY_SEED": str(course_seed() + 1),
+    }
     # The root conftest sets MPLBACKEND=Agg for the test process; the book's kernels must keep Jupyter's
     # inline backend, or the pages would carry no figures for the browser test to check.
     env.pop("MPLBACKEND", None)
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     return out / "_build" / "html"
 

@@ -34,7 +34,9 @@ def test_index_leads_to_every_chapter(book_html):
     links = set(re.findall(r'href="([^"#]+)', root_page.read_text()))
     resolved = {(root_page.parent / link).resolve() for link in links}
     for name in toc_files()[1:]:
-        assert (book_html / f"{name}.html").resolve() in resolved, f"the front page does not link {name}"
+        assert (book_html / f"{name}.html").resolve() in resolved, (
+            f"the front page does not link {name}"
+        )
 
 
 def test_launch_buttons_open_the_ipynb(book_html):
@@ -50,7 +52,9 @@ def test_launch_buttons_open_the_ipynb(book_html):
 
 def _download_links(page: str) -> dict[str, str]:
     """The theme's download menu of a page: button label -> href."""
-    found = re.findall(r'<a href="([^"]+)"[^>]*?class="btn btn-sm btn-(download-[a-z-]+-button)', page)
+    found = re.findall(
+        r'<a href="([^"]+)"[^>]*?class="btn btn-sm btn-(download-[a-z-]+-button)', page
+    )
     return {label: href for href, label in found}
 
 
@@ -66,13 +70,26 @@ def test_download_ipynb_carries_the_outputs(book_html):
         page_path = book_html / f"{name}.html"
         page = page_path.read_text()
         links = _download_links(page)
-        assert "download-notebook-button" in links, f"{name}: no .ipynb download button in {links}"
-        notebook = nbformat.read(page_path.parent / links["download-notebook-button"], as_version=4)
-        outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+        assert "download-notebook-button" in links, (
+            f"{name}: no .ipynb download button in {links}"
+        )
+        notebook = nbformat.read(
+            page_path.parent / links["download-notebook-button"], as_version=4
+        )
+        outputs = [
+            o
+            for cell in notebook.cells
+            if cell.cell_type == "code"
+            for o in cell.outputs
+        ]
         assert outputs, f"the downloadable {name}.ipynb has no outputs"
-        assert "import foundry_core" in notebook.cells[0].source, f"{name}.ipynb lost its bootstrap cell"
+        assert "import foundry_core" in notebook.cells[0].source, (
+            f"{name}.ipynb lost its bootstrap cell"
+        )
         if 'type="application/vnd.jupyter.widget-state+json"' in page:
-            assert notebook.metadata.get("widgets"), f"the downloadable {name}.ipynb lost its widget state"
+            assert notebook.metadata.get("widgets"), (
+                f"the downloadable {name}.ipynb lost its widget state"
+            )
 
 
 def test_chapters_that_plot_carry_their_figures(book_html):
@@ -80,6 +97,10 @@ def test_chapters_that_plot_carry_their_figures(book_html):
     into the build's kernels would silently drop them all)."""
     for name in toc_files():
         source = ROOT / f"{name}.md"
-        if name.startswith("notebooks/") and re.search(r"plt\.|plot_\w+\(", source.read_text()):
+        if name.startswith("notebooks/") and re.search(
+            r"plt\.|plot_\w+\(", source.read_text()
+        ):
             page = (book_html / f"{name}.html").read_text()
-            assert re.search(r'<img[^>]+src="[^"]*_images/', page), f"{name}: no figure on the page"
+            assert re.search(r'<img[^>]+src="[^"]*_images/', page), (
+                f"{name}: no figure on the page"
+            )

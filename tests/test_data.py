@@ -14,10 +14,10 @@ from foundry_core.data import (
     make_loader,
     normalize_text,
     read_tokens,
+    sources,
     split_documents,
     write_tokens,
 )
-from foundry_core.data import sources
 
 
 def doc(name: str, text: str) -> Document:
@@ -29,7 +29,9 @@ def test_shakespeare_loads_from_the_verified_archive():
     assert len(modern) == 42 and len(folio) == 35
     assert {d.title for d in modern} >= {"Hamlet", "King Lear", "Sonnets"}
     assert sum(len(d.text) for d in modern) > 4_000_000
-    assert all(not d.name.endswith("_f") for d in modern) and all(d.name.endswith("_f") for d in folio)
+    assert all(not d.name.endswith("_f") for d in modern) and all(
+        d.name.endswith("_f") for d in folio
+    )
 
 
 def test_chinese_sample_is_chinese():
@@ -42,16 +44,22 @@ def test_chinese_sample_is_chinese():
 def test_missing_source_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("FOUNDRY_CACHE", str(tmp_path))
     monkeypatch.setenv("FOUNDRY_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="python -m foundry_core.data.sources fetch"):
+    with pytest.raises(
+        FileNotFoundError, match="python -m foundry_core.data.sources fetch"
+    ):
         sources.shakespeare()
-    with pytest.raises(ValueError, match="unknown corpus 'wiki': choose one of shakespeare"):
+    with pytest.raises(
+        ValueError, match="unknown corpus 'wiki': choose one of shakespeare"
+    ):
         load_corpus("wiki")
 
 
 def test_corrupt_archive_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("FOUNDRY_CACHE", str(tmp_path))
     (tmp_path / "sources").mkdir()
-    (tmp_path / "sources" / sources.SHAKESPEARE.filename).write_bytes(b"not the real archive")
+    (tmp_path / "sources" / sources.SHAKESPEARE.filename).write_bytes(
+        b"not the real archive"
+    )
     with pytest.raises(ValueError, match="has SHA-256 .* expected f393d09d"):
         sources.shakespeare()
 
@@ -62,7 +70,9 @@ def test_normalize_text():
 
 
 def test_cleaning_counts_what_each_rule_removed():
-    good = "\n".join(f"Line {i} of honest verse, with words enough to keep." for i in range(20))
+    good = "\n".join(
+        f"Line {i} of honest verse, with words enough to keep." for i in range(20)
+    )
     docs = [
         doc("play", "THE PLAY\nby William Shakespeare\n* * *\n" + good),
         doc("stub", "Return self."),
@@ -75,8 +85,13 @@ def test_cleaning_counts_what_each_rule_removed():
     assert report.lines_removed == {"boilerplate": 1, "no letters": 1}
     assert report.docs_removed == {"too short": 1, "mostly symbols": 1, "repetitive": 1}
     assert report.chars_after == len(kept[0].text) < report.chars_before
-    assert {row["rule"] for row in report.rows()} == {"boilerplate", "no letters", "too short",
-                                                      "mostly symbols", "repetitive"}
+    assert {row["rule"] for row in report.rows()} == {
+        "boilerplate",
+        "no letters",
+        "too short",
+        "mostly symbols",
+        "repetitive",
+    }
 
 
 def test_split_is_by_document_and_deterministic():
@@ -92,14 +107,28 @@ def test_split_is_by_document_and_deterministic():
 
 def test_token_file_round_trip_and_dtype(tmp_path):
     docs = [doc("a", "abc"), doc("b", "de")]
-    count = write_tokens(docs, lambda s: [ord(c) for c in s], tmp_path / "t.bin", vocab_size=300, separator=0)
+    count = write_tokens(
+        docs,
+        lambda s: [ord(c) for c in s],
+        tmp_path / "t.bin",
+        vocab_size=300,
+        separator=0,
+    )
     tokens = read_tokens(tmp_path / "t.bin")
     assert count == 7 and tokens.dtype == np.uint16
     assert tokens.tolist() == [97, 98, 99, 0, 100, 101, 0]
-    write_tokens(docs, lambda s: [70000], tmp_path / "big.bin", vocab_size=100_000, separator=1)
+    write_tokens(
+        docs, lambda s: [70000], tmp_path / "big.bin", vocab_size=100_000, separator=1
+    )
     assert read_tokens(tmp_path / "big.bin").dtype == np.uint32
     with pytest.raises(ValueError, match="outside vocab_size 50"):
-        write_tokens(docs, lambda s: [ord(c) for c in s], tmp_path / "x.bin", vocab_size=50, separator=0)
+        write_tokens(
+            docs,
+            lambda s: [ord(c) for c in s],
+            tmp_path / "x.bin",
+            vocab_size=50,
+            separator=0,
+        )
     write_tokens([], lambda s: [], tmp_path / "empty.bin", vocab_size=10, separator=0)
     with pytest.raises(ValueError, match="holds no tokens"):
         read_tokens(tmp_path / "empty.bin")
@@ -113,18 +142,30 @@ def test_windows_and_loader_are_deterministic():
     x, y = data[5]
     assert torch.equal(y[:-1], x[1:]) and x.dtype == torch.long
     first = [b[0] for b in make_loader(data, batch_size=8)]
-    again = [b[0] for b in make_loader(TokenWindows(tokens, 16, 64, seed=7), batch_size=8)]
+    again = [
+        b[0] for b in make_loader(TokenWindows(tokens, 16, 64, seed=7), batch_size=8)
+    ]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    other = next(iter(make_loader(TokenWindows(tokens, 16, 64, seed=8), batch_size=8)))[0]
+    other = next(iter(make_loader(TokenWindows(tokens, 16, 64, seed=8), batch_size=8)))[
+        0
+    ]
     assert not torch.equal(first[0], other)
 
 
 def test_ranks_read_disjoint_shards_and_resume_skips_seen_examples():
-    data = TokenWindows(np.arange(500, dtype=np.uint16), seq_len=8, num_samples=40, seed=0)
-    shards = [[x[0, 0].item() for x, _ in make_loader(data, 1, rank=r, world_size=2)] for r in (0, 1)]
+    data = TokenWindows(
+        np.arange(500, dtype=np.uint16), seq_len=8, num_samples=40, seed=0
+    )
+    shards = [
+        [x[0, 0].item() for x, _ in make_loader(data, 1, rank=r, world_size=2)]
+        for r in (0, 1)
+    ]
     assert len(shards[0]) == len(shards[1]) == 20
     assert sorted(shards[0] + shards[1]) == sorted(int(s) for s in data.starts)
-    resumed = [x[0, 0].item() for x, _ in make_loader(data, 1, rank=0, world_size=2, start_index=5)]
+    resumed = [
+        x[0, 0].item()
+        for x, _ in make_loader(data, 1, rank=0, world_size=2, start_index=5)
+    ]
     assert resumed == shards[0][5:]
     with pytest.raises(ValueError, match="rank 2 must lie in"):
         make_loader(data, 1, rank=2, world_size=2)
@@ -136,5 +177,7 @@ def test_strided_windows_tile_the_file():
 
 
 def test_corpus_smaller_than_a_window_is_a_clear_error():
-    with pytest.raises(ValueError, match="has 5 tokens, fewer than one window of seq_len \\+ 1 = 9"):
+    with pytest.raises(
+        ValueError, match="has 5 tokens, fewer than one window of seq_len \\+ 1 = 9"
+    ):
         TokenWindows(np.arange(5), seq_len=8)

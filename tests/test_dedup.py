@@ -42,7 +42,14 @@ def test_normalize_folds_case_whitespace_and_punctuation():
 
 
 def test_exact_dedup_finds_case_and_whitespace_variants():
-    docs = ["The cat sat.", "a different doc", "the  CAT\nsat", "THE CAT SAT!!", "another one", "A different doc"]
+    docs = [
+        "The cat sat.",
+        "a different doc",
+        "the  CAT\nsat",
+        "THE CAT SAT!!",
+        "another one",
+        "A different doc",
+    ]
     assert exact_duplicates(docs) == [[0, 2, 3], [1, 5]]
     keep, groups = exact_dedup(docs)
     assert keep == [0, 1, 4] and groups == [[0, 2, 3], [1, 5]]
@@ -57,16 +64,24 @@ def test_shingles_are_stable_across_processes():
 
 
 def test_shingles_fall_back_to_characters_for_short_texts():
-    assert len(shingles("one two three")) == len("one two three") - 5 + 1  # character 5-grams
-    assert len(shingles("hi")) == 1 and shingles("") == set() and shingles("?!") == set()
+    assert (
+        len(shingles("one two three")) == len("one two three") - 5 + 1
+    )  # character 5-grams
+    assert (
+        len(shingles("hi")) == 1 and shingles("") == set() and shingles("?!") == set()
+    )
     assert shingles("Hello,  World") == shingles("hello world")
 
 
 def test_mul_mod_p_matches_python_integers():
     r = random.Random(0)
-    a = [1, 2**32 - 1, 2**32, MERSENNE_PRIME - 1] + [r.randrange(1, MERSENNE_PRIME) for _ in range(300)]
+    a = [1, 2**32 - 1, 2**32, MERSENNE_PRIME - 1] + [
+        r.randrange(1, MERSENNE_PRIME) for _ in range(300)
+    ]
     x = [0, 1, 2**31, 2**32 - 1] + [r.randrange(0, 2**32) for _ in range(300)]
-    got = _mul_mod_p(np.array(a, dtype=np.uint64)[:, None], np.array(x, dtype=np.uint64)[None, :])
+    got = _mul_mod_p(
+        np.array(a, dtype=np.uint64)[:, None], np.array(x, dtype=np.uint64)[None, :]
+    )
     assert got.tolist() == [[ai * xi % MERSENNE_PRIME for xi in x] for ai in a]
 
 
@@ -74,18 +89,30 @@ def test_signature_is_the_exact_minimum_per_permutation():
     hasher = MinHasher(num_perm=16, seed=3)
     values = {0, 7, 2**32 - 1, 123456789, 4000000000}
     params = zip(hasher.a[:, 0].tolist(), hasher.b[:, 0].tolist())
-    expected = [min((a * v + b) % MERSENNE_PRIME for v in values) for a, b in params]  # Python ints: exact
+    expected = [
+        min((a * v + b) % MERSENNE_PRIME for v in values) for a, b in params
+    ]  # Python ints: exact
     assert hasher.signature(values).tolist() == expected
 
 
 def test_identical_sets_give_identical_signatures():
     hasher = MinHasher(num_perm=64, seed=1)
     s = shingles("the same words in the same order give the same shingles every time")
-    sigs = hasher.signatures([s, set(sorted(s, reverse=True)), shingles("something else entirely, not alike")])
+    sigs = hasher.signatures(
+        [
+            s,
+            set(sorted(s, reverse=True)),
+            shingles("something else entirely, not alike"),
+        ]
+    )
     assert sigs.shape == (3, 64) and sigs.dtype == np.uint64
-    assert np.array_equal(sigs[0], sigs[1]) and estimate_jaccard(sigs[0], sigs[1]) == 1.0
+    assert (
+        np.array_equal(sigs[0], sigs[1]) and estimate_jaccard(sigs[0], sigs[1]) == 1.0
+    )
     assert estimate_jaccard(sigs[0], sigs[2]) < 0.2
-    assert not np.array_equal(MinHasher(64, seed=2).signature(s), sigs[0])  # the seed matters
+    assert not np.array_equal(
+        MinHasher(64, seed=2).signature(s), sigs[0]
+    )  # the seed matters
 
 
 def test_empty_sets_never_match():
@@ -100,11 +127,15 @@ def test_empty_sets_never_match():
 def test_empty_corpus_and_single_document():
     for docs in ([], ["just one document here, nothing to compare it with"]):
         keep, result = minhash_dedup(docs)
-        assert keep == list(range(len(docs))) and result.pairs == [] and result.clusters == []
+        assert (
+            keep == list(range(len(docs)))
+            and result.pairs == []
+            and result.clusters == []
+        )
 
 
 def test_threshold_is_where_the_s_curve_rises():
-    assert threshold(32, 4) == pytest.approx(32 ** -0.25)
+    assert threshold(32, 4) == pytest.approx(32**-0.25)
     assert threshold(1, 1) == 1.0 and threshold(20, 5) < threshold(10, 10)
 
 
@@ -116,24 +147,33 @@ def one_line_error(call, *args, **kwargs) -> str:
     return message
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    (dict(bands=30, rows=4),
-     "bands * rows must equal num_perm: got 30 * 4 = 120 for num_perm=128; try bands=32, rows=4"),
-    (dict(bands=20, rows=5), "try bands=32, rows=4"),
-    (dict(num_perm=0), "num_perm must be a positive integer, got 0"),
-    (dict(k=2.5), "k must be a positive integer, got 2.5"),
-    (dict(bands=True), "bands must be a positive integer"),
-    (dict(threshold=0), "threshold must be in (0, 1], got 0"),
-    (dict(threshold=1.5), "threshold must be in (0, 1], got 1.5"),
-    (dict(seed=-1), "seed must be a non-negative integer, got -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (
+            dict(bands=30, rows=4),
+            "bands * rows must equal num_perm: got 30 * 4 = 120 for num_perm=128; try bands=32, rows=4",
+        ),
+        (dict(bands=20, rows=5), "try bands=32, rows=4"),
+        (dict(num_perm=0), "num_perm must be a positive integer, got 0"),
+        (dict(k=2.5), "k must be a positive integer, got 2.5"),
+        (dict(bands=True), "bands must be a positive integer"),
+        (dict(threshold=0), "threshold must be in (0, 1], got 0"),
+        (dict(threshold=1.5), "threshold must be in (0, 1], got 1.5"),
+        (dict(seed=-1), "seed must be a non-negative integer, got -1"),
+    ],
+)
 def test_invalid_parameters_fail_with_one_clear_line(kwargs, expected):
-    assert expected in one_line_error(near_duplicates, ["a b c d e f", "a b c d e g"], **kwargs)
+    assert expected in one_line_error(
+        near_duplicates, ["a b c d e f", "a b c d e g"], **kwargs
+    )
 
 
 def test_lsh_candidates_checks_the_banding():
     sigs = MinHasher(num_perm=12).signatures([{1, 2}, {1, 2}])
-    assert "try bands=3, rows=4" in one_line_error(lsh_candidates, sigs, bands=4, rows=4)
+    assert "try bands=3, rows=4" in one_line_error(
+        lsh_candidates, sigs, bands=4, rows=4
+    )
     assert lsh_candidates(sigs, bands=3, rows=4) == {(0, 1)}
 
 
@@ -142,7 +182,13 @@ def test_clusters_follow_chains_and_dedup_keeps_the_lowest_index():
     a = " ".join(words)
     a1 = " ".join(words[:58] + ["x", "y"])  # A's last two words changed
     a2 = " ".join(words[:56] + ["x", "y", "z", "q"])  # close to a1, further from A
-    docs = [a, "completely unrelated text " * 5, a1, " ".join(f"v{i}" for i in range(60)), a2]
+    docs = [
+        a,
+        "completely unrelated text " * 5,
+        a1,
+        " ".join(f"v{i}" for i in range(60)),
+        a2,
+    ]
     keep, result = minhash_dedup(docs, threshold=0.8)
     assert result.clusters == [[0, 2, 4]] and keep == [0, 1, 3]
     assert all(i < j for i, j, _ in result.pairs)
@@ -150,13 +196,18 @@ def test_clusters_follow_chains_and_dedup_keeps_the_lowest_index():
 
 # --- the synthetic corpus: random made-up words, plus variants with a controlled share of words edited ---
 
+
 def make_corpus(seed: int = 1234) -> list[str]:
     r = random.Random(seed)
     syllables = [c + v for c in "bcdfghjklmnprstvz" for v in "aeiou"]
-    vocab = sorted({"".join(r.choices(syllables, k=r.randint(2, 4))) for _ in range(4000)})[:3000]
+    vocab = sorted(
+        {"".join(r.choices(syllables, k=r.randint(2, 4))) for _ in range(4000)}
+    )[:3000]
     docs = [[r.choice(vocab) for _ in range(N_WORDS)] for _ in range(N_BASE)]
     for _ in range(N_VARIANTS):
-        parent = docs[r.randrange(len(docs))]  # sometimes a variant of a variant: chains and clusters
+        parent = docs[
+            r.randrange(len(docs))
+        ]  # sometimes a variant of a variant: chains and clusters
         target = r.uniform(0.3, 0.97)
         # A 5-gram survives when none of its 5 words is edited: J = s / (2 - s) with s = (1 - f)**5.
         edit_share = 1 - (2 * target / (1 + target)) ** (1 / 5)
@@ -179,7 +230,9 @@ def true_jaccard_all_pairs(sets: list[set[int]]) -> dict[tuple[int, int], float]
     for docs in postings.values():
         for pair in combinations(docs, 2):
             shared[pair] += 1
-    return {(i, j): n / (len(sets[i]) + len(sets[j]) - n) for (i, j), n in shared.items()}
+    return {
+        (i, j): n / (len(sets[i]) + len(sets[j]) - n) for (i, j), n in shared.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +246,11 @@ def corpus():
 def test_corpus_spans_the_interesting_range(corpus):
     _, truth = corpus
     similar = [j for j in truth.values() if j >= 0.25]
-    assert min(similar) < 0.35 and max(similar) > 0.95 and sum(j >= 0.8 for j in similar) >= 30
+    assert (
+        min(similar) < 0.35
+        and max(similar) > 0.95
+        and sum(j >= 0.8 for j in similar) >= 30
+    )
 
 
 def sigma(j: float, num_perm: int = 128) -> float:
@@ -204,7 +261,9 @@ def sigma(j: float, num_perm: int = 128) -> float:
 @pytest.mark.parametrize("cut, bands, rows", [(0.5, 32, 4), (0.8, 16, 8)])
 def test_recall_precision_and_estimates_against_exact_jaccard(corpus, cut, bands, rows):
     docs, truth = corpus
-    result = near_duplicates(docs, num_perm=128, bands=bands, rows=rows, threshold=cut, seed=0)
+    result = near_duplicates(
+        docs, num_perm=128, bands=bands, rows=rows, threshold=cut, seed=0
+    )
     reported = {(i, j): est for i, j, est in result.pairs}
 
     clearly_similar = [p for p, j in truth.items() if j >= max(0.8, cut + 0.1)]
@@ -212,25 +271,42 @@ def test_recall_precision_and_estimates_against_exact_jaccard(corpus, cut, bands
     precision = sum(truth.get(p, 0.0) >= cut - 0.1 for p in reported) / len(reported)
     errors = {p: abs(est - truth.get(p, 0.0)) for p, est in reported.items()}
     within = sum(e <= 0.1 for e in errors.values()) / len(errors)
-    print(f"threshold={cut} bands={bands} rows={rows}: {len(reported)} pairs from {result.num_candidates} "
-          f"candidates; recall={recall:.3f} over {len(clearly_similar)} pairs, precision={precision:.3f}, "
-          f"|est - true| <= 0.1 for {within:.3f}, max {max(errors.values()):.3f}")
+    print(
+        f"threshold={cut} bands={bands} rows={rows}: {len(reported)} pairs from {result.num_candidates} "
+        f"candidates; recall={recall:.3f} over {len(clearly_similar)} pairs, precision={precision:.3f}, "
+        f"|est - true| <= 0.1 for {within:.3f}, max {max(errors.values()):.3f}"
+    )
     assert recall >= 0.9
     assert precision >= 0.95
     # 0.1 is 2.3 sigma at J = 0.5 with 128 permutations, so a few of ~100 pairs may exceed it by chance;
     # none may exceed 4.5 sigma, which a correct estimator does about once in 150,000 pairs.
     assert within >= 0.95
     assert all(e <= max(0.1, 4.5 * sigma(truth.get(p, 0.0))) for p, e in errors.items())
-    assert result.num_candidates < len(docs) * (len(docs) - 1) // 20  # LSH looked at < 10% of all pairs
+    assert (
+        result.num_candidates < len(docs) * (len(docs) - 1) // 20
+    )  # LSH looked at < 10% of all pairs
 
 
 def test_estimates_are_unbiased_with_binomial_spread(corpus):
     """On every similar pair (not only reported ones): errors in units of sigma average ~0 with spread ~1."""
     docs, truth = corpus
     sigs = MinHasher(num_perm=128, seed=0).signatures([shingles(d) for d in docs])
-    z = np.array([(estimate_jaccard(sigs[i], sigs[j]) - t) / sigma(t) for (i, j), t in truth.items() if 0.25 <= t < 1])
-    print(f"{len(z)} pairs: mean z={z.mean():.3f}, std z={z.std():.3f}, max |z|={np.abs(z).max():.2f}")
-    assert len(z) >= 150 and abs(z.mean()) <= 0.4 and 0.75 <= z.std() <= 1.25 and np.abs(z).max() <= 4.5
+    z = np.array(
+        [
+            (estimate_jaccard(sigs[i], sigs[j]) - t) / sigma(t)
+            for (i, j), t in truth.items()
+            if 0.25 <= t < 1
+        ]
+    )
+    print(
+        f"{len(z)} pairs: mean z={z.mean():.3f}, std z={z.std():.3f}, max |z|={np.abs(z).max():.2f}"
+    )
+    assert (
+        len(z) >= 150
+        and abs(z.mean()) <= 0.4
+        and 0.75 <= z.std() <= 1.25
+        and np.abs(z).max() <= 4.5
+    )
 
 
 def test_clusters_are_the_connected_components_of_the_pairs(corpus):
@@ -251,6 +327,12 @@ def test_clusters_are_the_connected_components_of_the_pairs(corpus):
                     stack.extend(neighbours[node] - component)
             seen |= component
             components.append(sorted(component))
-    assert sorted(result.clusters) == components and any(len(c) >= 3 for c in components)
+    assert sorted(result.clusters) == components and any(
+        len(c) >= 3 for c in components
+    )
     keep, _ = minhash_dedup(docs)
-    assert len(keep) == len(docs) - sum(len(c) - 1 for c in components) and 0 in keep and 5 not in keep
+    assert (
+        len(keep) == len(docs) - sum(len(c) - 1 for c in components)
+        and 0 in keep
+        and 5 not in keep
+    )

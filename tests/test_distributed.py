@@ -68,10 +68,22 @@ def run(tmp_path, name: str, parallel: str, processes: int) -> dict:
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     out, run_dir = tmp_path / f"{name}.json", tmp_path / f"{name}-run"
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    result = subprocess.run([*launcher, str(script), str(out), "8", parallel, str(run_dir)],
-                            capture_output=True, text=True)
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+        ]
+    )
+    result = subprocess.run(
+        [*launcher, str(script), str(out), "8", parallel, str(run_dir)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -79,18 +91,27 @@ def run(tmp_path, name: str, parallel: str, processes: int) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict]:
     tmp = tmp_path_factory.mktemp("distributed")
-    return {"one": run(tmp, "one", "ddp", 1), "ddp": run(tmp, "ddp", "ddp", 2), "fsdp": run(tmp, "fsdp", "fsdp", 2)}
+    return {
+        "one": run(tmp, "one", "ddp", 1),
+        "ddp": run(tmp, "ddp", "ddp", 2),
+        "fsdp": run(tmp, "fsdp", "fsdp", 2),
+    }
 
 
 def assert_same(a: list[float], b: list[float], tolerance: float = 1e-5) -> None:
-    assert len(a) == len(b) and all(abs(x - y) < tolerance for x, y in zip(a, b)), (a, b)
+    assert len(a) == len(b) and all(abs(x - y) < tolerance for x, y in zip(a, b)), (
+        a,
+        b,
+    )
 
 
 def test_ddp_two_processes_match_one(runs):
     one, two = runs["one"], runs["ddp"]
     assert len(one["losses"]) == 6 and len(one["val"]) == 2
     assert_same(one["losses"], two["losses"])
-    assert_same(one["val"], two["val"])  # the ranks share the validation batches and average
+    assert_same(
+        one["val"], two["val"]
+    )  # the ranks share the validation batches and average
     assert_same(one["norm.weight"], two["norm.weight"])
     # each rank saw different data: its own loss differs from the average the Trainer reports
     assert two["rank_losses"] != two["losses"] and one["rank_losses"] == [None] * 6
@@ -111,23 +132,68 @@ def test_resume_continues_exactly(runs, name):
 
 def test_an_fsdp_checkpoint_is_an_ordinary_one(runs, tmp_path):
     """Saved under FSDP, the checkpoint loads into one process's model and resumes there."""
-    config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, max_seq_len=32)
+    config = ModelConfig(
+        vocab_size=64,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_ff=96,
+        max_seq_len=32,
+    )
     state = load_checkpoint(runs["fsdp"]["checkpoint"], Transformer(config))
-    assert state["step"] == 3 and set(state["optimizer"]["state"]) == set(range(len(state["optimizer"]["state"])))
-    train = TrainConfig(batch_size=8, seq_len=32, grad_accum_steps=2, max_steps=6, warmup_steps=1, lr=3e-3,
-                        min_lr=3e-4, eval_interval=100, seed=3)
-    trainer = Trainer(Transformer(config), train, torch.zeros(100, dtype=torch.int64).numpy(),
-                      hardware=HardwareInfo("cpu", "cpu", None, False))
+    assert state["step"] == 3 and set(state["optimizer"]["state"]) == set(
+        range(len(state["optimizer"]["state"]))
+    )
+    train = TrainConfig(
+        batch_size=8,
+        seq_len=32,
+        grad_accum_steps=2,
+        max_steps=6,
+        warmup_steps=1,
+        lr=3e-3,
+        min_lr=3e-4,
+        eval_interval=100,
+        seed=3,
+    )
+    trainer = Trainer(
+        Transformer(config),
+        train,
+        torch.zeros(100, dtype=torch.int64).numpy(),
+        hardware=HardwareInfo("cpu", "cpu", None, False),
+    )
     assert trainer.resume(runs["fsdp"]["checkpoint"]) == 3
 
 
 def test_fsdp_without_a_process_group_is_a_clear_error():
-    config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, max_seq_len=32)
+    config = ModelConfig(
+        vocab_size=64,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_ff=96,
+        max_seq_len=32,
+    )
     train = TrainConfig(batch_size=2, seq_len=32, max_steps=2, warmup_steps=1)
     cpu = HardwareInfo("cpu", "cpu", None, False)
-    with pytest.raises(ValueError, match="parallel='fsdp' shards the model across processes.*torchrun"):
-        Trainer(Transformer(config), train, torch.zeros(100, dtype=torch.int64).numpy(), hardware=cpu,
-                parallel="fsdp")
-    with pytest.raises(ValueError, match="unknown parallel strategy 'zero3': use one of ddp, fsdp"):
-        Trainer(Transformer(config), train, torch.zeros(100, dtype=torch.int64).numpy(), hardware=cpu,
-                parallel="zero3")
+    with pytest.raises(
+        ValueError, match="parallel='fsdp' shards the model across processes.*torchrun"
+    ):
+        Trainer(
+            Transformer(config),
+            train,
+            torch.zeros(100, dtype=torch.int64).numpy(),
+            hardware=cpu,
+            parallel="fsdp",
+        )
+    with pytest.raises(
+        ValueError, match="unknown parallel strategy 'zero3': use one of ddp, fsdp"
+    ):
+        Trainer(
+            Transformer(config),
+            train,
+            torch.zeros(100, dtype=torch.int64).numpy(),
+            hardware=cpu,
+            parallel="zero3",
+        )

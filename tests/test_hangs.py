@@ -26,14 +26,20 @@ SLEEPER = "import time\ntime.sleep(120)  # a cell that hangs"
 
 def notebook(*sources: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
 def test_cell_timeout_fits_each_preset():
     assert cell_timeout(get_preset("ci")) == CELL_TIMEOUT_FLOOR  # seconds, not an hour
     cpu = PRESETS["cpu"]
-    assert cell_timeout(cpu) >= 3 * cpu.estimate_seconds()  # room for the pretraining cell on a slow CPU
+    assert (
+        cell_timeout(cpu) >= 3 * cpu.estimate_seconds()
+    )  # room for the pretraining cell on a slow CPU
     assert cell_timeout(PRESETS["a100"]) > cell_timeout(cpu)
 
 
@@ -43,14 +49,32 @@ def test_nbval_uses_the_ci_cell_timeout(request):
 
 def test_nbval_fails_a_hanging_cell_in_time(tmp_path):
     nbformat.write(notebook("x = 1", SLEEPER), tmp_path / "stuck.ipynb")
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # keep the project's options out of this run
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\n"
+    )  # keep the project's options out of this run
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=3",
-                             "-p", "no:cacheprovider", "stuck.ipynb"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=100)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "--nbval-cell-timeout=3",
+            "-p",
+            "no:cacheprovider",
+            "stuck.ipynb",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
     elapsed = time.monotonic() - start
     assert result.returncode != 0, result.stdout[-2000:]
-    assert "stuck.ipynb::Cell 1" in result.stdout and "Timeout of 3 seconds exceeded" in result.stdout
+    assert (
+        "stuck.ipynb::Cell 1" in result.stdout
+        and "Timeout of 3 seconds exceeded" in result.stdout
+    )
     assert elapsed < 60, elapsed
 
 
@@ -58,15 +82,24 @@ def test_book_build_fails_a_hanging_cell_in_time(tmp_path):
     """The extension's limit (here FOUNDRY_CELL_TIMEOUT=3) ends the build, naming the notebook."""
     (tmp_path / "stuck.md").write_text(
         "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"
-        "  display_name: Python 3\n---\n\n# Stuck\n\n```{code-cell} ipython3\n" + SLEEPER + "\n```\n")
+        "  display_name: Python 3\n---\n\n# Stuck\n\n```{code-cell} ipython3\n"
+        + SLEEPER
+        + "\n```\n"
+    )
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: stuck\n")
     (tmp_path / "_config.yml").write_text(
         "title: t\nexecute:\n  execute_notebooks: force\n  timeout: -1\nsphinx:\n  local_extensions:\n"
-        f"    cell_timeout: {ROOT / 'book' / '_ext'}\n  config:\n    nb_execution_raise_on_error: true\n")
+        f"    cell_timeout: {ROOT / 'book' / '_ext'}\n  config:\n    nb_execution_raise_on_error: true\n"
+    )
     env = {**os.environ, "FOUNDRY_CELL_TIMEOUT": "3"}
     start = time.monotonic()
-    result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(tmp_path)],
-                            capture_output=True, text=True, env=env, timeout=240)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     elapsed = time.monotonic() - start
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
@@ -90,7 +123,9 @@ def test_idle_kernel_exits_so_a_lost_reply_fails_fast():
 
 def test_watchdog_settings_are_checked():
     assert watchdog_from_environment({}) is False
-    assert watchdog_from_environment({"FOUNDRY_IDLE_LIMIT": "5"}) is False  # not in a kernel: nothing to watch
+    assert (
+        watchdog_from_environment({"FOUNDRY_IDLE_LIMIT": "5"}) is False
+    )  # not in a kernel: nothing to watch
     for bad in ("soon", "0", "-3"):
         with pytest.raises(ValueError, match="FOUNDRY_IDLE_LIMIT"):
             watchdog_from_environment({"FOUNDRY_IDLE_LIMIT": bad})

@@ -18,7 +18,15 @@ VOCAB = 211
 
 
 def small_config(**overrides) -> ModelConfig:
-    values = dict(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176, max_seq_len=48)
+    values = dict(
+        vocab_size=VOCAB,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_ff=176,
+        max_seq_len=48,
+    )
     return ModelConfig(**{**values, **overrides})
 
 
@@ -28,7 +36,9 @@ def make_model(seed: int = 0, **overrides) -> Transformer:
 
 
 def ids(batch: int = 2, seq: int = 40, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def logits(model: Transformer, x: torch.Tensor) -> torch.Tensor:
@@ -36,8 +46,11 @@ def logits(model: Transformer, x: torch.Tensor) -> torch.Tensor:
         return model(x)[0]
 
 
-@pytest.mark.parametrize("n_kv_heads, tie, rope_base", [(4, True, 10000.0), (2, False, 500000.0), (1, True, 10000.0)],
-                         ids=["MHA-tied", "GQA-untied", "MQA-tied"])
+@pytest.mark.parametrize(
+    "n_kv_heads, tie, rope_base",
+    [(4, True, 10000.0), (2, False, 500000.0), (1, True, 10000.0)],
+    ids=["MHA-tied", "GQA-untied", "MQA-tied"],
+)
 def test_logits_equal_transformers_llama(tmp_path, n_kv_heads, tie, rope_base):
     model = make_model(n_kv_heads=n_kv_heads, tie_embeddings=tie, rope_base=rope_base)
     save_hf(model, tmp_path)
@@ -51,7 +64,9 @@ def test_logits_equal_transformers_llama(tmp_path, n_kv_heads, tie, rope_base):
 def test_hf_folder_round_trips(tmp_path):
     model = make_model(tie_embeddings=False)
     save_hf(model, tmp_path / "ours")
-    transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ours").save_pretrained(tmp_path / "theirs")
+    transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ours").save_pretrained(
+        tmp_path / "theirs"
+    )
     back = load_hf(tmp_path / "theirs")
     assert back.config == model.config
     assert torch.equal(logits(back, ids()), logits(model, ids()))
@@ -61,14 +76,21 @@ def test_hf_folder_round_trips(tmp_path):
 def test_loading_a_mismatched_folder_is_a_clear_error(tmp_path):
     save_hf(make_model(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_size": 128, "head_dim": 32}))
-    with pytest.raises(ValueError, match=r"does not fit this model \(d_model=128.*has shape \(211, 64\), the model "
-                                         r"expects \(211, 128\)"):
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "hidden_size": 128, "head_dim": 32})
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit this model \(d_model=128.*has shape \(211, 64\), the model "
+        r"expects \(211, 128\)",
+    ):
         load_hf(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     with pytest.raises(ValueError, match="expected a Llama checkpoint"):
         load_hf(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": {"rope_type": "yarn"}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "rope_scaling": {"rope_type": "yarn"}})
+    )
     with pytest.raises(ValueError, match="does not implement: rope_scaling"):
         load_hf(tmp_path)
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
@@ -82,8 +104,12 @@ def test_kv_cache_matches_full_forward():
     cache = KVCache(model.config, batch_size=2)
     with torch.no_grad():
         steps = [model(x[:, :12], cache=cache)[0]]  # a prompt, then
-        steps.append(model(x[:, 12:20], cache=cache)[0])  # a chunk after cached tokens, then
-        steps += [model(x[:, t:t + 1], cache=cache)[0] for t in range(20, 30)]  # one token at a time
+        steps.append(
+            model(x[:, 12:20], cache=cache)[0]
+        )  # a chunk after cached tokens, then
+        steps += [
+            model(x[:, t : t + 1], cache=cache)[0] for t in range(20, 30)
+        ]  # one token at a time
     assert cache.length == 30
     assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
 
@@ -104,7 +130,9 @@ def test_causality():
         changed = x.clone()
         changed[0, t] = (changed[0, t] + 1) % VOCAB
         after = logits(model, changed)
-        assert torch.equal(after[:, :t], before[:, :t]), f"changing token {t} changed earlier logits"
+        assert torch.equal(after[:, :t], before[:, :t]), (
+            f"changing token {t} changed earlier logits"
+        )
         assert not torch.allclose(after[:, t:], before[:, t:])
 
 
@@ -113,8 +141,12 @@ def test_grouped_query_attention_equals_mha_with_shared_heads():
     mha = Transformer(small_config(n_kv_heads=4)).eval()
     state = gqa.state_dict()
     for name, tensor in list(state.items()):
-        if name.endswith(("k_proj.weight", "v_proj.weight")):  # each KV head serves 2 query heads
-            state[name] = tensor.view(2, 16, 64).repeat_interleave(2, dim=0).reshape(64, 64)
+        if name.endswith(
+            ("k_proj.weight", "v_proj.weight")
+        ):  # each KV head serves 2 query heads
+            state[name] = (
+                tensor.view(2, 16, 64).repeat_interleave(2, dim=0).reshape(64, 64)
+            )
     mha.load_weights(state)
     x = ids()
     assert (logits(gqa, x) - logits(mha, x)).abs().max() <= 1e-5
@@ -143,7 +175,9 @@ def test_loss_equals_cross_entropy_of_the_logits():
     loss.backward()
     ours = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    reference = F.cross_entropy(model(x)[0].flatten(0, 1), targets.flatten(), ignore_index=-100)
+    reference = F.cross_entropy(
+        model(x)[0].flatten(0, 1), targets.flatten(), ignore_index=-100
+    )
     reference.backward()
     assert torch.allclose(loss, reference, atol=1e-6)
     for name, param in model.named_parameters():
@@ -155,14 +189,18 @@ def test_linear_cross_entropy_gradcheck_and_autocast():
     w = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, 37, (30,))
     t[::9] = -100
-    assert torch.autograd.gradcheck(lambda a, b: linear_cross_entropy(a, b, t, chunk_rows=13), (h, w))
+    assert torch.autograd.gradcheck(
+        lambda a, b: linear_cross_entropy(a, b, t, chunk_rows=13), (h, w)
+    )
     h32, w32 = h.detach().float(), w.detach().float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fused = linear_cross_entropy(h32, w32, t)
         plain = F.cross_entropy((h32 @ w32.T).float(), t)
     assert fused.dtype == torch.float32 and torch.allclose(fused, plain, rtol=1e-2)
     with torch.no_grad():
-        assert torch.allclose(linear_cross_entropy(h, w, t), F.cross_entropy(h @ w.T, t))
+        assert torch.allclose(
+            linear_cross_entropy(h, w, t), F.cross_entropy(h @ w.T, t)
+        )
 
 
 def test_fused_loss_gradients_survive_fp16_with_loss_scaling():
@@ -175,7 +213,9 @@ def test_fused_loss_gradients_survive_fp16_with_loss_scaling():
 
     def weight_grad(dtype: torch.dtype | None, scale: float = 1.0) -> torch.Tensor:
         weight = w.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(
+            "cpu", dtype=dtype or torch.float32, enabled=dtype is not None
+        ):
             loss = linear_cross_entropy(h, weight, t)
         (loss * scale).backward()
         return weight.grad / scale
@@ -183,7 +223,9 @@ def test_fused_loss_gradients_survive_fp16_with_loss_scaling():
     reference = weight_grad(None)
     scaled = weight_grad(torch.float16, 2.0**16)
     relative = (scaled - reference).abs() / reference.abs().clamp_min(1e-30)
-    assert relative.median() < 0.01, relative.median()  # 0.17 when the division came first (measured)
+    assert relative.median() < 0.01, (
+        relative.median()
+    )  # 0.17 when the division came first (measured)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -206,10 +248,14 @@ def test_parameter_counts_match_the_config(tie):
 
 
 def test_scaled_residual_initialisation():
-    model = Transformer(small_config(n_layers=8, d_model=256, d_ff=688, n_heads=8, n_kv_heads=4))
+    model = Transformer(
+        small_config(n_layers=8, d_model=256, d_ff=688, n_heads=8, n_kv_heads=4)
+    )
     residual_std = model.layers[0].mlp.down_proj.weight.std().item()
     other_std = model.layers[0].mlp.up_proj.weight.std().item()
-    assert residual_std == pytest.approx(0.02 / 4, rel=0.05)  # 0.02 / sqrt(2 * 8 layers)
+    assert residual_std == pytest.approx(
+        0.02 / 4, rel=0.05
+    )  # 0.02 / sqrt(2 * 8 layers)
     assert other_std == pytest.approx(0.02, rel=0.05)
 
 
@@ -224,13 +270,19 @@ def test_dropout_only_in_training():
 
 def test_bad_inputs_are_clear_errors():
     model = make_model()
-    with pytest.raises(ValueError, match=r"49 positions exceed the model's context \(max_seq_len=48\)"):
+    with pytest.raises(
+        ValueError, match=r"49 positions exceed the model's context \(max_seq_len=48\)"
+    ):
         model(torch.zeros(1, 49, dtype=torch.long))
-    with pytest.raises(TypeError, match="token ids must be an integer tensor .* got torch.float32"):
+    with pytest.raises(
+        TypeError, match="token ids must be an integer tensor .* got torch.float32"
+    ):
         model(torch.zeros(1, 4))
     with pytest.raises(ValueError, match=r"shape \(batch, seq\), got \(4,\)"):
         model(torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 211\), got \[0, 500\]"):
+    with pytest.raises(
+        ValueError, match=r"token ids must lie in \[0, 211\), got \[0, 500\]"
+    ):
         model(torch.tensor([[0, 500]]))
     with pytest.raises(ValueError, match="targets shape"):
         model(ids(), ids()[:, :10])
@@ -239,5 +291,8 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="exceed the model's context"):
         model(ids(seq=9), cache=cache)
     state = make_model(d_model=32, n_heads=2, n_kv_heads=1).state_dict()
-    with pytest.raises(ValueError, match=r"embed_tokens.weight has shape \(211, 32\), the model expects \(211, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"embed_tokens.weight has shape \(211, 32\), the model expects \(211, 64\)",
+    ):
         model.load_weights(state)

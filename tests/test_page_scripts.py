@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    sys.modules[name] = (
+        module  # dataclasses look their module up while the class is made
+    )
     spec.loader.exec_module(module)
     return module
 
@@ -44,14 +46,19 @@ def test_pins_are_the_versions_sphinx_and_myst_nb_load():
 def test_only_the_needed_files_are_kept_and_flattened():
     mathjax = next(p for p in vendor_js.PACKAGES if p.name == "mathjax")
     assert vendor_js._wanted(PurePosixPath("es5/tex-mml-chtml.js"), mathjax.keep)
-    assert vendor_js._wanted(PurePosixPath("es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"),
-                             mathjax.keep)
+    assert vendor_js._wanted(
+        PurePosixPath("es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"),
+        mathjax.keep,
+    )
     assert not vendor_js._wanted(PurePosixPath("es5/tex-svg-full.js"), mathjax.keep)
     assert not vendor_js._wanted(PurePosixPath("ts/core/MathItem.ts"), mathjax.keep)
-    assert vendor_js._target(PurePosixPath("es5/input/tex/extensions/ams.js")) == PurePosixPath(
-        "input/tex/extensions/ams.js")
+    assert vendor_js._target(
+        PurePosixPath("es5/input/tex/extensions/ams.js")
+    ) == PurePosixPath("input/tex/extensions/ams.js")
     widgets = next(p for p in vendor_js.PACKAGES if p.folder == "jupyter-widgets")
-    assert vendor_js._wanted(PurePosixPath("dist/1551f4f60c37af51121f.woff2"), widgets.keep)
+    assert vendor_js._wanted(
+        PurePosixPath("dist/1551f4f60c37af51121f.woff2"), widgets.keep
+    )
     assert not vendor_js._wanted(PurePosixPath("dist/embed-amd.js.map"), widgets.keep)
 
 
@@ -66,10 +73,18 @@ def _tarball(path: Path, files: dict[str, bytes]) -> Path:
 
 def test_extract_writes_the_entry_and_skips_the_rest(tmp_path):
     package = next(p for p in vendor_js.PACKAGES if p.name == "requirejs")
-    tarball = _tarball(tmp_path / "r.tgz", {"package/require.js": b"define=1", "package/bin/r.js": b"",
-                                            "package/../evil.js": b""})
+    tarball = _tarball(
+        tmp_path / "r.tgz",
+        {
+            "package/require.js": b"define=1",
+            "package/bin/r.js": b"",
+            "package/../evil.js": b"",
+        },
+    )
     assert vendor_js.extract(tarball, package, tmp_path / "static") == 1
-    assert (tmp_path / "static" / "requirejs" / "require.js").read_bytes() == b"define=1"
+    assert (
+        tmp_path / "static" / "requirejs" / "require.js"
+    ).read_bytes() == b"define=1"
     assert not (tmp_path / "static" / "requirejs" / "bin").exists()
 
 
@@ -77,7 +92,9 @@ def _fake_vendor(root: Path, missing: str | None = None) -> Path:
     vendor = root / "_vendor"
     for item in vendor_js.manifest().values():
         if item["entry"] != missing:
-            (vendor / "static" / item["entry"]).parent.mkdir(parents=True, exist_ok=True)
+            (vendor / "static" / item["entry"]).parent.mkdir(
+                parents=True, exist_ok=True
+            )
             (vendor / "static" / item["entry"]).write_text("// stand-in")
     (vendor / "manifest.json").write_text(json.dumps(vendor_js.manifest()))
     return vendor
@@ -87,8 +104,11 @@ class FakeConfig(SimpleNamespace):
     """The three settings the extension reads, at Sphinx's and myst-nb's defaults."""
 
     def __init__(self, **overrides):
-        defaults = {"html_static_path": [], "mathjax_path": MATHJAX_URL,
-                    "nb_ipywidgets_js": ipywidgets_js_factory()}
+        defaults = {
+            "html_static_path": [],
+            "mathjax_path": MATHJAX_URL,
+            "nb_ipywidgets_js": ipywidgets_js_factory(),
+        }
         super().__init__(**{**defaults, **overrides})
 
     def __contains__(self, name: str) -> bool:
@@ -104,8 +124,14 @@ def test_without_vendor_the_cdns_stay_and_the_widgets_get_their_setup(tmp_path):
     config = _run(tmp_path, FakeConfig())
     assert config.html_static_path == [] and config.mathjax_path == MATHJAX_URL
     setup, *rest = config.nb_ipywidgets_js.items()
-    assert setup[0] == "" and '"@jupyter-widgets/html-manager/dist": dist' in setup[1]["body"]
-    assert '"https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist"' in setup[1]["body"]
+    assert (
+        setup[0] == ""
+        and '"@jupyter-widgets/html-manager/dist": dist' in setup[1]["body"]
+    )
+    assert (
+        '"https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist"'
+        in setup[1]["body"]
+    )
     assert dict(rest) == ipywidgets_js_factory()
 
 
@@ -115,14 +141,23 @@ def test_with_vendor_the_pages_load_the_copies(tmp_path):
     config = _run(tmp_path, FakeConfig())
     assert config.html_static_path == [str(vendor / "static")]
     assert config.mathjax_path == "mathjax/tex-mml-chtml.js"
-    assert list(config.nb_ipywidgets_js) == ["", "requirejs/require.js", "jupyter-widgets/embed-amd.js"]
+    assert list(config.nb_ipywidgets_js) == [
+        "",
+        "requirejs/require.js",
+        "jupyter-widgets/embed-amd.js",
+    ]
     assert '"{root}_static/jupyter-widgets"' in config.nb_ipywidgets_js[""]["body"]
 
 
 def test_settings_the_user_chose_are_kept(tmp_path):
     _fake_vendor(tmp_path)
     mine = {"https://example.org/widgets.js": {}}
-    config = _run(tmp_path, FakeConfig(mathjax_path="https://example.org/mathjax.js", nb_ipywidgets_js=mine))
+    config = _run(
+        tmp_path,
+        FakeConfig(
+            mathjax_path="https://example.org/mathjax.js", nb_ipywidgets_js=mine
+        ),
+    )
     assert config.mathjax_path == "https://example.org/mathjax.js"
     assert config.nb_ipywidgets_js == mine
 
@@ -138,7 +173,15 @@ def test_duplicate_scripts_are_dropped_once_per_page():
     from sphinx.builders.html._assets import _JavaScript
 
     thebe = "const THEBE_JS_URL = 1"
-    scripts = [_JavaScript(None, body=thebe), _JavaScript("a.js"), _JavaScript("", body=thebe), _JavaScript("a.js")]
+    scripts = [
+        _JavaScript(None, body=thebe),
+        _JavaScript("a.js"),
+        _JavaScript("", body=thebe),
+        _JavaScript("a.js"),
+    ]
     context = {"script_files": scripts}
     page_scripts.drop_duplicate_scripts(None, "page", "page.html", context, None)
-    assert [(s.filename, s.attributes.get("body")) for s in scripts] == [(None, thebe), ("a.js", None)]
+    assert [(s.filename, s.attributes.get("body")) for s in scripts] == [
+        (None, thebe),
+        ("a.js", None),
+    ]

@@ -29,7 +29,10 @@ def test_tokens_are_built_once_and_reused(artifacts):
     assert not {d.name for d in train_docs} & {d.name for d in val_docs}
     assert len(train_docs) + len(val_docs) == preset.data.max_documents
     stamp = train_path.stat().st_mtime_ns
-    assert ensure("tokens", preset) == (train_path, val_path) and train_path.stat().st_mtime_ns == stamp
+    assert (
+        ensure("tokens", preset) == (train_path, val_path)
+        and train_path.stat().st_mtime_ns == stamp
+    )
     assert not [p for p in artifacts.rglob(".*")], "temporary folders left behind"
 
 
@@ -43,5 +46,8 @@ def test_a_changed_vocabulary_builds_a_new_tokenizer_on_the_same_corpus(artifact
 
 
 def test_unknown_stage_is_a_clear_error(artifacts):
-    with pytest.raises(ValueError, match="unknown stage 'model': choose one of corpus, tokenizer, tokens, pretrained"):
+    with pytest.raises(
+        ValueError,
+        match="unknown stage 'model': choose one of corpus, tokenizer, tokens, pretrained",
+    ):
         ensure("model", PRESETS["ci"])

@@ -4,7 +4,9 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
+_spec = importlib.util.spec_from_file_location(
+    "update_readme", ROOT / "scripts" / "update_readme.py"
+)
 update_readme = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(update_readme)
 
@@ -12,7 +14,9 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_presets_table_is_current():
-    assert update_readme.with_table(README) == README, "run python scripts/update_readme.py"
+    assert update_readme.with_table(README) == README, (
+        "run python scripts/update_readme.py"
+    )
 
 
 def test_quick_start_commands_are_the_ones_ci_runs():

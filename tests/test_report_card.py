@@ -9,25 +9,46 @@ from foundry_core.report_card import STEPS
 
 
 def test_the_whole_pipeline_from_an_empty_artifacts_folder(tmp_path):
-    env = {**os.environ, "FOUNDRY_ARTIFACTS": str(tmp_path / "artifacts"), "FOUNDRY_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "foundry_core", "pipeline", "--preset", "ci"],
-                            capture_output=True, text=True, env=env)
+    env = {
+        **os.environ,
+        "FOUNDRY_ARTIFACTS": str(tmp_path / "artifacts"),
+        "FOUNDRY_OFFLINE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "foundry_core", "pipeline", "--preset", "ci"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "artifacts" / "ci" / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == list(STEPS)
     metrics = {s["stage"]: s["metrics"] for s in report["stages"]}
     assert all(metrics[name] for name in STEPS)  # every stage reports numbers
     assert metrics["pretrained"]["validation loss"] < 5.5
-    assert metrics["sft"]["held-out accuracy (SFT)"] > metrics["sft"]["held-out accuracy (base)"]
+    assert (
+        metrics["sft"]["held-out accuracy (SFT)"]
+        > metrics["sft"]["held-out accuracy (base)"]
+    )
     assert metrics["quantize"]["int8 MB"] * 3.5 <= metrics["quantize"]["fp32 MB"]
     evaluation = metrics["evaluation"]
-    assert evaluation["of them mostly inside SFT training lines"] < 0.05 * evaluation["held-out lines"]
+    assert (
+        evaluation["of them mostly inside SFT training lines"]
+        < 0.05 * evaluation["held-out lines"]
+    )
     markdown = (tmp_path / "artifacts" / "ci" / "report.md").read_text()
     assert all(f"| {name} |" in markdown for name in STEPS)
     assert (tmp_path / "artifacts" / "ci" / "export" / "model.gguf").stat().st_size > 0
     # a second run reuses every stage (nothing is trained again) and reports the same numbers
-    again = subprocess.run([sys.executable, "-m", "foundry_core", "pipeline", "--preset", "ci"],
-                           capture_output=True, text=True, env=env)
+    again = subprocess.run(
+        [sys.executable, "-m", "foundry_core", "pipeline", "--preset", "ci"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((tmp_path / "artifacts" / "ci" / "report.json").read_text())
-    assert second["stages"][STEPS.index("sft")]["metrics"] == report["stages"][STEPS.index("sft")]["metrics"]
+    assert (
+        second["stages"][STEPS.index("sft")]["metrics"]
+        == report["stages"][STEPS.index("sft")]["metrics"]
+    )

@@ -11,9 +11,16 @@ from foundry_core.pipeline import TRAINED, ensure, stage_dir
 from foundry_core.runs import INFO, RUN_FORMAT, load_run, recipe
 
 # Every trained stage of the ci recipe, each a few steps long: what matters here is what the folders hold.
-TINY = ("train.max_steps=4", "sft.max_steps=3", "reward.max_steps=3", "dpo.max_steps=3",
-        "align.on_policy_prompts=8", "align.offline_pairs=32", "align.train_per_task=200",
-        "align.test_per_task=20")
+TINY = (
+    "train.max_steps=4",
+    "sft.max_steps=3",
+    "reward.max_steps=3",
+    "dpo.max_steps=3",
+    "align.on_policy_prompts=8",
+    "align.offline_pairs=32",
+    "align.train_per_task=200",
+    "align.test_per_task=20",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +41,14 @@ def test_load_run_round_trips_every_stage(built, stage):
     assert run.info["recipe"] == json.loads(json.dumps(recipe(preset)))
     assert isinstance(run.model, RewardModel) == (stage == "reward")
     expected = models[stage].state_dict()
-    assert all(torch.equal(tensor, expected[name]) for name, tensor in run.model.state_dict().items())
+    assert all(
+        torch.equal(tensor, expected[name])
+        for name, tensor in run.model.state_dict().items()
+    )
     assert len(run.tokenizer) == preset.model.vocab_size and run.history[-1]["step"] > 0
-    assert load_run(run.checkpoint).checkpoint == run.checkpoint  # a checkpoint folder works too
+    assert (
+        load_run(run.checkpoint).checkpoint == run.checkpoint
+    )  # a checkpoint folder works too
 
 
 def test_damaged_and_old_folders_are_refused_clearly(built, tmp_path):

@@ -29,11 +29,27 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_NAMES = ("chromium", "google-chrome", "google-chrome-stable", "chromium-browser")
+CHROMIUM_NAMES = (
+    "chromium",
+    "google-chrome",
+    "google-chrome-stable",
+    "chromium-browser",
+)
 # Playwright adds --headless itself; the rest keep a headless run quiet and self-contained.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SPECIAL_PAGES = ["index", "genindex", "search"]  # built by Sphinx beside the table of contents
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SPECIAL_PAGES = [
+    "index",
+    "genindex",
+    "search",
+]  # built by Sphinx beside the table of contents
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MATH_IN_SOURCE = re.compile(r"\$\$|(?<![\\$\w])\$[^$\s][^$\n]*?\$|\{math\}|\\begin\{")
@@ -41,7 +57,9 @@ MATH_IN_SOURCE = re.compile(r"\$\$|(?<![\\$\w])\$[^$\s][^$\n]*?\$|\{math\}|\\beg
 
 def toc_files() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"]] + [chapter["file"] for part in toc.get("parts", []) for chapter in part["chapters"]]
+    return [toc["root"]] + [
+        chapter["file"] for part in toc.get("parts", []) for chapter in part["chapters"]
+    ]
 
 
 PAGES = toc_files() + SPECIAL_PAGES
@@ -60,7 +78,9 @@ def source_has_math(name: str) -> bool:
     source = ROOT / f"{name}.md"
     if not source.exists():
         return False
-    prose = re.sub(r"^(```|~~~).*?^\1", "", source.read_text(), flags=re.DOTALL | re.MULTILINE)
+    prose = re.sub(
+        r"^(```|~~~).*?^\1", "", source.read_text(), flags=re.DOTALL | re.MULTILINE
+    )
     return bool(MATH_IN_SOURCE.search(prose))
 
 
@@ -73,9 +93,13 @@ class WidgetExpectations:
     """What the rendered widgets must show, read from the state that the build saved in the page."""
 
     views: int = 0
-    readouts: list[str] = field(default_factory=list)  # slider readouts, formatted as the widget does
+    readouts: list[str] = field(
+        default_factory=list
+    )  # slider readouts, formatted as the widget does
     texts: list[str] = field(default_factory=list)  # Text / Textarea values
-    choices: list[str] = field(default_factory=list)  # the selected label of each Dropdown
+    choices: list[str] = field(
+        default_factory=list
+    )  # the selected label of each Dropdown
     outputs: int = 0  # Output widgets with saved outputs
 
 
@@ -100,7 +124,10 @@ def _shown_models(state: dict, roots: list[str]) -> Iterator[dict]:
         seen.add(model_id)
         model = state[model_id]
         yield model
-        stack += [child.removeprefix("IPY_MODEL_") for child in model["state"].get("children", [])]
+        stack += [
+            child.removeprefix("IPY_MODEL_")
+            for child in model["state"].get("children", [])
+        ]
 
 
 def widget_expectations(html: str) -> WidgetExpectations:
@@ -114,8 +141,12 @@ def widget_expectations(html: str) -> WidgetExpectations:
     state = states[0]["state"]
     for model in _shown_models(state, [view["model_id"] for view in views]):
         name, values = model["model_name"], model["state"]
-        if name in ("IntSliderModel", "FloatSliderModel") and values.get("readout", True):
-            expected.readouts.append(format(values["value"], values.get("readout_format", "d")))
+        if name in ("IntSliderModel", "FloatSliderModel") and values.get(
+            "readout", True
+        ):
+            expected.readouts.append(
+                format(values["value"], values.get("readout_format", "d"))
+            )
         elif name in ("TextModel", "TextareaModel"):
             expected.texts.append(_squash(values["value"]))
         elif name == "DropdownModel" and values.get("index") is not None:
@@ -172,7 +203,9 @@ class Visit:
     """One page as Chromium showed it: what went wrong while loading, and what the DOM holds."""
 
     base: str  # the site's URL: requests elsewhere are blocked and listed in `external`
-    console: list[tuple[str, str]] = field(default_factory=list)  # (error message, its source URL)
+    console: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (error message, its source URL)
     # (a blocked request logs a console error too: it is reported once, as external)
     page_errors: list[str] = field(default_factory=list)  # uncaught exceptions
     external: list[str] = field(default_factory=list)
@@ -213,7 +246,9 @@ class QuietHandler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site(book_html: Path) -> Iterator[str]:
     """The built site served over HTTP on localhost (file:// URLs would change how scripts load)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(book_html)))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(book_html))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -226,21 +261,33 @@ def browser(tmp_path_factory):
     """One headless Chromium for every page, with a fresh profile."""
     executable = find_chromium()
     if executable is None:
-        pytest.skip(f"no Chromium found ({', '.join(CHROMIUM_NAMES)} or FOUNDRY_CHROMIUM): "
-                    "install Debian's chromium package to run the browser checks")
+        pytest.skip(
+            f"no Chromium found ({', '.join(CHROMIUM_NAMES)} or FOUNDRY_CHROMIUM): "
+            "install Debian's chromium package to run the browser checks"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+        )
         context.set_default_timeout(60_000)
         yield context
         context.close()
 
 
-def visit(browser, url: str, base: str, widgets: WidgetExpectations, screenshot: Path,
-          redirect: str | None = None) -> Visit:
+def visit(
+    browser,
+    url: str,
+    base: str,
+    widgets: WidgetExpectations,
+    screenshot: Path,
+    redirect: str | None = None,
+) -> Visit:
     """Open one page, wait until MathJax and the widgets are done, look at the DOM, take a screenshot.
 
     `redirect`: the URL a page that only redirects (index.html) must lead to; the checks then apply there.
@@ -256,10 +303,15 @@ def visit(browser, url: str, base: str, widgets: WidgetExpectations, screenshot:
         page.goto(url, wait_until="load")
         if redirect:
             page.wait_for_url(redirect, wait_until="load")
-        page.evaluate("async () => { if (window.MathJax?.startup?.promise) await MathJax.startup.promise; }")
+        page.evaluate(
+            "async () => { if (window.MathJax?.startup?.promise) await MathJax.startup.promise; }"
+        )
         if widgets.views and not result.external:
-            page.wait_for_function(_WIDGETS_RENDERED, arg={"views": widgets.views, "outputs": widgets.outputs},
-                                   timeout=30_000)
+            page.wait_for_function(
+                _WIDGETS_RENDERED,
+                arg={"views": widgets.views, "outputs": widgets.outputs},
+                timeout=30_000,
+            )
         page.wait_for_function(_IMAGES_SETTLED)
         result.dom = page.evaluate(_INSPECT)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -276,26 +328,39 @@ def _site_is_vendored(book_html: Path) -> bool:
 
 def test_every_page_is_checked(book_html):
     """The pages below are every page the build made, so none goes unchecked in the browser."""
-    built = {p.relative_to(book_html).with_suffix("").as_posix() for p in book_html.rglob("*.html")
-             if not p.relative_to(book_html).parts[0].startswith("_")}
+    built = {
+        p.relative_to(book_html).with_suffix("").as_posix()
+        for p in book_html.rglob("*.html")
+        if not p.relative_to(book_html).parts[0].startswith("_")
+    }
     assert built == set(PAGES)
 
 
 def _redirect_target(html: str) -> str | None:
     """The page that a redirect-only page (index.html) sends the reader to, without .html."""
-    found = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)\.html"', html, flags=re.IGNORECASE)
+    found = re.search(
+        r'http-equiv="Refresh" content="0; url=([^"]+)\.html"',
+        html,
+        flags=re.IGNORECASE,
+    )
     return found.group(1) if found else None
 
 
 def loading_problems(result: Visit, vendored: bool) -> list[str]:
     """What went wrong while the page loaded: scripts, console, requests, images, the offline rule."""
     problems = [f"uncaught JavaScript error: {error}" for error in result.page_errors]
-    problems += [f"console error: {text} ({source})" for text, source in result.console
-                 if source not in result.external]
+    problems += [
+        f"console error: {text} ({source})"
+        for text, source in result.console
+        if source not in result.external
+    ]
     problems += [f"request failed: {failure}" for failure in result.failed]
     problems += [f"image did not load: {src}" for src in result.dom["brokenImages"]]
     if vendored:
-        problems += [f"requested from the internet although _vendor/ was used: {url}" for url in result.external]
+        problems += [
+            f"requested from the internet although _vendor/ was used: {url}"
+            for url in result.external
+        ]
     return problems
 
 
@@ -315,32 +380,52 @@ def widget_problems(expected: WidgetExpectations, dom: dict) -> list[str]:
     if dom["renderedViews"] < expected.views:
         problems.append(f"{dom['renderedViews']} of {expected.views} widgets rendered")
     for kind in ("readouts", "texts", "choices"):
-        problems += [f"widget value {value!r} not shown (the page's {kind}: {dom[kind]})"
-                     for value in getattr(expected, kind) if value not in dom[kind]]
+        problems += [
+            f"widget value {value!r} not shown (the page's {kind}: {dom[kind]})"
+            for value in getattr(expected, kind)
+            if value not in dom[kind]
+        ]
     if dom["outputs"] < expected.outputs:
-        problems.append(f"{expected.outputs} Output widgets saved outputs, {dom['outputs']} show them")
+        problems.append(
+            f"{expected.outputs} Output widgets saved outputs, {dom['outputs']} show them"
+        )
     return problems
 
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_in_the_browser(name, book_html, site, browser):
-    shown = _redirect_target((book_html / f"{name}.html").read_text()) or name  # the checks apply here
+    shown = (
+        _redirect_target((book_html / f"{name}.html").read_text()) or name
+    )  # the checks apply here
     html = (book_html / f"{shown}.html").read_text()
     widgets = widget_expectations(html)
     vendored = _site_is_vendored(book_html)
-    result = visit(browser, site + f"{name}.html", site, widgets,
-                   book_html / "_screenshots" / f"{name}.png",
-                   redirect=site + f"{shown}.html" if shown != name else None)
+    result = visit(
+        browser,
+        site + f"{name}.html",
+        site,
+        widgets,
+        book_html / "_screenshots" / f"{name}.png",
+        redirect=site + f"{shown}.html" if shown != name else None,
+    )
     dom = result.dom
 
     problems = loading_problems(result, vendored)
-    if shown.startswith("notebooks/") and not (dom["colab"] or "").endswith(f"/{shown}.ipynb"):
-        problems.append(f"the Colab button opens {dom['colab']}, not the chapter's .ipynb")
+    if shown.startswith("notebooks/") and not (dom["colab"] or "").endswith(
+        f"/{shown}.ipynb"
+    ):
+        problems.append(
+            f"the Colab button opens {dom['colab']}, not the chapter's .ipynb"
+        )
     expects_math = source_has_math(shown)
-    checks_skipped = (expects_math or dom["mathElements"] or widgets.views) and not vendored
+    checks_skipped = (
+        expects_math or dom["mathElements"] or widgets.views
+    ) and not vendored
     if not checks_skipped:
         problems += math_problems(dom, expects_math) + widget_problems(widgets, dom)
     assert problems == [], f"{name}: " + "\n".join(problems)
     if checks_skipped:
-        pytest.skip("math and widgets not checked: the site loads MathJax and the widget manager from "
-                    "CDNs, which this offline test blocks (run python scripts/vendor_js.py, then rebuild)")
+        pytest.skip(
+            "math and widgets not checked: the site loads MathJax and the widget manager from "
+            "CDNs, which this offline test blocks (run python scripts/vendor_js.py, then rebuild)"
+        )

@@ -48,8 +48,10 @@ def make_corpus(seed: int = 0) -> list[str]:
         if k % 13 == 0:
             line += " " + rng.choice(CHINESE)
         docs.append(line)
-    docs += [f"<|im_start|>user\n{rng.choice(WORDS)} ?<|im_end|>\n<|im_start|>assistant\n{rng.choice(WORDS)}<|im_end|>"
-             for _ in range(20)]
+    docs += [
+        f"<|im_start|>user\n{rng.choice(WORDS)} ?<|im_end|>\n<|im_start|>assistant\n{rng.choice(WORDS)}<|im_end|>"
+        for _ in range(20)
+    ]
     return docs
 
 
@@ -68,10 +70,24 @@ def random_text(rng: random.Random, length: int) -> str:
     kinds = [
         lambda: rng.choice(string.ascii_letters + string.digits + string.punctuation),
         lambda: chr(rng.randint(0xA0, 0xFF)),  # Latin-1
-        lambda: chr(rng.randint(0x4E00, 0x9FFF)),  # CJK, mostly unseen in training: byte fallback
+        lambda: chr(
+            rng.randint(0x4E00, 0x9FFF)
+        ),  # CJK, mostly unseen in training: byte fallback
         lambda: chr(rng.randint(0x1F300, 0x1FAFF)),  # emoji
         lambda: rng.choice([" ", "  ", "\t", "\n", "\r\n", "\u3000", "\xa0", "\u2028"]),
-        lambda: rng.choice(["\u2581", "\x00", "\ufeff", "e\u0301", "ＡＢ", "<s>", "</s>", "<unk>", *SPECIAL_TOKENS]),
+        lambda: rng.choice(
+            [
+                "\u2581",
+                "\x00",
+                "\ufeff",
+                "e\u0301",
+                "ＡＢ",
+                "<s>",
+                "</s>",
+                "<unk>",
+                *SPECIAL_TOKENS,
+            ]
+        ),
         lambda: rng.choice(WORDS) + " ",
     ]
     return "".join(rng.choice(kinds)() for _ in range(length))
@@ -97,17 +113,20 @@ def test_round_trip_random_unicode(tok):
         assert tok.decode(ids) == text, (text, ids)
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    " leading and trailing spaces ",
-    "two  spaces,\tthree   spaces and a tab\n\nblank line\r\nwindows line",
-    "我们在学习如何训练一个小型语言模型。😀🎉 and English 🚀",
-    "unseen: 龘靐齉 🦄 👨‍👩‍👧 🇫🇷",
-    "café vs cafe\u0301 vs ＣＡＦＥ",  # identity normalization: NFC, NFD and fullwidth all kept as typed
-    "the meta symbol \u2581 is not a space",
-    "    def f(x):\n        return x  # indented code\n",
-    "digits 12345 and 3.14159",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " leading and trailing spaces ",
+        "two  spaces,\tthree   spaces and a tab\n\nblank line\r\nwindows line",
+        "我们在学习如何训练一个小型语言模型。😀🎉 and English 🚀",
+        "unseen: 龘靐齉 🦄 👨‍👩‍👧 🇫🇷",
+        "café vs cafe\u0301 vs ＣＡＦＥ",  # identity normalization: NFC, NFD and fullwidth all kept as typed
+        "the meta symbol \u2581 is not a space",
+        "    def f(x):\n        return x  # indented code\n",
+        "digits 12345 and 3.14159",
+    ],
+)
 def test_round_trip_examples(tok, text):
     assert tok.decode(tok.encode(text)) == text
     assert tok.decode(tok.encode(text, bos=True, eos=True)) == text
@@ -116,9 +135,19 @@ def test_round_trip_examples(tok, text):
 def test_id_conventions(tok):
     assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
     assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
-    assert tok.special_token_ids() == {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "<|im_start|>": 4, "<|im_end|>": 5}
+    assert tok.special_token_ids() == {
+        "<pad>": 0,
+        "<unk>": 1,
+        "<s>": 2,
+        "</s>": 3,
+        "<|im_start|>": 4,
+        "<|im_end|>": 5,
+    }
     assert len(tok) == tok.vocab_size == VOCAB
-    assert tok.encode("hi", bos=True, eos=True)[0::len(tok.encode("hi")) + 1] == [2, 3]
+    assert tok.encode("hi", bos=True, eos=True)[0 :: len(tok.encode("hi")) + 1] == [
+        2,
+        3,
+    ]
     assert tok.decode([0, 0, 2, 3]) == ""
 
 
@@ -139,17 +168,28 @@ def test_training_is_deterministic(tmp_path, corpus, tok):
     from_file.write_text("\n".join(corpus), encoding="utf-8")
     via_file = train_tokenizer(from_file, VOCAB, tmp_path / "via_file")
     first = tok.model_proto
-    assert (tmp_path / "again" / MODEL_FILENAME).read_bytes() == first == again.model_proto == via_file.model_proto
-    assert not [p for p in (tmp_path / "again").iterdir() if p.name != MODEL_FILENAME]  # no temp files left
+    assert (
+        (tmp_path / "again" / MODEL_FILENAME).read_bytes()
+        == first
+        == again.model_proto
+        == via_file.model_proto
+    )
+    assert not [
+        p for p in (tmp_path / "again").iterdir() if p.name != MODEL_FILENAME
+    ]  # no temp files left
 
 
 def test_save_load_and_batch(tmp_path, tok):
     texts = [random_text(random.Random(k), 30) for k in range(50)] + ["a\u2581b", ""]
     path = tok.save(tmp_path / "copy.model")
     loaded = Tokenizer.load(path)
-    assert Tokenizer.load(tok.save(tmp_path)).model_proto == tok.model_proto  # a directory means tokenizer.model
+    assert (
+        Tokenizer.load(tok.save(tmp_path)).model_proto == tok.model_proto
+    )  # a directory means tokenizer.model
     assert loaded.encode_batch(texts) == [tok.encode(t) for t in texts]
-    assert tok.encode_batch(texts, bos=True, eos=True) == [tok.encode(t, bos=True, eos=True) for t in texts]
+    assert tok.encode_batch(texts, bos=True, eos=True) == [
+        tok.encode(t, bos=True, eos=True) for t in texts
+    ]
     batch = tok.encode_batch(texts)
     assert tok.decode_batch(batch) == texts
     assert tok.decode(np.array(batch[0])) == texts[0]
@@ -157,9 +197,13 @@ def test_save_load_and_batch(tmp_path, tok):
 
 def test_long_lines_are_not_dropped(tmp_path):
     rng = random.Random(0)
-    line = " ".join(rng.choice(WORDS) for _ in range(2000))  # far over SentencePiece's 4192-byte default
+    line = " ".join(
+        rng.choice(WORDS) for _ in range(2000)
+    )  # far over SentencePiece's 4192-byte default
     assert len(line.encode()) > 4192
-    tok = train_tokenizer([line], VOCAB, tmp_path)  # dropped, the corpus would be empty and training would fail
+    tok = train_tokenizer(
+        [line], VOCAB, tmp_path
+    )  # dropped, the corpus would be empty and training would fail
     assert len(tok.encode(line)) < len(line.encode()) / 2
 
 
@@ -170,24 +214,35 @@ def test_auto_character_coverage():
 
 def test_errors_are_one_actionable_line(tmp_path, corpus, tok):
     assert "empty" in one_line_error(ValueError, train_tokenizer, [], VOCAB, tmp_path)
-    assert "empty" in one_line_error(ValueError, train_tokenizer, ["", "\n\n"], VOCAB, tmp_path)
+    assert "empty" in one_line_error(
+        ValueError, train_tokenizer, ["", "\n\n"], VOCAB, tmp_path
+    )
     message = one_line_error(ValueError, train_tokenizer, corpus, 100, tmp_path)
     assert "vocab_size 100 is too small" in message and ">= 278" in message
     many_chars = ["".join(chr(0x4E00 + k) for k in range(300))] * 3
-    message = one_line_error(ValueError, train_tokenizer, many_chars, 400, tmp_path, character_coverage=1.0)
+    message = one_line_error(
+        ValueError, train_tokenizer, many_chars, 400, tmp_path, character_coverage=1.0
+    )
     assert "too small for this corpus" in message and "character_coverage" in message
     small = ["hello world, hello tokens"] * 20
     message = one_line_error(ValueError, train_tokenizer, small, 5000, tmp_path)
-    assert "vocab_size 5000 is too large for this corpus: at most" in message and "smaller vocab_size" in message
+    assert (
+        "vocab_size 5000 is too large for this corpus: at most" in message
+        and "smaller vocab_size" in message
+    )
     most = int(message.split("at most ")[1].split()[0])
-    assert train_tokenizer(small, most, tmp_path).vocab_size == most  # the reported maximum is real
+    assert (
+        train_tokenizer(small, most, tmp_path).vocab_size == most
+    )  # the reported maximum is real
     message = one_line_error(ValueError, tok.check_compatible, VOCAB + 1)
     assert f"tokenizer has {VOCAB} tokens but the model expects {VOCAB + 1}" in message
     tok.check_compatible(VOCAB)
     assert "outside" in one_line_error(ValueError, tok.decode, [VOCAB])
     missing = tmp_path / "nowhere" / "tokenizer.model"
     assert str(missing) in one_line_error(FileNotFoundError, Tokenizer.load, missing)
-    assert "corpus" in one_line_error(FileNotFoundError, train_tokenizer, str(tmp_path / "no.txt"), VOCAB, tmp_path)
+    assert "corpus" in one_line_error(
+        FileNotFoundError, train_tokenizer, str(tmp_path / "no.txt"), VOCAB, tmp_path
+    )
 
 
 # ------------------------------------------------------------------------- teaching BPE
@@ -209,7 +264,7 @@ def recount(text: str, merges: list[Merge]) -> list[Counter]:
             i = 0
             while i < len(w) - 1:
                 if (w[i], w[i + 1]) == merge.pair:
-                    w[i:i + 2] = [w[i] + w[i + 1]]
+                    w[i : i + 2] = [w[i] + w[i + 1]]
                 i += 1
     return counts_before_each
 
@@ -231,7 +286,9 @@ def test_bpe_first_merge_is_most_frequent_pair():
     assert model.merges[0] == Merge((b"e", b"s"), b"es", 9)
     counts = recount(TOY, model.merges[:1])[0]
     best = max(counts.values())
-    assert model.merges[0].count == best and model.merges[0].pair == min(p for p, c in counts.items() if c == best)
+    assert model.merges[0].count == best and model.merges[0].pair == min(
+        p for p, c in counts.items() if c == best
+    )
 
 
 def test_bpe_every_count_matches_an_independent_recount():
@@ -243,7 +300,9 @@ def test_bpe_every_count_matches_an_independent_recount():
         assert merge.count == counts[merge.pair] == best
         assert merge.pair == min(p for p, c in counts.items() if c == best)
         assert merge.new_token == merge.pair[0] + merge.pair[1]
-    assert [m.count for m in model.merges] == sorted((m.count for m in model.merges), reverse=True)
+    assert [m.count for m in model.merges] == sorted(
+        (m.count for m in model.merges), reverse=True
+    )
 
 
 def test_bpe_round_trip_and_early_stop():

@@ -23,8 +23,20 @@ def test_plot_curves_draws_runs_metrics_validation_and_baselines():
     history[-1].update(val_loss=1.5, val_margin=0.5)
     labels = lambda fig: [line.get_label() for line in fig.axes[0].get_lines()]  # noqa: E731
     assert labels(plot_curves(history)) == ["loss (train)", "loss (validation)"]
-    two_runs = plot_curves({"a": history, "b": history}, baselines={"uniform guess": 6.2})
-    assert labels(two_runs) == ["a (train)", "a (validation)", "b (train)", "b (validation)", "uniform guess"]
-    metrics = plot_curves(history, {"loss": "loss", "margin": "margin"}, validation=False)
+    two_runs = plot_curves(
+        {"a": history, "b": history}, baselines={"uniform guess": 6.2}
+    )
+    assert labels(two_runs) == [
+        "a (train)",
+        "a (validation)",
+        "b (train)",
+        "b (validation)",
+        "uniform guess",
+    ]
+    metrics = plot_curves(
+        history, {"loss": "loss", "margin": "margin"}, validation=False
+    )
     assert labels(metrics) == ["loss", "margin"]
-    assert list(metrics.axes[0].get_lines()[1].get_ydata()) == [0.1 * s for s in range(1, 5)]
+    assert list(metrics.axes[0].get_lines()[1].get_ydata()) == [
+        0.1 * s for s in range(1, 5)
+    ]

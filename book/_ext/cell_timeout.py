@@ -30,12 +30,16 @@ def set_cell_timeout(app: Sphinx, config: Config) -> None:
     override = os.environ.get("FOUNDRY_CELL_TIMEOUT", "").strip()
     if override:
         if not override.isdigit() or int(override) < 1:
-            raise ValueError(f"FOUNDRY_CELL_TIMEOUT must be a positive number of seconds, got {override!r}")
+            raise ValueError(
+                f"FOUNDRY_CELL_TIMEOUT must be a positive number of seconds, got {override!r}"
+            )
         chosen = int(override)
     elif not chosen or chosen <= 0:
         preset = pick_preset()
         chosen = cell_timeout(preset)
-        logger.info(f"[cell_timeout] preset {preset.name}: each cell may run {chosen} s")
+        logger.info(
+            f"[cell_timeout] preset {preset.name}: each cell may run {chosen} s"
+        )
     config.nb_execution_timeout = chosen
 
 

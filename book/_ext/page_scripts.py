@@ -61,11 +61,19 @@ def vendored_entries(vendor: Path) -> dict[str, str] | None:
     manifest = vendor / "manifest.json"
     if not manifest.is_file():
         return None
-    entries = {folder: item["entry"] for folder, item in json.loads(manifest.read_text()).items()}
-    missing = [entry for entry in entries.values() if not (vendor / "static" / entry).is_file()]
+    entries = {
+        folder: item["entry"]
+        for folder, item in json.loads(manifest.read_text()).items()
+    }
+    missing = [
+        entry for entry in entries.values() if not (vendor / "static" / entry).is_file()
+    ]
     if missing:
-        logger.warning("%s is incomplete (missing %s): run python scripts/vendor_js.py again",
-                       vendor, ", ".join(missing))
+        logger.warning(
+            "%s is incomplete (missing %s): run python scripts/vendor_js.py again",
+            vendor,
+            ", ".join(missing),
+        )
         return None
     return entries
 
@@ -91,15 +99,27 @@ def use_page_scripts(app: Sphinx, config: Config) -> None:
     """On `config-inited`: vendored copies where `_vendor/` has them, and the widget setup script."""
     entries = vendored_entries(Path(app.srcdir) / VENDOR)
     if entries is not None:
-        config.html_static_path = [*config.html_static_path, str(Path(app.srcdir) / VENDOR / "static")]
+        config.html_static_path = [
+            *config.html_static_path,
+            str(Path(app.srcdir) / VENDOR / "static"),
+        ]
         if config.mathjax_path == MATHJAX_URL:
             config.mathjax_path = entries["mathjax"]
-        logger.info("page_scripts: MathJax and the widget manager come from %s/", VENDOR)
+        logger.info(
+            "page_scripts: MathJax and the widget manager come from %s/", VENDOR
+        )
     else:
-        logger.info("page_scripts: no complete %s/, MathJax and the widget manager come from CDNs", VENDOR)
+        logger.info(
+            "page_scripts: no complete %s/, MathJax and the widget manager come from CDNs",
+            VENDOR,
+        )
 
     default = _myst_nb_default_widgets_js()
-    if default is None or "nb_ipywidgets_js" not in config or config.nb_ipywidgets_js != default:
+    if (
+        default is None
+        or "nb_ipywidgets_js" not in config
+        or config.nb_ipywidgets_js != default
+    ):
         return
     if entries is not None:
         # require.js first: the widget manager's bundle registers itself as AMD modules.
@@ -107,7 +127,9 @@ def use_page_scripts(app: Sphinx, config: Config) -> None:
         assets = "{root}_static/" + entries["jupyter-widgets"].rpartition("/")[0]
     else:
         scripts = default
-        assets = next(url for url in default if url.endswith("embed-amd.js")).rpartition("/")[0]
+        assets = next(
+            url for url in default if url.endswith("embed-amd.js")
+        ).rpartition("/")[0]
     config.nb_ipywidgets_js = widget_scripts(scripts, assets)
 
 
@@ -116,10 +138,16 @@ def _script_key(script: Any) -> tuple:
     if isinstance(script, str):
         return (script, 500, ())
     attributes = tuple(sorted(getattr(script, "attributes", {}).items()))
-    return (getattr(script, "filename", None) or "", getattr(script, "priority", 500), attributes)
+    return (
+        getattr(script, "filename", None) or "",
+        getattr(script, "priority", 500),
+        attributes,
+    )
 
 
-def drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+def drop_duplicate_scripts(
+    app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
     """On `html-page-context`, after the other extensions added their per-page scripts."""
     scripts = context.get("script_files")
     if not scripts:

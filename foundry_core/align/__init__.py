@@ -1,20 +1,88 @@
 """Post-training: chat templates, instruction tasks, SFT, a reward model and DPO."""
 
-from .chat import ALPACA, CHATML, TEMPLATES, ChatTemplate, encode_chat, encode_prompt, get_template, render
 from ..sequences import IGNORE, sequence_logprobs
+from .chat import (
+    ALPACA,
+    CHATML,
+    TEMPLATES,
+    ChatTemplate,
+    encode_chat,
+    encode_prompt,
+    get_template,
+    render,
+)
 from .dpo import add_reference_logprobs, dpo_loss, make_dpo_loss
 from .pairs import PairDataset
-from .respond import Graded, accuracy_by_task, answer, grade, on_policy_pairs, well_formed_share
-from .reward import RewardModel, bradley_terry_loss, reward_loss, score_answers, score_pairs
+from .respond import (
+    Graded,
+    accuracy_by_task,
+    answer,
+    grade,
+    on_policy_pairs,
+    well_formed_share,
+)
+from .reward import (
+    RewardModel,
+    bradley_terry_loss,
+    reward_loss,
+    score_answers,
+    score_pairs,
+)
 from .sft import ChatDataset, example_chat, sft_targets
-from .tasks import (TASKS, Example, Line, PreferencePair, TaskSplits, build_tasks, drop_ties, is_correct,
-                    is_well_formed, play_lines, preference_pairs, wrong_answer)
+from .tasks import (
+    TASKS,
+    Example,
+    Line,
+    PreferencePair,
+    TaskSplits,
+    build_tasks,
+    drop_ties,
+    is_correct,
+    is_well_formed,
+    play_lines,
+    preference_pairs,
+    wrong_answer,
+)
 
 __all__ = [
-    "ALPACA", "CHATML", "ChatDataset", "ChatTemplate", "Example", "Graded", "IGNORE", "Line", "PairDataset",
-    "PreferencePair", "RewardModel", "TASKS", "TEMPLATES", "TaskSplits", "accuracy_by_task",
-    "add_reference_logprobs", "answer", "bradley_terry_loss", "build_tasks", "dpo_loss", "drop_ties",
-    "encode_chat", "encode_prompt", "example_chat", "get_template", "grade", "is_correct", "is_well_formed",
-    "make_dpo_loss", "on_policy_pairs", "play_lines", "preference_pairs", "render", "reward_loss",
-    "score_answers", "score_pairs", "sequence_logprobs", "sft_targets", "well_formed_share", "wrong_answer",
+    "ALPACA",
+    "CHATML",
+    "ChatDataset",
+    "ChatTemplate",
+    "Example",
+    "Graded",
+    "IGNORE",
+    "Line",
+    "PairDataset",
+    "PreferencePair",
+    "RewardModel",
+    "TASKS",
+    "TEMPLATES",
+    "TaskSplits",
+    "accuracy_by_task",
+    "add_reference_logprobs",
+    "answer",
+    "bradley_terry_loss",
+    "build_tasks",
+    "dpo_loss",
+    "drop_ties",
+    "encode_chat",
+    "encode_prompt",
+    "example_chat",
+    "get_template",
+    "grade",
+    "is_correct",
+    "is_well_formed",
+    "make_dpo_loss",
+    "on_policy_pairs",
+    "play_lines",
+    "preference_pairs",
+    "render",
+    "reward_loss",
+    "score_answers",
+    "score_pairs",
+    "sequence_logprobs",
+    "sft_targets",
+    "well_formed_share",
+    "wrong_answer",
 ]

@@ -15,7 +15,9 @@ from ..tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant")
 Message = dict  # {"role": "user" | "assistant" | "system", "content": str}
-Segment = tuple[str | int, bool]  # text (or one token id) and whether the loss is computed on it
+Segment = tuple[
+    str | int, bool
+]  # text (or one token id) and whether the loss is computed on it
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,13 @@ class ChatTemplate:
     header: Callable[[str], str]  # text before a message of this role
     footer: str  # text after every message (not trained)
     end_of_turn: Callable[[Tokenizer], int]
-    close_every_turn: bool = True  # False: only assistant turns end with end_of_turn (Alpaca)
+    close_every_turn: bool = (
+        True  # False: only assistant turns end with end_of_turn (Alpaca)
+    )
 
-    def segments(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> list[Segment]:
+    def segments(
+        self, messages: Sequence[Message], add_generation_prompt: bool = False
+    ) -> list[Segment]:
         check_messages(messages, need_assistant=not add_generation_prompt)
         out: list[Segment] = []
         for message in messages:
@@ -37,7 +43,9 @@ class ChatTemplate:
             out.append((self.header(message["role"]), False))
             out.append((message["content"], trained))
             if trained or self.close_every_turn:
-                out.append((EOT, trained))  # placeholder for the template's end-of-turn id
+                out.append(
+                    (EOT, trained)
+                )  # placeholder for the template's end-of-turn id
             if self.footer:
                 out.append((self.footer, False))
         if add_generation_prompt:
@@ -53,12 +61,18 @@ def _chatml_header(role: str) -> str:
 
 
 def _alpaca_header(role: str) -> str:
-    return {"system": "", "user": "### Instruction:\n", "assistant": "### Response:\n"}[role]
+    return {"system": "", "user": "### Instruction:\n", "assistant": "### Response:\n"}[
+        role
+    ]
 
 
-CHATML = ChatTemplate("chatml", _chatml_header, "\n", lambda tok: tok.piece_to_id("<|im_end|>"))
+CHATML = ChatTemplate(
+    "chatml", _chatml_header, "\n", lambda tok: tok.piece_to_id("<|im_end|>")
+)
 # Alpaca has no turn tokens of its own: a turn ends with the tokenizer's end-of-text token.
-ALPACA = ChatTemplate("alpaca", _alpaca_header, "\n\n", lambda tok: tok.eos_id, close_every_turn=False)
+ALPACA = ChatTemplate(
+    "alpaca", _alpaca_header, "\n\n", lambda tok: tok.eos_id, close_every_turn=False
+)
 TEMPLATES = {t.name: t for t in (CHATML, ALPACA)}
 
 
@@ -66,7 +80,9 @@ def get_template(name: str | ChatTemplate) -> ChatTemplate:
     if isinstance(name, ChatTemplate):
         return name
     if name not in TEMPLATES:
-        raise ValueError(f"unknown chat template '{name}': choose one of {', '.join(TEMPLATES)}")
+        raise ValueError(
+            f"unknown chat template '{name}': choose one of {', '.join(TEMPLATES)}"
+        )
     return TEMPLATES[name]
 
 
@@ -75,36 +91,56 @@ def check_messages(messages: Sequence[Message], need_assistant: bool) -> None:
     if not messages:
         raise ValueError("the chat is empty: give at least one user message")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise ValueError(f"message {i} must be a dict with role in {ROLES} and a string content, got {m!r}")
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ROLES
+            or not isinstance(m.get("content"), str)
+        ):
+            raise ValueError(
+                f"message {i} must be a dict with role in {ROLES} and a string content, got {m!r}"
+            )
     if need_assistant and not any(m["role"] == "assistant" for m in messages):
-        raise ValueError("the chat has no assistant turn: there is nothing to train on "
-                         "(for a prompt to answer, use add_generation_prompt=True)")
+        raise ValueError(
+            "the chat has no assistant turn: there is nothing to train on "
+            "(for a prompt to answer, use add_generation_prompt=True)"
+        )
 
 
-def render(messages: Sequence[Message], template: str | ChatTemplate = CHATML,
-           add_generation_prompt: bool = False) -> str:
+def render(
+    messages: Sequence[Message],
+    template: str | ChatTemplate = CHATML,
+    add_generation_prompt: bool = False,
+) -> str:
     """The chat as text, with the end-of-turn token written as <eot>: for reading, not for tokenizing."""
     parts = get_template(template).segments(messages, add_generation_prompt)
     return "".join("<eot>" if text == EOT else text for text, _ in parts)
 
 
-def encode_chat(tokenizer: Tokenizer, messages: Sequence[Message], template: str | ChatTemplate = CHATML,
-                add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
+def encode_chat(
+    tokenizer: Tokenizer,
+    messages: Sequence[Message],
+    template: str | ChatTemplate = CHATML,
+    add_generation_prompt: bool = False,
+) -> tuple[list[int], list[bool]]:
     """Token ids of the chat and, for each, whether the SFT loss is computed on it (assistant content
     and its end-of-turn token: yes; markers, system and user text: no)."""
     template = get_template(template)
     ids: list[int] = []
     trained: list[bool] = []
     for text, is_trained in template.segments(messages, add_generation_prompt):
-        piece = [template.end_of_turn(tokenizer)] if text == EOT else tokenizer.encode(text)
+        piece = (
+            [template.end_of_turn(tokenizer)] if text == EOT else tokenizer.encode(text)
+        )
         ids += piece
         trained += [is_trained] * len(piece)
     return ids, trained
 
 
-def encode_prompt(tokenizer: Tokenizer, messages: Sequence[Message] | str,
-                  template: str | ChatTemplate = CHATML) -> list[int]:
+def encode_prompt(
+    tokenizer: Tokenizer,
+    messages: Sequence[Message] | str,
+    template: str | ChatTemplate = CHATML,
+) -> list[int]:
     """The ids a model continues to answer: the chat so far, then the assistant header."""
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]

@@ -7,9 +7,9 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..sequences import pad_right
 from ..tokenizer import Tokenizer
 from .chat import CHATML, ChatTemplate, encode_chat
-from ..sequences import pad_right
 from .tasks import PreferencePair, drop_ties
 
 
@@ -21,15 +21,28 @@ class PairDataset(Dataset):
     long for the context are dropped; `dropped` counts them by reason.
     """
 
-    def __init__(self, tokenizer: Tokenizer, pairs: Sequence[PreferencePair], max_len: int,
-                 template: str | ChatTemplate = CHATML):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        pairs: Sequence[PreferencePair],
+        max_len: int,
+        template: str | ChatTemplate = CHATML,
+    ):
         pairs, ties = drop_ties(pairs)
         self.dropped = {"identical answers": ties, "too long": 0}
         self.pairs, self.items = [], []
         for pair in pairs:
-            encoded = [encode_chat(tokenizer, [{"role": "user", "content": pair.prompt},
-                                               {"role": "assistant", "content": answer}], template)
-                       for answer in (pair.chosen, pair.rejected)]
+            encoded = [
+                encode_chat(
+                    tokenizer,
+                    [
+                        {"role": "user", "content": pair.prompt},
+                        {"role": "assistant", "content": answer},
+                    ],
+                    template,
+                )
+                for answer in (pair.chosen, pair.rejected)
+            ]
             if max(len(ids) for ids, _ in encoded) > max_len:
                 self.dropped["too long"] += 1
                 continue
@@ -37,7 +50,9 @@ class PairDataset(Dataset):
             self.items.append(encoded)
         if not self.items:
             raise ValueError(f"no usable preference pairs (dropped: {self.dropped})")
-        self.reference: torch.Tensor | None = None  # (len, 2) log-probs under the reference model, for DPO
+        self.reference: torch.Tensor | None = (
+            None  # (len, 2) log-probs under the reference model, for DPO
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -48,7 +63,9 @@ class PairDataset(Dataset):
 
     @staticmethod
     def collate(batch) -> tuple[torch.Tensor, ...]:
-        rows = [chosen for (chosen, _), _ in batch] + [rejected for (_, rejected), _ in batch]
+        rows = [chosen for (chosen, _), _ in batch] + [
+            rejected for (_, rejected), _ in batch
+        ]
         ids = pad_right([r[0] for r in rows], 0)
         answer = pad_right([[int(t) for t in r[1]] for r in rows], 0).bool()
         lengths = torch.tensor([len(r[0]) for r in rows])

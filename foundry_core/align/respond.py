@@ -16,17 +16,34 @@ from .chat import CHATML, ChatTemplate, encode_prompt, get_template
 from .tasks import Example, PreferencePair, is_correct, is_well_formed
 
 
-def answer(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[str], template: str | ChatTemplate = CHATML,
-           max_new_tokens: int = 16, batch_size: int = 64, temperature: float = 0.0,
-           generator: torch.Generator | None = None) -> list[str]:
+def answer(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    template: str | ChatTemplate = CHATML,
+    max_new_tokens: int = 16,
+    batch_size: int = 64,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[str]:
     """The model's reply to each prompt, generated in batches (prompts of any lengths, left-padded), up to
     the template's end-of-turn token."""
     template = get_template(template)
     stop = template.end_of_turn(tokenizer)
     replies = []
     for start in range(0, len(prompts), batch_size):
-        ids = [encode_prompt(tokenizer, p, template) for p in prompts[start:start + batch_size]]
-        new = generate(model, ids, max_new_tokens, temperature=temperature, stop_tokens=[stop], generator=generator)
+        ids = [
+            encode_prompt(tokenizer, p, template)
+            for p in prompts[start : start + batch_size]
+        ]
+        new = generate(
+            model,
+            ids,
+            max_new_tokens,
+            temperature=temperature,
+            stop_tokens=[stop],
+            generator=generator,
+        )
         replies += [tokenizer.decode(row) for row in new]
     return replies
 
@@ -38,14 +55,18 @@ class Graded:
     correct: bool
 
 
-def grade(model: Transformer, tokenizer: Tokenizer, examples: Sequence[Example], **kwargs) -> list[Graded]:
+def grade(
+    model: Transformer, tokenizer: Tokenizer, examples: Sequence[Example], **kwargs
+) -> list[Graded]:
     responses = answer(model, tokenizer, [e.prompt for e in examples], **kwargs)
     return [Graded(e, r, is_correct(e, r)) for e, r in zip(examples, responses)]
 
 
 def well_formed_share(graded: Sequence[Graded], plays: Sequence[str]) -> float:
     """The share of answers of the right kind (see tasks.is_well_formed), right or wrong."""
-    return sum(is_well_formed(g.example, g.response, plays) for g in graded) / len(graded)
+    return sum(is_well_formed(g.example, g.response, plays) for g in graded) / len(
+        graded
+    )
 
 
 def accuracy_by_task(graded: Sequence[Graded]) -> dict[str, float]:
@@ -57,8 +78,15 @@ def accuracy_by_task(graded: Sequence[Graded]) -> dict[str, float]:
     return {task: sum(v) / len(v) for task, v in groups.items()}
 
 
-def on_policy_pairs(model: Transformer, tokenizer: Tokenizer, examples: Sequence[Example], samples: int = 4,
-                    temperature: float = 1.0, seed: int = 0, **kwargs) -> list[PreferencePair]:
+def on_policy_pairs(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    samples: int = 4,
+    temperature: float = 1.0,
+    seed: int = 0,
+    **kwargs,
+) -> list[PreferencePair]:
     """Preference pairs from the model's own mistakes: sample answers to each prompt, score them by rule,
     and pair a correct one (a sampled one if any, else the reference) with a sampled wrong one.
 
@@ -66,14 +94,25 @@ def on_policy_pairs(model: Transformer, tokenizer: Tokenizer, examples: Sequence
     """
     generator = torch.Generator().manual_seed(seed)
     prompts = [e.prompt for e in examples for _ in range(samples)]
-    replies = answer(model, tokenizer, prompts, temperature=temperature, generator=generator, **kwargs)
+    replies = answer(
+        model,
+        tokenizer,
+        prompts,
+        temperature=temperature,
+        generator=generator,
+        **kwargs,
+    )
     rng = random.Random(seed)
     pairs = []
     for i, example in enumerate(examples):
-        mine = replies[i * samples:(i + 1) * samples]
+        mine = replies[i * samples : (i + 1) * samples]
         right = [r for r in mine if is_correct(example, r)]
         wrong = [r for r in mine if not is_correct(example, r)]
         if wrong:
             chosen = rng.choice(right) if right else example.answer
-            pairs.append(PreferencePair(example.prompt, chosen, rng.choice(wrong), example.task, "on-policy"))
+            pairs.append(
+                PreferencePair(
+                    example.prompt, chosen, rng.choice(wrong), example.task, "on-policy"
+                )
+            )
     return pairs

@@ -20,20 +20,32 @@ from .tasks import Example
 
 
 def example_chat(example: Example) -> list[Message]:
-    return [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.answer}]
+    return [
+        {"role": "user", "content": example.prompt},
+        {"role": "assistant", "content": example.answer},
+    ]
 
 
-def sft_targets(ids: Sequence[int], trained: Sequence[bool]) -> tuple[list[int], list[int]]:
+def sft_targets(
+    ids: Sequence[int], trained: Sequence[bool]
+) -> tuple[list[int], list[int]]:
     """Inputs and targets for next-token training: position i predicts token i + 1, which counts only if
     that token is trained (assistant content or its end-of-turn)."""
-    return list(ids[:-1]), [t if keep else IGNORE for t, keep in zip(ids[1:], trained[1:])]
+    return list(ids[:-1]), [
+        t if keep else IGNORE for t, keep in zip(ids[1:], trained[1:])
+    ]
 
 
 class ChatDataset(Dataset):
     """Tokenized chats as (inputs, targets); chats longer than the context are dropped and counted."""
 
-    def __init__(self, tokenizer: Tokenizer, chats: Sequence[Sequence[Message]], max_len: int,
-                 template: str | ChatTemplate = CHATML):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        chats: Sequence[Sequence[Message]],
+        max_len: int,
+        template: str | ChatTemplate = CHATML,
+    ):
         self.items, self.dropped = [], 0
         for chat in chats:
             ids, trained = encode_chat(tokenizer, chat, template)
@@ -42,7 +54,9 @@ class ChatDataset(Dataset):
                 continue
             self.items.append(sft_targets(ids, trained))
         if not self.items:
-            raise ValueError(f"all {self.dropped} chats are longer than the context ({max_len} tokens)")
+            raise ValueError(
+                f"all {self.dropped} chats are longer than the context ({max_len} tokens)"
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -51,6 +65,8 @@ class ChatDataset(Dataset):
         return self.items[i]
 
     @staticmethod
-    def collate(batch: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def collate(
+        batch: Sequence[tuple[list[int], list[int]]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = zip(*batch)
         return pad_right(inputs, 0), pad_right(targets, IGNORE)

@@ -17,9 +17,11 @@ from typing import Callable, Sequence
 
 from ..data.sources import Document
 
-_SPEAKER = re.compile(r"^([A-Z][A-Za-z' ]{0,28})\.$")  # "Ham." or "LADY MACBETH." on a line of its own
+_SPEAKER = re.compile(
+    r"^([A-Z][A-Za-z' ]{0,28})\.$"
+)  # "Ham." or "LADY MACBETH." on a line of its own
 _FIRST_ACT = re.compile(r"\n(ACT|Act) [IV1]")  # the cast list comes before it
-_PUNCTUATION = ".,;:!?-\"()[]"
+_PUNCTUATION = '.,;:!?-"()[]'
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,9 @@ class PreferencePair:
     kind: str
 
 
-def play_lines(documents: Sequence[Document], min_words: int = 3, max_words: int = 10) -> list[Line]:
+def play_lines(
+    documents: Sequence[Document], min_words: int = 3, max_words: int = 10
+) -> list[Line]:
     """Every spoken line of min_words..max_words words, from speeches that start with a speaker's name.
 
     Poems (no speakers), stage directions (in brackets) and the cast lists at the head of each play
@@ -65,17 +69,24 @@ def play_lines(documents: Sequence[Document], min_words: int = 3, max_words: int
     lines = []
     for doc in documents:
         first_act = _FIRST_ACT.search(doc.text)
-        for speech in doc.text[first_act.start() if first_act else 0:].split("\n\n"):
+        for speech in doc.text[first_act.start() if first_act else 0 :].split("\n\n"):
             first, *rest = speech.strip("\n").split("\n")
             match = _SPEAKER.match(first.strip())
             if not match or not rest:
                 continue
-            speaker = match.group(1).title() if match.group(1).isupper() else match.group(1)
+            speaker = (
+                match.group(1).title() if match.group(1).isupper() else match.group(1)
+            )
             for text in rest:
                 text = text.strip()
                 line = Line(doc.title, speaker, text)
                 shouting = any(len(w) > 1 and w.isupper() for w in line.words)
-                if text and "[" not in text and not shouting and min_words <= len(line.words) <= max_words:
+                if (
+                    text
+                    and "[" not in text
+                    and not shouting
+                    and min_words <= len(line.words) <= max_words
+                ):
                     lines.append(line)
     return lines
 
@@ -99,7 +110,10 @@ def _ask_last_word(line: Line) -> tuple[str, str]:
 
 
 TASKS: dict[str, Callable[[Line], tuple[str, str]]] = {
-    "play": _ask_play, "first_word": _ask_first_word, "last_word": _ask_last_word}
+    "play": _ask_play,
+    "first_word": _ask_first_word,
+    "last_word": _ask_last_word,
+}
 
 
 def make_example(task: str, line: Line) -> Example:
@@ -116,23 +130,39 @@ class TaskSplits:
     plays: list[str]  # every possible answer of the "play" task
 
 
-def build_tasks(documents: Sequence[Document], train_per_task: int, test_per_task: int,
-                held_out: float = 0.2, seed: int = 0, tasks: Sequence[str] = tuple(TASKS)) -> TaskSplits:
+def build_tasks(
+    documents: Sequence[Document],
+    train_per_task: int,
+    test_per_task: int,
+    held_out: float = 0.2,
+    seed: int = 0,
+    tasks: Sequence[str] = tuple(TASKS),
+) -> TaskSplits:
     """Examples of every task from disjoint train and held-out lines, drawn reproducibly from `seed`."""
     lines = play_lines(documents)
     if not lines:
-        raise ValueError("no spoken lines found: the documents hold no plays with speaker names")
+        raise ValueError(
+            "no spoken lines found: the documents hold no plays with speaker names"
+        )
     rng = random.Random(seed)
-    pools = {False: [l for l in lines if not is_held_out(l, held_out)],
-             True: [l for l in lines if is_held_out(l, held_out)]}
+    pools = {
+        False: [ln for ln in lines if not is_held_out(ln, held_out)],
+        True: [ln for ln in lines if is_held_out(ln, held_out)],
+    }
     splits = {}
     for held, count in ((False, train_per_task), (True, test_per_task)):
         if len(pools[held]) < count:
-            raise ValueError(f"only {len(pools[held])} {'held-out' if held else 'training'} lines for "
-                             f"{count} examples per task: ask for fewer")
-        splits[held] = [make_example(task, line) for task in tasks for line in rng.sample(pools[held], count)]
+            raise ValueError(
+                f"only {len(pools[held])} {'held-out' if held else 'training'} lines for "
+                f"{count} examples per task: ask for fewer"
+            )
+        splits[held] = [
+            make_example(task, line)
+            for task in tasks
+            for line in rng.sample(pools[held], count)
+        ]
         rng.shuffle(splits[held])
-    return TaskSplits(splits[False], splits[True], sorted({l.play for l in lines}))
+    return TaskSplits(splits[False], splits[True], sorted({ln.play for ln in lines}))
 
 
 def normalize_answer(text: str) -> str:
@@ -151,7 +181,9 @@ def is_well_formed(example: Example, response: str, plays: Sequence[str]) -> boo
     return normalize_answer(response) in {normalize_answer(o) for o in options}
 
 
-def wrong_answer(example: Example, rng: random.Random, plays: Sequence[str]) -> tuple[str, str]:
+def wrong_answer(
+    example: Example, rng: random.Random, plays: Sequence[str]
+) -> tuple[str, str]:
     """A realistic wrong answer and what kind of mistake it is.
 
     The kinds are the mistakes a small model really makes: a wrong play, the word from the wrong end
@@ -168,7 +200,9 @@ def wrong_answer(example: Example, rng: random.Random, plays: Sequence[str]) -> 
     return other, "wrong word"
 
 
-def preference_pairs(examples: Sequence[Example], plays: Sequence[str], seed: int = 0) -> list[PreferencePair]:
+def preference_pairs(
+    examples: Sequence[Example], plays: Sequence[str], seed: int = 0
+) -> list[PreferencePair]:
     """One pair per example: the reference answer is chosen, a realistic wrong one rejected."""
     rng = random.Random(seed)
     pairs = []
@@ -181,5 +215,7 @@ def preference_pairs(examples: Sequence[Example], plays: Sequence[str], seed: in
 def drop_ties(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
     """Pairs whose two answers are the same teach nothing (and make DPO's loss constant): drop them,
     returning how many were dropped so the caller can say so."""
-    kept = [p for p in pairs if normalize_answer(p.chosen) != normalize_answer(p.rejected)]
+    kept = [
+        p for p in pairs if normalize_answer(p.chosen) != normalize_answer(p.rejected)
+    ]
     return kept, len(pairs) - len(kept)

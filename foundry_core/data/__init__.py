@@ -1,8 +1,15 @@
 """The data pipeline: named sources, cleaning, deduplication, and token datasets."""
 
 from .clean import CleanConfig, CleanReport, clean_documents, normalize_text
+from .dataset import (
+    TokenWindows,
+    make_loader,
+    read_tokens,
+    split_documents,
+    token_dtype,
+    write_tokens,
+)
 from .dedup import NearDuplicates, exact_dedup, minhash_dedup, near_duplicates
-from .dataset import TokenWindows, make_loader, read_tokens, split_documents, token_dtype, write_tokens
 from .sources import CORPORA, Document, load_corpus
 
 __all__ = [

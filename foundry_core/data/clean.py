@@ -26,11 +26,17 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 @dataclass(frozen=True)
 class CleanConfig:
-    unicode_form: str = "NFC"  # canonical composition: "é" is one code point however it was typed
+    unicode_form: str = (
+        "NFC"  # canonical composition: "é" is one code point however it was typed
+    )
     max_line_chars: int = 2000  # longer lines are data dumps, not prose or verse
     min_doc_chars: int = 200  # shorter documents teach too little to keep
-    max_symbol_fraction: float = 0.3  # documents mostly made of digits and symbols are tables or code
-    min_unique_line_fraction: float = 0.3  # documents repeating the same lines are generated filler
+    max_symbol_fraction: float = (
+        0.3  # documents mostly made of digits and symbols are tables or code
+    )
+    min_unique_line_fraction: float = (
+        0.3  # documents repeating the same lines are generated filler
+    )
 
 
 @dataclass
@@ -42,7 +48,9 @@ class CleanReport:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     chars_before: int = 0
     chars_after: int = 0
-    changed_by_normalisation: int = 0  # characters changed by Unicode/control/whitespace normalisation
+    changed_by_normalisation: int = (
+        0  # characters changed by Unicode/control/whitespace normalisation
+    )
 
     def note(self, rule: str, example: str, doc: bool = False) -> None:
         (self.docs_removed if doc else self.lines_removed)[rule] += 1
@@ -51,10 +59,24 @@ class CleanReport:
 
     def rows(self) -> list[dict[str, object]]:
         """The report as table rows: rule, what it applies to, how many it removed, an example."""
-        rows = [{"rule": r, "removes": "lines", "count": n, "example": repr(self.examples[r][0])}
-                for r, n in self.lines_removed.most_common()]
-        rows += [{"rule": r, "removes": "documents", "count": n, "example": repr(self.examples[r][0])}
-                 for r, n in self.docs_removed.most_common()]
+        rows = [
+            {
+                "rule": r,
+                "removes": "lines",
+                "count": n,
+                "example": repr(self.examples[r][0]),
+            }
+            for r, n in self.lines_removed.most_common()
+        ]
+        rows += [
+            {
+                "rule": r,
+                "removes": "documents",
+                "count": n,
+                "example": repr(self.examples[r][0]),
+            }
+            for r, n in self.docs_removed.most_common()
+        ]
         return rows
 
 
@@ -92,8 +114,9 @@ def document_rule(text: str, config: CleanConfig) -> str | None:
     return None
 
 
-def clean_documents(documents: list[Document], config: CleanConfig = CleanConfig()
-                    ) -> tuple[list[Document], CleanReport]:
+def clean_documents(
+    documents: list[Document], config: CleanConfig = CleanConfig()
+) -> tuple[list[Document], CleanReport]:
     """Normalise each document, drop the lines and then the documents that a rule rejects."""
     report = CleanReport()
     kept = []

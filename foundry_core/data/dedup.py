@@ -29,7 +29,9 @@ import numpy as np
 from ..config import require_positive_ints
 
 MERSENNE_PRIME = (1 << 61) - 1  # p = 2**61 - 1: reducing mod p is a shift and an add
-EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature entry of an empty set; real hashes are < p
+EMPTY = np.uint64(
+    np.iinfo(np.uint64).max
+)  # signature entry of an empty set; real hashes are < p
 _P = np.uint64(MERSENNE_PRIME)
 _CHUNK = 256  # shingles hashed per block in MinHasher.signature
 _LOW32, _LOW29 = np.uint64((1 << 32) - 1), np.uint64((1 << 29) - 1)
@@ -38,7 +40,9 @@ _PUNCTUATION = re.compile(r"[^\w\s]")
 
 def normalize_for_dedup(text: str) -> str:
     """Lowercase, drop punctuation and collapse whitespace, so trivial edits don't hide a copy."""
-    text = unicodedata.normalize("NFKC", text).lower()  # NFKC: full-width and ligature forms fold
+    text = unicodedata.normalize(
+        "NFKC", text
+    ).lower()  # NFKC: full-width and ligature forms fold
     return " ".join(_PUNCTUATION.sub("", text).split())
 
 
@@ -75,7 +79,9 @@ def shingles(text: str, k: int = 5) -> set[int]:
     if len(words) >= k:
         grams = [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
     else:
-        grams = [text[i : i + k] for i in range(max(len(text) - k + 1, 1))] if text else []
+        grams = (
+            [text[i : i + k] for i in range(max(len(text) - k + 1, 1))] if text else []
+        )
     return {int.from_bytes(_digest(g, 4), "little") for g in grams}
 
 
@@ -124,7 +130,7 @@ class MinHasher:
         # CPU cache, instead of a dozen full-size arrays making trips through main memory.
         best = np.full(self.num_perm, EMPTY, dtype=np.uint64)
         for start in range(0, x.size, _CHUNK):
-            block = _mod_p(_mul_mod_p(self.a, x[None, start:start + _CHUNK]) + self.b)
+            block = _mod_p(_mul_mod_p(self.a, x[None, start : start + _CHUNK]) + self.b)
             np.minimum(best, block.min(axis=1), out=best)
         return best
 
@@ -146,7 +152,9 @@ def jaccard(set_a: set[int], set_b: set[int]) -> float:
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
     """The share of equal signature entries; 0.0 when either signature is of an empty set."""
     if sig_a.shape != sig_b.shape:
-        raise ValueError(f"signatures differ in shape: {sig_a.shape} vs {sig_b.shape}; use one MinHasher")
+        raise ValueError(
+            f"signatures differ in shape: {sig_a.shape} vs {sig_b.shape}; use one MinHasher"
+        )
     if sig_a[0] == EMPTY or sig_b[0] == EMPTY:
         return 0.0
     return float(np.mean(sig_a == sig_b))
@@ -157,7 +165,9 @@ def threshold(bands: int, rows: int) -> float:
     return (1.0 / bands) ** (1.0 / rows)
 
 
-def lsh_candidates(signatures: np.ndarray, bands: int, rows: int) -> set[tuple[int, int]]:
+def lsh_candidates(
+    signatures: np.ndarray, bands: int, rows: int
+) -> set[tuple[int, int]]:
     """Pairs (i < j) whose signatures agree on every row of at least one band.
 
     Rows within a band must all match (AND), any band suffices (OR): similar pairs almost surely
@@ -169,7 +179,9 @@ def lsh_candidates(signatures: np.ndarray, bands: int, rows: int) -> set[tuple[i
     pairs: set[tuple[int, int]] = set()
     for b in range(bands):
         band = signatures[live, b * rows : (b + 1) * rows]
-        _, bucket = np.unique(band, axis=0, return_inverse=True)  # equal band rows, equal bucket
+        _, bucket = np.unique(
+            band, axis=0, return_inverse=True
+        )  # equal band rows, equal bucket
         bucket = bucket.reshape(-1)
         order = np.argsort(bucket, kind="stable")
         for members in np.split(live[order], np.cumsum(np.bincount(bucket))[:-1]):
@@ -184,7 +196,9 @@ class NearDuplicates:
 
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
     clusters: list[list[int]] = field(default_factory=list)
-    num_candidates: int = 0  # LSH candidates before verification: how much work banding saved
+    num_candidates: int = (
+        0  # LSH candidates before verification: how much work banding saved
+    )
 
 
 def near_duplicates(
@@ -203,16 +217,28 @@ def near_duplicates(
     """
     require_positive_ints(k=k, num_perm=num_perm, bands=bands, rows=rows)
     _check_banding(bands, rows, num_perm)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}: 0.5 to 0.8 are usual")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0 < threshold <= 1
+    ):
+        raise ValueError(
+            f"threshold must be in (0, 1], got {threshold!r}: 0.5 to 0.8 are usual"
+        )
     sigs = MinHasher(num_perm, seed).signatures([shingles(d, k) for d in docs])
     candidates = sorted(lsh_candidates(sigs, bands, rows))
     pairs = []
     if candidates:
         i, j = np.array(candidates).T
         estimates = (sigs[i] == sigs[j]).mean(axis=1)
-        pairs = [(a, b, float(e)) for a, b, e in zip(i.tolist(), j.tolist(), estimates) if e >= threshold]
-    return NearDuplicates(pairs, _connected_components(len(docs), pairs), len(candidates))
+        pairs = [
+            (a, b, float(e))
+            for a, b, e in zip(i.tolist(), j.tolist(), estimates)
+            if e >= threshold
+        ]
+    return NearDuplicates(
+        pairs, _connected_components(len(docs), pairs), len(candidates)
+    )
 
 
 def minhash_dedup(docs: Sequence[str], **kwargs) -> tuple[list[int], NearDuplicates]:
@@ -222,7 +248,9 @@ def minhash_dedup(docs: Sequence[str], **kwargs) -> tuple[list[int], NearDuplica
     return [i for i in range(len(docs)) if i not in dropped], result
 
 
-def _connected_components(n: int, pairs: Iterable[tuple[int, int, float]]) -> list[list[int]]:
+def _connected_components(
+    n: int, pairs: Iterable[tuple[int, int, float]]
+) -> list[list[int]]:
     """Union-find; each root is its component's lowest index, so clusters come out sorted."""
     parent = list(range(n))
 
@@ -244,7 +272,11 @@ def _connected_components(n: int, pairs: Iterable[tuple[int, int, float]]) -> li
 def _check_banding(bands: int, rows: int, num_perm: int) -> None:
     """LSH splits each signature into bands of rows, so the two must tile it exactly."""
     if bands * rows != num_perm:
-        fit = rows if num_perm % rows == 0 else max(d for d in range(1, rows + 1) if num_perm % d == 0)
+        fit = (
+            rows
+            if num_perm % rows == 0
+            else max(d for d in range(1, rows + 1) if num_perm % d == 0)
+        )
         raise ValueError(
             f"bands * rows must equal num_perm: got {bands} * {rows} = {bands * rows} for num_perm={num_perm};"
             f" try bands={num_perm // fit}, rows={fit}"

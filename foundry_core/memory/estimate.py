@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..config import ModelConfig, TrainConfig
-from ..hardware import DEVICES, GIB, RUNTIME_OVERHEAD_BYTES, HardwareInfo, choose_precision
+from ..hardware import (
+    DEVICES,
+    GIB,
+    RUNTIME_OVERHEAD_BYTES,
+    HardwareInfo,
+    choose_precision,
+)
 from ..losses import CHUNK_ELEMENTS
 
 
@@ -35,15 +41,27 @@ class MemoryEstimate:
         return sum(self.parts().values())
 
     def as_gib(self) -> dict[str, float]:
-        return {**{k: v / GIB for k, v in self.parts().items()}, "total": self.total / GIB}
+        return {
+            **{k: v / GIB for k, v in self.parts().items()},
+            "total": self.total / GIB,
+        }
 
 
-def layer_bytes_per_token(model: ModelConfig, act_bytes: int, attention_scores: bool = False,
-                          seq_len: int | None = None) -> int:
+def layer_bytes_per_token(
+    model: ModelConfig,
+    act_bytes: int,
+    attention_scores: bool = False,
+    seq_len: int | None = None,
+) -> int:
     """Bytes one Transformer block keeps for its backward pass per token (see activation_bytes_per_token)."""
     d, f = model.d_model, model.d_ff
     norm_outputs = 2 * d * 4 if act_bytes == 4 else 5 * d * act_bytes
-    total = 4 * d * 4 + norm_outputs + (2 * d + 2 * model.kv_dim + 4 * f) * act_bytes + (model.n_heads + 2) * 4
+    total = (
+        4 * d * 4
+        + norm_outputs
+        + (2 * d + 2 * model.kv_dim + 4 * f) * act_bytes
+        + (model.n_heads + 2) * 4
+    )
     if model.dropout > 0:
         total += 2 * d
     if attention_scores:
@@ -51,8 +69,13 @@ def layer_bytes_per_token(model: ModelConfig, act_bytes: int, attention_scores: 
     return total
 
 
-def activation_bytes_per_token(model: ModelConfig, act_bytes: int, grad_checkpointing: bool = False,
-                               attention_scores: bool = False, seq_len: int | None = None) -> int:
+def activation_bytes_per_token(
+    model: ModelConfig,
+    act_bytes: int,
+    grad_checkpointing: bool = False,
+    attention_scores: bool = False,
+    seq_len: int | None = None,
+) -> int:
     """Bytes kept for the backward pass per token of a micro-batch, counted tensor by tensor.
 
     Per layer (layer_bytes_per_token; d = d_model, f = d_ff, kv = key/value width, `act_bytes` 2 under
@@ -79,7 +102,11 @@ def activation_bytes_per_token(model: ModelConfig, act_bytes: int, grad_checkpoi
     """
     d = model.d_model
     per_layer = layer_bytes_per_token(model, act_bytes, attention_scores, seq_len)
-    layers = (model.n_layers * d * 4 + per_layer) if grad_checkpointing else model.n_layers * per_layer
+    layers = (
+        (model.n_layers * d * 4 + per_layer)
+        if grad_checkpointing
+        else model.n_layers * per_layer
+    )
     return layers + 3 * d * 4
 
 
@@ -87,10 +114,14 @@ def loss_workspace_bytes(model: ModelConfig, tokens: int) -> int:
     """Memory of the fused loss beyond the per-token part: the output weight's gradient, made in the
     forward pass, and one chunk's logits, log-probabilities and 16-bit gradient at a time."""
     chunk_rows = min(tokens, max(16, CHUNK_ELEMENTS // model.vocab_size))
-    return model.vocab_size * model.d_model * 4 + chunk_rows * model.vocab_size * (4 + 4 + 2)
+    return model.vocab_size * model.d_model * 4 + chunk_rows * model.vocab_size * (
+        4 + 4 + 2
+    )
 
 
-def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo | str) -> MemoryEstimate:
+def estimate_memory(
+    model: ModelConfig, train: TrainConfig, info: HardwareInfo | str
+) -> MemoryEstimate:
     """Peak memory of one training step with AdamW, as the sum of its parts.
 
     fp32 master weights (4 bytes/param), fp32 gradients (4), AdamW's two moments (8), under autocast a
@@ -111,7 +142,9 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo |
     matmul_weights = n - model.param_counts()["norms"]
     tokens = train.batch_size * train.seq_len
     scores = dict(attention_scores=device == "mps", seq_len=train.seq_len)
-    activations = tokens * activation_bytes_per_token(model, act_bytes, train.grad_checkpointing, **scores)
+    activations = tokens * activation_bytes_per_token(
+        model, act_bytes, train.grad_checkpointing, **scores
+    )
     workspace = loss_workspace_bytes(model, tokens)
     if train.grad_checkpointing:
         # The loss's workspace is alive at the end of the forward pass, the recomputed layer only later,
@@ -130,11 +163,17 @@ def estimate_memory(model: ModelConfig, train: TrainConfig, info: HardwareInfo |
     )
 
 
-ZERO_STAGES = {0: "DDP: everything replicated", 1: "ZeRO-1: optimizer states sharded",
-               2: "ZeRO-2: + gradients sharded", 3: "ZeRO-3 / FSDP: + weights sharded"}
+ZERO_STAGES = {
+    0: "DDP: everything replicated",
+    1: "ZeRO-1: optimizer states sharded",
+    2: "ZeRO-2: + gradients sharded",
+    3: "ZeRO-3 / FSDP: + weights sharded",
+}
 
 
-def sharded_memory(estimate: MemoryEstimate, world_size: int, stage: int) -> dict[str, int]:
+def sharded_memory(
+    estimate: MemoryEstimate, world_size: int, stage: int
+) -> dict[str, int]:
     """Per-device bytes of `estimate` when `world_size` devices share one run with ZeRO stage `stage`.
 
     Each stage splits one more kind of state into world_size shards (Rajbhandari et al., 2020): stage 1 the
@@ -143,9 +182,23 @@ def sharded_memory(estimate: MemoryEstimate, world_size: int, stage: int) -> dic
     micro-batch and are never divided. The brief all-gather buffer of one block under stage 3 is ignored.
     """
     if stage not in ZERO_STAGES:
-        raise ValueError(f"ZeRO stage must be one of {sorted(ZERO_STAGES)}, got {stage!r}")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(
+            f"ZeRO stage must be one of {sorted(ZERO_STAGES)}, got {stage!r}"
+        )
+    if (
+        isinstance(world_size, bool)
+        or not isinstance(world_size, int)
+        or world_size < 1
+    ):
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-    sharded = {"optimizer": stage >= 1, "gradients": stage >= 2, "weights": stage >= 3, "autocast_copies": stage >= 3}
-    parts = {part: size // (world_size if sharded.get(part) else 1) for part, size in estimate.parts().items()}
+    sharded = {
+        "optimizer": stage >= 1,
+        "gradients": stage >= 2,
+        "weights": stage >= 3,
+        "autocast_copies": stage >= 3,
+    }
+    parts = {
+        part: size // (world_size if sharded.get(part) else 1)
+        for part, size in estimate.parts().items()
+    }
     return {**parts, "total": sum(parts.values())}

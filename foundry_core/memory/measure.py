@@ -37,7 +37,9 @@ from ..train import Trainer
 from .estimate import MemoryEstimate
 
 MIB = 1024**2
-_GRADIENT_MARK = "foundry:gradient"  # profiler marker: a parameter's gradient has just been made
+_GRADIENT_MARK = (
+    "foundry:gradient"  # profiler marker: a parameter's gradient has just been made
+)
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,15 @@ class MeasuredMemory:
     method: str  # how the step's bytes were seen
     weights: int  # parameters and buffers (counted)
     optimizer: int  # AdamW's two moments and step counters (counted)
-    gradients: int  # all .grad tensors the backward pass made (counted as they were made)
+    gradients: (
+        int  # all .grad tensors the backward pass made (counted as they were made)
+    )
     gradients_at_peak: int  # those already made at the moment of the peak (measured)
     activations: int  # the rest of the peak (measured)
     peak: int  # the most bytes alive at once during the step (measured)
-    step_seconds: float  # median wall time of the timed steps (run without the profiler)
+    step_seconds: (
+        float  # median wall time of the timed steps (run without the profiler)
+    )
     step_cpu_seconds: float  # median CPU time of this process in those steps: on a shared machine, with one
     # thread, the work a step does, without the time spent waiting for a core (every thread counts)
 
@@ -78,12 +84,21 @@ class MeasuredMemory:
             "weights": (estimate.weights, self.weights),
             "gradients": (estimate.gradients, self.gradients_at_peak),
             "optimizer": (estimate.optimizer, self.optimizer),
-            "activations": (estimate.activations + estimate.autocast_copies, self.activations),
+            "activations": (
+                estimate.activations + estimate.autocast_copies,
+                self.activations,
+            ),
             "total (peak)": (estimate.total - estimate.runtime, self.peak),
         }
-        return [{"part": part, "estimate (MiB)": round(est / MIB, 2), "measured (MiB)": round(got / MIB, 2),
-                 "measured / estimate": round(got / est, 3) if est else float("nan")}
-                for part, (est, got) in pairs.items()]
+        return [
+            {
+                "part": part,
+                "estimate (MiB)": round(est / MIB, 2),
+                "measured (MiB)": round(got / MIB, 2),
+                "measured / estimate": round(got / est, 3) if est else float("nan"),
+            }
+            for part, (est, got) in pairs.items()
+        ]
 
 
 def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -100,10 +115,14 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tenso
         yield from (v for v in state.values() if isinstance(v, torch.Tensor))
 
 
-def _synthetic_batches(model: ModelConfig, train: TrainConfig, device: torch.device) -> Iterator[tuple]:
+def _synthetic_batches(
+    model: ModelConfig, train: TrainConfig, device: torch.device
+) -> Iterator[tuple]:
     """The same random (inputs, targets) batch forever: memory and time depend on shapes, not tokens."""
     generator = torch.Generator().manual_seed(train.seed)
-    window = torch.randint(0, model.vocab_size, (train.batch_size, train.seq_len + 1), generator=generator)
+    window = torch.randint(
+        0, model.vocab_size, (train.batch_size, train.seq_len + 1), generator=generator
+    )
     inputs, targets = window[:, :-1].to(device), window[:, 1:].to(device)
     while True:
         yield inputs, targets
@@ -118,8 +137,13 @@ def _sync(device: torch.device) -> None:
 
 def _on_each_gradient(model: torch.nn.Module, callback: Callable[[int], None]) -> list:
     """Call `callback(bytes of the new gradient)` whenever the backward pass finishes a parameter's gradient."""
-    return [p.register_post_accumulate_grad_hook(lambda p: callback(p.grad.untyped_storage().nbytes()))
-            for p in model.parameters() if p.requires_grad]
+    return [
+        p.register_post_accumulate_grad_hook(
+            lambda p: callback(p.grad.untyped_storage().nbytes())
+        )
+        for p in model.parameters()
+        if p.requires_grad
+    ]
 
 
 @contextlib.contextmanager
@@ -150,7 +174,9 @@ def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, 
 
     hooks = _on_each_gradient(trainer.model, mark)
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _native_stderr_silenced():  # the profiler's library prints a line as it starts and stops
+    with (
+        _native_stderr_silenced()
+    ):  # the profiler's library prints a line as it starts and stops
         prof.__enter__()
     try:
         trainer.train_step(batches)
@@ -161,16 +187,23 @@ def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, 
             hook.remove()
     results = getattr(prof.profiler, "kineto_results", None)
     if results is None:
-        raise RuntimeError(f"torch {torch.__version__}'s profiler gives no memory events to replay: "
-                           f"measure on CUDA, or use another PyTorch version")
+        raise RuntimeError(
+            f"torch {torch.__version__}'s profiler gives no memory events to replay: "
+            f"measure on CUDA, or use another PyTorch version"
+        )
     timeline = []  # (time, bytes allocated (+) or freed (-), is a gradient marker)
     for event in results.events():
-        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU:
+        if (
+            event.name() == "[memory]"
+            and event.device_type() == torch.autograd.DeviceType.CPU
+        ):
             timeline.append((event.start_ns(), event.nbytes(), False))
         elif event.name() == _GRADIENT_MARK:
             timeline.append((event.start_ns(), 0, True))
     live = peak = made = grads = grads_at_peak = 0
-    for _, nbytes, is_gradient in sorted(timeline, key=lambda item: item[0]):  # stable for equal times
+    for _, nbytes, is_gradient in sorted(
+        timeline, key=lambda item: item[0]
+    ):  # stable for equal times
         if is_gradient:
             grads += sizes[made]
             made += 1
@@ -180,20 +213,28 @@ def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, 
     return peak, grads_at_peak, sum(sizes)
 
 
-def _peak_on_accelerator(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, int]:
+def _peak_on_accelerator(
+    trainer: Trainer, batches: Iterator[tuple]
+) -> tuple[int, int, int]:
     """(peak above the start, gradient bytes at the peak, all gradient bytes) from the device's counters.
 
     CUDA: the allocator's peak counter, read and restarted as each gradient is made, so each stretch
     between two gradients has its own peak. MPS: the allocated bytes sampled at the same moments.
     """
     cuda = trainer.device.type == "cuda"
-    allocated = torch.cuda.memory_allocated if cuda else torch.mps.current_allocated_memory
-    stretches: list[tuple[int, int]] = []  # (peak bytes of the stretch, gradient bytes made before it)
+    allocated = (
+        torch.cuda.memory_allocated if cuda else torch.mps.current_allocated_memory
+    )
+    stretches: list[
+        tuple[int, int]
+    ] = []  # (peak bytes of the stretch, gradient bytes made before it)
     grads = 0
 
     def close_stretch(nbytes: int) -> None:
         nonlocal grads
-        stretches.append((torch.cuda.max_memory_allocated() if cuda else allocated(), grads))
+        stretches.append(
+            (torch.cuda.max_memory_allocated() if cuda else allocated(), grads)
+        )
         grads += nbytes
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -213,7 +254,9 @@ def _peak_on_accelerator(trainer: Trainer, batches: Iterator[tuple]) -> tuple[in
     return peak - start, grads_at_peak, total
 
 
-def _timed_steps(trainer: Trainer, batches: Iterator[tuple], steps: int) -> tuple[float, float]:
+def _timed_steps(
+    trainer: Trainer, batches: Iterator[tuple], steps: int
+) -> tuple[float, float]:
     """Median (wall, CPU) seconds of `steps` training steps."""
     wall, cpu = [], []
     for _ in range(steps):
@@ -226,13 +269,19 @@ def _timed_steps(trainer: Trainer, batches: Iterator[tuple], steps: int) -> tupl
     return statistics.median(wall), statistics.median(cpu)
 
 
-METHODS = {"cpu": "torch.profiler memory events, replayed in time order",
-           "cuda": "torch.cuda.max_memory_allocated",
-           "mps": "torch.mps.current_allocated_memory, sampled (a lower bound: MPS has no peak counter)"}
+METHODS = {
+    "cpu": "torch.profiler memory events, replayed in time order",
+    "cuda": "torch.cuda.max_memory_allocated",
+    "mps": "torch.mps.current_allocated_memory, sampled (a lower bound: MPS has no peak counter)",
+}
 
 
-def measure_training_memory(model_config: ModelConfig, train_config: TrainConfig,
-                            hardware: HardwareInfo | str = "cpu", steps: int = 2) -> MeasuredMemory:
+def measure_training_memory(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    hardware: HardwareInfo | str = "cpu",
+    steps: int = 2,
+) -> MeasuredMemory:
     """Peak memory and time of one real Trainer step: a warm-up step, one measured step, `steps` timed ones.
 
     `hardware` is a device kind ("cpu", "cuda", "mps") or a HardwareInfo; the precision follows from it
@@ -240,35 +289,67 @@ def measure_training_memory(model_config: ModelConfig, train_config: TrainConfig
     See the module docstring for how each device is measured.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer (timed steps after the measured one), got {steps!r}")
+        raise ValueError(
+            f"steps must be a positive integer (timed steps after the measured one), got {steps!r}"
+        )
     info = detect(hardware) if isinstance(hardware, str) else hardware
     torch.manual_seed(train_config.seed)
-    config = replace(train_config, max_steps=steps + 2, warmup_steps=min(train_config.warmup_steps, 1))
-    tokens = np.zeros(train_config.seq_len + 1, dtype=np.uint32)  # the Trainer needs data; never read here
+    config = replace(
+        train_config,
+        max_steps=steps + 2,
+        warmup_steps=min(train_config.warmup_steps, 1),
+    )
+    tokens = np.zeros(
+        train_config.seq_len + 1, dtype=np.uint32
+    )  # the Trainer needs data; never read here
     trainer = Trainer(Transformer(model_config), config, tokens, hardware=info)
     batches = _synthetic_batches(model_config, train_config, trainer.device)
     trainer.train_step(batches)  # warm-up: AdamW's moments now exist
     measure = _peak_on_cpu if info.device == "cpu" else _peak_on_accelerator
     rise, grads_at_peak, grads = measure(trainer, batches)
-    weights = _tensor_bytes(itertools.chain(trainer.model.parameters(), trainer.model.buffers()))
+    weights = _tensor_bytes(
+        itertools.chain(trainer.model.parameters(), trainer.model.buffers())
+    )
     optimizer = _tensor_bytes(_optimizer_tensors(trainer.optimizer))
     seconds, cpu_seconds = _timed_steps(trainer, batches, steps)
-    return MeasuredMemory(info.device, METHODS[info.device], weights, optimizer, grads, grads_at_peak,
-                          rise - grads_at_peak, weights + optimizer + rise, seconds, cpu_seconds)
+    return MeasuredMemory(
+        info.device,
+        METHODS[info.device],
+        weights,
+        optimizer,
+        grads,
+        grads_at_peak,
+        rise - grads_at_peak,
+        weights + optimizer + rise,
+        seconds,
+        cpu_seconds,
+    )
 
 
-def measure_checkpointing(model_config: ModelConfig, train_config: TrainConfig,
-                          hardware: HardwareInfo | str = "cpu", steps: int = 2) -> dict[str, object]:
+def measure_checkpointing(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    hardware: HardwareInfo | str = "cpu",
+    steps: int = 2,
+) -> dict[str, object]:
     """Activation checkpointing's trade: the same step measured with it off and on.
 
     Returns both measurements ("off", "on"), the peak memory checkpointing saved and the step time it
     added, in bytes and seconds and as fractions of the step without it (wall time, and CPU time, which
     a shared machine disturbs less).
     """
-    off = measure_training_memory(model_config, replace(train_config, grad_checkpointing=False), hardware, steps)
-    on = measure_training_memory(model_config, replace(train_config, grad_checkpointing=True), hardware, steps)
-    return {"off": off, "on": on,
-            "memory_saved": off.peak - on.peak, "memory_saved_fraction": 1 - on.peak / off.peak,
-            "time_added": on.step_seconds - off.step_seconds,
-            "time_added_fraction": on.step_seconds / off.step_seconds - 1,
-            "cpu_time_added_fraction": on.step_cpu_seconds / off.step_cpu_seconds - 1}
+    off = measure_training_memory(
+        model_config, replace(train_config, grad_checkpointing=False), hardware, steps
+    )
+    on = measure_training_memory(
+        model_config, replace(train_config, grad_checkpointing=True), hardware, steps
+    )
+    return {
+        "off": off,
+        "on": on,
+        "memory_saved": off.peak - on.peak,
+        "memory_saved_fraction": 1 - on.peak / off.peak,
+        "time_added": on.step_seconds - off.step_seconds,
+        "time_added_fraction": on.step_seconds / off.step_seconds - 1,
+        "cpu_time_added_fraction": on.step_cpu_seconds / off.step_cpu_seconds - 1,
+    }

@@ -10,10 +10,10 @@ fast to import) in scripts and on headless machines.
 """
 
 from .plots import (
-    LiveLoss,
     MEMORY_PARTS,
-    MarkdownText,
     TOKEN_COLORS,
+    LiveLoss,
+    MarkdownText,
     markdown_table,
     plot_activation_functions,
     plot_attention,

@@ -19,16 +19,27 @@ def loss_mask_html(tokenizer, ids: Sequence[int], trained: Sequence[bool]) -> st
 
     spans = []
     for token, keep in zip(ids, trained):
-        piece = tokenizer.id_to_piece(token) if token in tokenizer.special_token_ids().values() \
+        piece = (
+            tokenizer.id_to_piece(token)
+            if token in tokenizer.special_token_ids().values()
             else tokenizer.decode([token])
+        )
         shown = html.escape(piece).replace(" ", "·").replace("\n", "⏎<br>")
-        style = "background:#b7e4c7;font-weight:bold" if keep else "background:#eeeeee;color:#777"
-        spans.append(f'<span style="{style};font-family:monospace;margin-right:1px">{shown}</span>')
-    legend = ('<div style="font-size:85%">green, bold: trained (loss computed); grey: context only</div>')
+        style = (
+            "background:#b7e4c7;font-weight:bold"
+            if keep
+            else "background:#eeeeee;color:#777"
+        )
+        spans.append(
+            f'<span style="{style};font-family:monospace;margin-right:1px">{shown}</span>'
+        )
+    legend = '<div style="font-size:85%">green, bold: trained (loss computed); grey: context only</div>'
     return '<div style="line-height:1.9">' + "".join(spans) + "</div>" + legend
 
 
-def plot_accuracy(results: Mapping[str, Mapping[str, float]], title: str = "held-out accuracy"):
+def plot_accuracy(
+    results: Mapping[str, Mapping[str, float]], title: str = "held-out accuracy"
+):
     """Grouped bars: one group per task, one bar per model (e.g. {"base": {...}, "SFT": {...}})."""
     import matplotlib.pyplot as plt
 
@@ -46,7 +57,10 @@ def plot_accuracy(results: Mapping[str, Mapping[str, float]], title: str = "held
     return _finish(fig, ax, title)
 
 
-def plot_margins(margins: Mapping[str, Sequence[float]], title: str = "reward margin on held-out pairs"):
+def plot_margins(
+    margins: Mapping[str, Sequence[float]],
+    title: str = "reward margin on held-out pairs",
+):
     """Histograms of r(chosen) - r(rejected), one per kind of pair; right of 0 is a correct ranking."""
     import matplotlib.pyplot as plt
 
@@ -59,7 +73,11 @@ def plot_margins(margins: Mapping[str, Sequence[float]], title: str = "reward ma
     return _finish(fig, ax, title)
 
 
-def plot_beta_sweep(betas: Sequence[float], series: Mapping[str, Sequence[float]], title: str = "the effect of beta"):
+def plot_beta_sweep(
+    betas: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    title: str = "the effect of beta",
+):
     """One line per measured quantity against DPO's beta (log scale)."""
     import matplotlib.pyplot as plt
 

@@ -30,11 +30,15 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> MarkdownText:
     def line(cells: Iterable[object]) -> str:
         return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
-    lines = [line(header), "|" + "---|" * len(header)] + [line(row[k] for k in header) for row in rows]
+    lines = [line(header), "|" + "---|" * len(header)] + [
+        line(row[k] for k in header) for row in rows
+    ]
     return MarkdownText("\n".join(lines))
 
 
-def _stacked_shares(rows: Sequence[tuple[str, dict[str, float], str]], xlabel: str, title: str):
+def _stacked_shares(
+    rows: Sequence[tuple[str, dict[str, float], str]], xlabel: str, title: str
+):
     """One horizontal bar per row, split into percentage shares; `rows` are (label, shares, note)."""
     import matplotlib.pyplot as plt
 
@@ -43,7 +47,13 @@ def _stacked_shares(rows: Sequence[tuple[str, dict[str, float], str]], xlabel: s
     for y, (_, shares, note) in enumerate(rows):
         left = 0.0
         for i, (part, share) in enumerate(shares.items()):
-            ax.barh(y, share, left=left, color=colors[i], label=part.replace("_", " ") if y == 0 else None)
+            ax.barh(
+                y,
+                share,
+                left=left,
+                color=colors[i],
+                label=part.replace("_", " ") if y == 0 else None,
+            )
             left += share
         ax.text(left + 1, y, note, va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
@@ -55,7 +65,13 @@ def _stacked_shares(rows: Sequence[tuple[str, dict[str, float], str]], xlabel: s
 
 
 def _legend_below(fig, ax) -> None:
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
 
 
@@ -66,29 +82,50 @@ def plot_memory_estimates(presets: Iterable[Preset]):
         estimate = preset.estimate_memory()
         usable = preset.memory_gib * GIB * USABLE_FRACTION[preset.device]
         shares = {part: 100 * getattr(estimate, part) / usable for part in MEMORY_PARTS}
-        rows.append((f"{preset.name} ({preset.memory_gib:g} GB)", shares,
-                     f"{estimate.total / GIB:.2f} of {usable / GIB:.0f} GiB"))
-    fig, ax = _stacked_shares(rows, "% of the target machine's usable memory", "Estimated peak training memory per preset")
-    ax.axvline(100 * (1 - HEADROOM), color="black", ls="--", lw=1, label=f"limit: {HEADROOM:.0%} headroom")
+        rows.append(
+            (
+                f"{preset.name} ({preset.memory_gib:g} GB)",
+                shares,
+                f"{estimate.total / GIB:.2f} of {usable / GIB:.0f} GiB",
+            )
+        )
+    fig, ax = _stacked_shares(
+        rows,
+        "% of the target machine's usable memory",
+        "Estimated peak training memory per preset",
+    )
+    ax.axvline(
+        100 * (1 - HEADROOM),
+        color="black",
+        ls="--",
+        lw=1,
+        label=f"limit: {HEADROOM:.0%} headroom",
+    )
     _legend_below(fig, ax)
     return fig
 
 
-def preset_choice_rows(machines: Iterable[HardwareInfo], env: dict[str, str] | None = None) -> list[dict[str, object]]:
+def preset_choice_rows(
+    machines: Iterable[HardwareInfo], env: dict[str, str] | None = None
+) -> list[dict[str, object]]:
     """For each machine: the preset the picker chooses and what that means for the run."""
     rows = []
     for machine in machines:
         choice = select_preset(machine, env={} if env is None else env)
         preset, summary = choice.preset, choice.preset.summary()
-        rows.append({
-            "machine": str(machine),
-            "preset": preset.name,
-            "precision": choose_precision(machine, preset.train.dtype).dtype,
-            "params (M)": summary["params (M)"],
-            "batch x seq x accum": summary["batch x seq x accum"],
-            "est. memory (GiB)": round(preset.estimate_memory(machine).total / GIB, 2),
-            "est. time on its target": summary["est. time"],
-        })
+        rows.append(
+            {
+                "machine": str(machine),
+                "preset": preset.name,
+                "precision": choose_precision(machine, preset.train.dtype).dtype,
+                "params (M)": summary["params (M)"],
+                "batch x seq x accum": summary["batch x seq x accum"],
+                "est. memory (GiB)": round(
+                    preset.estimate_memory(machine).total / GIB, 2
+                ),
+                "est. time on its target": summary["est. time"],
+            }
+        )
     return rows
 
 
@@ -120,7 +157,10 @@ def plot_rope(head_dim: int = 64, base: float = 10000.0, positions: int = 32):
     left.set_title("rotation of dimension pairs: fast to slow")
     left.legend(fontsize=7, loc="lower left")
     generator = torch.Generator().manual_seed(0)
-    q, k = torch.randn(head_dim, generator=generator), torch.randn(head_dim, generator=generator)
+    q, k = (
+        torch.randn(head_dim, generator=generator),
+        torch.randn(head_dim, generator=generator),
+    )
     rotated_q = apply_rope(q.expand(positions, head_dim), cos, sin)
     rotated_k = apply_rope(k.expand(positions, head_dim), cos, sin)
     image = right.imshow(rotated_q @ rotated_k.T, cmap="viridis")
@@ -132,20 +172,31 @@ def plot_rope(head_dim: int = 64, base: float = 10000.0, positions: int = 32):
     return fig
 
 
-def plot_attention(maps: Sequence, tokens: Sequence[str], layers: Sequence[int] | None = None,
-                   heads: Sequence[int] | None = None, batch_index: int = 0):
+def plot_attention(
+    maps: Sequence,
+    tokens: Sequence[str],
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    batch_index: int = 0,
+):
     """A grid of attention heatmaps, one per (layer, head): row = query token, column = key token."""
     import matplotlib.pyplot as plt
 
     layers = list(range(len(maps))) if layers is None else list(layers)
     heads = list(range(maps[0].shape[1])) if heads is None else list(heads)
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(2.6 * len(heads), 2.6 * len(layers)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(layers),
+        len(heads),
+        figsize=(2.6 * len(heads), 2.6 * len(layers)),
+        squeeze=False,
+    )
     labels = [t if len(t) <= 6 else t[:5] + "…" for t in tokens]
     for r, layer in enumerate(layers):
         for c, head in enumerate(heads):
             ax = axes[r][c]
-            ax.imshow(maps[layer][batch_index, head].float().numpy(), cmap="Blues", vmin=0)
+            ax.imshow(
+                maps[layer][batch_index, head].float().numpy(), cmap="Blues", vmin=0
+            )
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -164,15 +215,29 @@ def plot_kv_cache(config, seq_len: int, batch_size: int = 1, bytes_per_value: in
     from ..model import kv_cache_bytes
 
     options = [k for k in range(config.n_heads, 0, -1) if config.n_heads % k == 0]
-    sizes = [kv_cache_bytes(dataclasses.replace(config, n_kv_heads=k), batch_size, seq_len, bytes_per_value) / 2**20
-             for k in options]
-    names = ["MHA" if k == config.n_heads else "MQA" if k == 1 else "GQA" for k in options]
+    sizes = [
+        kv_cache_bytes(
+            dataclasses.replace(config, n_kv_heads=k),
+            batch_size,
+            seq_len,
+            bytes_per_value,
+        )
+        / 2**20
+        for k in options
+    ]
+    names = [
+        "MHA" if k == config.n_heads else "MQA" if k == 1 else "GQA" for k in options
+    ]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    bars = ax.bar([f"{k}\n{n}" for k, n in zip(options, names)], sizes, color="tab:purple")
+    bars = ax.bar(
+        [f"{k}\n{n}" for k, n in zip(options, names)], sizes, color="tab:purple"
+    )
     ax.bar_label(bars, [f"{s:.0f}" for s in sizes], fontsize=8)
     ax.set_xlabel("KV heads")
     ax.set_ylabel("MiB")
-    ax.set_title(f"KV cache: {config.n_layers} layers, {config.n_heads} query heads, {seq_len} tokens, batch {batch_size}")
+    ax.set_title(
+        f"KV cache: {config.n_layers} layers, {config.n_heads} query heads, {seq_len} tokens, batch {batch_size}"
+    )
     fig.tight_layout()
     return fig
 
@@ -183,7 +248,13 @@ def plot_param_breakdown(presets: Iterable[Preset]):
     for preset in presets:
         counts = preset.model.param_counts()
         total = sum(counts.values())
-        rows.append((preset.name, {part: 100 * n / total for part, n in counts.items()}, f"{total / 1e6:.3g}M"))
+        rows.append(
+            (
+                preset.name,
+                {part: 100 * n / total for part, n in counts.items()},
+                f"{total / 1e6:.3g}M",
+            )
+        )
     fig, ax = _stacked_shares(rows, "% of parameters", "Where the parameters are")
     _legend_below(fig, ax)
     return fig
@@ -197,7 +268,11 @@ def plot_activation_functions():
 
     x = torch.linspace(-4, 4, 200)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, fn in (("ReLU", F.relu), ("GELU", F.gelu), ("SiLU = x·sigmoid(x)", F.silu)):
+    for name, fn in (
+        ("ReLU", F.relu),
+        ("GELU", F.gelu),
+        ("SiLU = x·sigmoid(x)", F.silu),
+    ):
         ax.plot(x, fn(x), label=name)
     ax.axhline(0, color="gray", lw=0.5)
     ax.legend()
@@ -211,7 +286,9 @@ def plot_corpus_stats(documents: Sequence, title: str = "corpus"):
     import matplotlib.pyplot as plt
 
     words = sorted((len(d.text.split()), d.title) for d in documents)[::-1]
-    line_lengths = [len(line) for d in documents for line in d.text.split("\n") if line.strip()]
+    line_lengths = [
+        len(line) for d in documents for line in d.text.split("\n") if line.strip()
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     left.bar(range(len(words)), [w for w, _ in words], color="tab:blue")
     left.set_xlabel("documents, largest first")
@@ -225,7 +302,9 @@ def plot_corpus_stats(documents: Sequence, title: str = "corpus"):
     return fig
 
 
-def plot_jaccard_estimates(true: Sequence[float], estimated: Sequence[float], threshold: float | None = None):
+def plot_jaccard_estimates(
+    true: Sequence[float], estimated: Sequence[float], threshold: float | None = None
+):
     """MinHash's estimated Jaccard similarity against the exact value, one dot per pair of documents."""
     import matplotlib.pyplot as plt
 
@@ -234,7 +313,9 @@ def plot_jaccard_estimates(true: Sequence[float], estimated: Sequence[float], th
     top = max(max(true, default=0), max(estimated, default=0)) * 1.1 or 1
     ax.plot([0, top], [0, top], color="gray", lw=1, label="estimate = truth")
     if threshold is not None:
-        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}")
+        ax.axhline(
+            threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}"
+        )
     ax.set_xlabel("exact Jaccard of the shingle sets")
     ax.set_ylabel("MinHash estimate")
     ax.legend(fontsize=8)
@@ -252,8 +333,10 @@ def tokens_html(pieces: Sequence[str]) -> str:
     spans = []
     for i, piece in enumerate(pieces):
         shown = html.escape(piece).replace(" ", "·").replace("\n", "⏎<br>")
-        spans.append(f'<span style="background:{TOKEN_COLORS[i % len(TOKEN_COLORS)]};padding:1px 0;'
-                     f'font-family:monospace">{shown}</span>')
+        spans.append(
+            f'<span style="background:{TOKEN_COLORS[i % len(TOKEN_COLORS)]};padding:1px 0;'
+            f'font-family:monospace">{shown}</span>'
+        )
     return '<div style="line-height:1.9">' + "".join(spans) + "</div>"
 
 
@@ -263,7 +346,10 @@ def plot_bpe_progress(text: str, model):
 
     from ..tokenizer import BPEModel
 
-    counts = [len(BPEModel(model.merges[:n]).encode(text)) for n in range(len(model.merges) + 1)]
+    counts = [
+        len(BPEModel(model.merges[:n]).encode(text))
+        for n in range(len(model.merges) + 1)
+    ]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(len(counts)), counts, marker="o", ms=3)
     ax.set_xlabel("merges learned")
@@ -304,10 +390,17 @@ def plot_lr_schedule(config):
     return fig
 
 
-def plot_curves(runs: Sequence[dict] | Mapping[str, Sequence[dict]], metrics: Mapping[str, str] | None = None,
-                ylabel: str = "cross-entropy (nats per token)", title: str = "", *,
-                baselines: Mapping[str, float] | None = None, validation: bool = True, logy: bool = False,
-                ax=None):
+def plot_curves(
+    runs: Sequence[dict] | Mapping[str, Sequence[dict]],
+    metrics: Mapping[str, str] | None = None,
+    ylabel: str = "cross-entropy (nats per token)",
+    title: str = "",
+    *,
+    baselines: Mapping[str, float] | None = None,
+    validation: bool = True,
+    logy: bool = False,
+    ax=None,
+):
     """Training curves: each metric per step (line) and its validation value where measured (dots).
 
     `runs` is one history (a Trainer's list of records) or several, {label: history}; `metrics` maps a
@@ -323,12 +416,29 @@ def plot_curves(runs: Sequence[dict] | Mapping[str, Sequence[dict]], metrics: Ma
     for i, (run, history) in enumerate(runs.items()):
         for j, (key, name) in enumerate(metrics.items()):
             color = f"C{i * len(metrics) + j}"
-            label = ": ".join(part for part in (run, name if len(metrics) > 1 or not run else "") if part)
-            ax.plot([h["step"] for h in history if key in h], [h[key] for h in history if key in h],
-                    lw=1, color=color, label=f"{label} (train)" if validation else label)
-            held_out = [(h["step"], h[f"val_{key}"]) for h in history if f"val_{key}" in h]
+            label = ": ".join(
+                part
+                for part in (run, name if len(metrics) > 1 or not run else "")
+                if part
+            )
+            ax.plot(
+                [h["step"] for h in history if key in h],
+                [h[key] for h in history if key in h],
+                lw=1,
+                color=color,
+                label=f"{label} (train)" if validation else label,
+            )
+            held_out = [
+                (h["step"], h[f"val_{key}"]) for h in history if f"val_{key}" in h
+            ]
             if held_out and validation:
-                ax.plot(*zip(*held_out), "o-", ms=4, color=color, label=f"{label} (validation)")
+                ax.plot(
+                    *zip(*held_out),
+                    "o-",
+                    ms=4,
+                    color=color,
+                    label=f"{label} (validation)",
+                )
     for k, (name, value) in enumerate((baselines or {}).items()):
         ax.axhline(value, color="gray", ls=("--", ":", "-.")[k % 3], lw=1, label=name)
     ax.set_yscale("log" if logy else "linear")
@@ -364,11 +474,15 @@ def plot_next_token(panels: dict[str, "object"], labels: Sequence[str], top: int
 
     names = list(panels)
     order = panels[names[0]][0].argsort(descending=True)[:top].tolist()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), sharey=True)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(3.2 * len(names), 3.4), sharey=True
+    )
     for ax, name in zip(axes, names):
         probs = panels[name][0]
         ax.bar(range(top), [probs[i].item() for i in order], color="tab:blue")
-        ax.set_xticks(range(top), [repr(labels[i])[1:-1] for i in order], rotation=90, fontsize=7)
+        ax.set_xticks(
+            range(top), [repr(labels[i])[1:-1] for i in order], rotation=90, fontsize=7
+        )
         ax.set_title(name, fontsize=9)
     axes[0].set_ylabel("probability")
     fig.tight_layout()

@@ -7,7 +7,12 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from ..quantize import dequantize_int4, dequantize_int8, quantize_tensor_int4, quantize_tensor_int8
+from ..quantize import (
+    dequantize_int4,
+    dequantize_int8,
+    quantize_tensor_int4,
+    quantize_tensor_int8,
+)
 
 
 def plot_quantization_grid(row: torch.Tensor, group_size: int = 32, groups: int = 2):
@@ -21,7 +26,15 @@ def plot_quantization_grid(row: torch.Tensor, group_size: int = 32, groups: int 
     for g in range(groups):
         start, stop = g * group_size - 0.5, (g + 1) * group_size - 0.5
         levels = (torch.arange(16) - zeros[0, g].float()) * scales[0, g]
-        ax.hlines(levels, start, stop, color="C1", lw=0.5, alpha=0.5, label="int4 levels" if g == 0 else None)
+        ax.hlines(
+            levels,
+            start,
+            stop,
+            color="C1",
+            lw=0.5,
+            alpha=0.5,
+            label="int4 levels" if g == 0 else None,
+        )
         if g:
             ax.axvline(start, color="gray", ls=":", lw=1)
     x = torch.arange(w.shape[1])
@@ -38,9 +51,13 @@ def plot_quantization_grid(row: torch.Tensor, group_size: int = 32, groups: int 
 def plot_error_histograms(errors: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     """For each scheme, the histogram of (rounding error / step size) over every weight: flat between
     -0.5 and +0.5 if rounding behaves, as it should for weights spread over many steps."""
-    fig, axes = plt.subplots(1, len(errors), figsize=(3.6 * len(errors), 3), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(errors), figsize=(3.6 * len(errors), 3), sharey=True, squeeze=False
+    )
     for ax, (label, (error, step)) in zip(axes[0], errors.items()):
-        ax.hist((error / step).flatten().numpy(), bins=41, range=(-0.6, 0.6), color="C0")
+        ax.hist(
+            (error / step).flatten().numpy(), bins=41, range=(-0.6, 0.6), color="C0"
+        )
         for edge in (-0.5, 0.5):
             ax.axvline(edge, color="C3", ls="--", lw=1)
         ax.set_title(label, fontsize=9)
@@ -56,9 +73,15 @@ def plot_layer_errors(errors: dict[str, dict[str, float]]):
     width = 0.8 / len(errors)
     fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * len(layers)), 3.6))
     for i, (label, by_layer) in enumerate(errors.items()):
-        ax.bar([k + (i - (len(errors) - 1) / 2) * width for k in range(len(layers))],
-               [by_layer[name] for name in layers], width, label=label)
-    ax.set_xticks(range(len(layers)), [_short(name) for name in layers], rotation=90, fontsize=7)
+        ax.bar(
+            [k + (i - (len(errors) - 1) / 2) * width for k in range(len(layers))],
+            [by_layer[name] for name in layers],
+            width,
+            label=label,
+        )
+    ax.set_xticks(
+        range(len(layers)), [_short(name) for name in layers], rotation=90, fontsize=7
+    )
     ax.set_yscale("log")
     ax.set_ylabel("relative error")
     ax.legend(fontsize=8)
@@ -71,11 +94,20 @@ def plot_size_quality_speed(rows: Sequence[dict]):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, row in enumerate(rows):
         left.scatter(row["model MB"], row["perplexity"], color=f"C{i}", s=40)
-        left.annotate(row["variant"], (row["model MB"], row["perplexity"]), fontsize=8,
-                      xytext=(4, 4), textcoords="offset points")
+        left.annotate(
+            row["variant"],
+            (row["model MB"], row["perplexity"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     left.set_xlabel("model size (MB)")
     left.set_ylabel("perplexity on held-out text")
-    right.barh([r["variant"] for r in rows], [r["ms/token"] for r in rows], color=[f"C{i}" for i in range(len(rows))])
+    right.barh(
+        [r["variant"] for r in rows],
+        [r["ms/token"] for r in rows],
+        color=[f"C{i}" for i in range(len(rows))],
+    )
     right.invert_yaxis()
     right.set_xlabel("ms per generated token (batch 1)")
     fig.tight_layout()

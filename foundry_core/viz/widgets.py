@@ -14,7 +14,9 @@ def preset_explorer():
     from IPython.display import Markdown, display
 
     machines = {str(m): m for m in EXAMPLE_MACHINES}
-    dropdown = widgets.Dropdown(options=list(machines), description="machine", layout={"width": "max-content"})
+    dropdown = widgets.Dropdown(
+        options=list(machines), description="machine", layout={"width": "max-content"}
+    )
     out = widgets.Output()
 
     def show(_=None) -> None:
@@ -25,8 +27,12 @@ def preset_explorer():
         rows = [{"": k, "value": v} for k, v in preset.summary().items()]
         out.clear_output(wait=True)
         with out:
-            display(Markdown(f"**{preset.name}**: {choice.reason}.  \nPrecision: {precision.reason}.\n\n"
-                             + markdown_table(rows)))
+            display(
+                Markdown(
+                    f"**{preset.name}**: {choice.reason}.  \nPrecision: {precision.reason}.\n\n"
+                    + markdown_table(rows)
+                )
+            )
 
     dropdown.observe(show, names="value")
     show()
@@ -80,9 +86,16 @@ def bpe_explorer(model, text: str):
 
     def show(_=None) -> None:
         partial = BPEModel(model.merges[: slider.value])
-        pieces = [partial.vocab[i].decode("utf-8", errors="replace") for i in partial.encode(text)]
+        pieces = [
+            partial.vocab[i].decode("utf-8", errors="replace")
+            for i in partial.encode(text)
+        ]
         latest = model.merges[slider.value - 1] if slider.value else None
-        note = f"last merge: {latest.pair[0]!r} + {latest.pair[1]!r} (seen {latest.count} times)" if latest else ""
+        note = (
+            f"last merge: {latest.pair[0]!r} + {latest.pair[1]!r} (seen {latest.count} times)"
+            if latest
+            else ""
+        )
         out.clear_output(wait=True)
         with out:
             display(HTML(f"<p>{len(pieces)} tokens. {note}</p>" + tokens_html(pieces)))
@@ -100,15 +113,26 @@ def sampling_explorer(model, tokenizer, prompt: str, max_new_tokens: int = 60):
     from ..generate import generate
 
     text = widgets.Textarea(value=prompt, description="prompt", layout={"width": "90%"})
-    temperature = widgets.FloatSlider(0.8, min=0.0, max=2.0, step=0.1, description="temperature")
+    temperature = widgets.FloatSlider(
+        0.8, min=0.0, max=2.0, step=0.1, description="temperature"
+    )
     top_k = widgets.IntSlider(50, min=1, max=200, description="top-k")
     top_p = widgets.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p")
     out = widgets.Output()
 
     def show(_=None) -> None:
-        ids = tokenizer.encode(text.value)[-(model.config.max_seq_len - max_new_tokens):] or [tokenizer.bos_id]
-        new = generate(model, ids, max_new_tokens, temperature=temperature.value, top_k=top_k.value,
-                       top_p=top_p.value, generator=torch.Generator().manual_seed(0))[0]
+        ids = tokenizer.encode(text.value)[
+            -(model.config.max_seq_len - max_new_tokens) :
+        ] or [tokenizer.bos_id]
+        new = generate(
+            model,
+            ids,
+            max_new_tokens,
+            temperature=temperature.value,
+            top_k=top_k.value,
+            top_p=top_p.value,
+            generator=torch.Generator().manual_seed(0),
+        )[0]
         out.clear_output(wait=True)
         with out:
             print(text.value + tokenizer.decode(new))
