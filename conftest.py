@@ -1,12 +1,18 @@
-"""Settings for the whole test run, loaded by pytest before anything is collected.
+"""Settings for the whole test run, loaded by pytest before it collects anything.
 
-FOUNDRY_FAST=1 shrinks every chapter to the tiny `ci` preset; nbval's kernels inherit it.
-FOUNDRY_OFFLINE=1 forbids fetching corpora during tests: .ci/run fetches them while installing.
-FOUNDRY_IDLE_LIMIT makes a kernel that waits minutes for its next cell exit (foundry_core/watchdog.py),
-and nbval's per-cell limit is the one the book build uses for the `ci` preset: a stuck chapter fails
-within minutes, naming the notebook and the cell.
-FOUNDRY_SEED (default 0) is the seed of nbval's run; the book build in tests/conftest.py runs the
-chapters at the next seed, so every `pytest` checks each chapter's claims on two trajectories.
+FOUNDRY_FAST=1 shrinks each chapter to the tiny `ci` preset; nbval's kernels inherit it.
+
+FOUNDRY_OFFLINE=1 forbids fetching corpora during tests: .ci/run fetches them while
+installing.
+
+FOUNDRY_IDLE_LIMIT makes a kernel that waits minutes for its next cell exit
+(foundry_core/watchdog.py), and nbval's per-cell limit is the one the book build uses
+for the `ci` preset: a stuck chapter fails within minutes, naming the notebook and the
+cell.
+
+FOUNDRY_SEED (default 0) is the seed of nbval's run; the book build in
+tests/conftest.py runs the chapters at the next seed, so every `pytest` checks each
+chapter's claims on two trajectories.
 """
 
 import os
@@ -15,16 +21,16 @@ os.environ["FOUNDRY_FAST"] = "1"
 os.environ["FOUNDRY_OFFLINE"] = "1"
 os.environ.setdefault("FOUNDRY_IDLE_LIMIT", "120")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault(
-    "PYDEVD_DISABLE_FILE_VALIDATION", "1"
-)  # quiets ipykernel's debugger warning
+# quiets ipykernel's debugger warning
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 
 def pytest_configure(config) -> None:
+    # 2000 s is nbval's default: the user asked for no limit of their own
     if (
         hasattr(config.option, "nbval_cell_timeout")
         and config.option.nbval_cell_timeout == 2000
-    ):  # nbval's default
+    ):
         from foundry_core.presets import cell_timeout, get_preset
 
         config.option.nbval_cell_timeout = cell_timeout(get_preset("ci"))

@@ -1,13 +1,14 @@
-"""Wall-clock time of the data pipeline, stage by stage, and of MinHash dedup as the corpus grows.
+"""Wall-clock time of each data pipeline stage and of MinHash dedup as the corpus grows.
 
-    python benchmarks/bench_data.py [--vocab-size 4096] [--scales 1,2,4] [--perturb 0.03]
-                                    [--skip-pipeline] [--skip-scaling]
+    python benchmarks/bench_data.py [--vocab-size 4096] [--scales 1,2,4]
+                                    [--perturb 0.03] [--skip-pipeline] [--skip-scaling]
 
-Part 1 runs the stages of `foundry_core.pipeline.ensure_corpus` / `ensure_tokenizer` / `ensure_tokens` on
-the default corpus (Shakespeare, modern spelling, read from the cached archive) in a temporary folder,
-timing each one. Part 2 times `near_duplicates` on 1x, 2x, 4x the cleaned corpus: the extra copies have a
-few % of their words replaced (seeded), so they are near-duplicates that must be found, not cache hits.
-Exact hashing (`exact_dedup`) of the same texts is the reference for scale. Offline: the archive is
+Part 1 runs the stages of `foundry_core.pipeline.ensure_corpus` / `ensure_tokenizer` /
+`ensure_tokens` on the default corpus (Shakespeare, modern spelling, read from the
+cached archive) in a temporary folder, timing each one. Part 2 times `near_duplicates`
+on 1x, 2x, 4x the cleaned corpus: the extra copies have a few % of their words replaced
+(seeded), so they are near-duplicates that must be found, not cache hits. Exact hashing
+(`exact_dedup`) of the same texts is the reference for scale. Offline: the archive is
 read from ~/.cache/llm-foundry (`foundry_core.data.sources.fetch`).
 """
 
@@ -64,7 +65,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 
 def bench_pipeline(vocab_size: int) -> None:
-    """Each stage as the pipeline runs it (DataSettings defaults: k=5, threshold 0.5, val 10%, seed 0)."""
+    """Each stage as the pipeline runs it (DataSettings defaults: k=5, threshold 0.5,
+    val 10%, seed 0)."""
     rows: list[dict[str, object]] = []
 
     def stage(
@@ -73,7 +75,8 @@ def bench_pipeline(vocab_size: int) -> None:
         fn: Callable[[], T],
         describe: Callable[[T], str],
     ) -> T:
-        """Time fn(); `texts` is the stage's input (None: measure its output documents instead)."""
+        """Time fn(); `texts` is the stage's input (None: measure its output documents
+        instead)."""
         result, seconds = timed(fn)
         mb = megabytes(texts if texts is not None else [d.text for d in result])
         rows.append(
@@ -158,14 +161,16 @@ def bench_pipeline(vocab_size: int) -> None:
     rows = [{**r, "% of total": 100 * r["seconds"] / total} for r in rows]
     print(
         f"\n### Pipeline on Shakespeare: {len(train) + len(val)} documents kept, "
-        f"{sum(len(d.text) for d in train + val):,} characters, {tokens:,} tokens written "
+        f"{sum(len(d.text) for d in train + val):,} characters, "
+        f"{tokens:,} tokens written "
         f"({tokens / tokenize_s:,.0f} tokens/s to tokenize + write)\n"
     )
     print_table(rows)
 
 
 def perturb(text: str, seed: int, rate: float) -> str:
-    """Replace each word with probability `rate` by another word of the same text (seeded, deterministic)."""
+    """Replace each word with probability `rate` by another word of the same text
+    (seeded, deterministic)."""
     rng = random.Random(seed)
     vocabulary = sorted(set(_WORD.findall(text)))
     return _WORD.sub(
@@ -174,7 +179,8 @@ def perturb(text: str, seed: int, rate: float) -> str:
 
 
 def bench_scaling(scales: list[int], rate: float) -> None:
-    """near_duplicates and exact_dedup on the cleaned corpus plus (scale - 1) perturbed copies of it."""
+    """near_duplicates and exact_dedup on the cleaned corpus plus (scale - 1) perturbed
+    copies of it."""
     base = [d.text for d in clean_documents(shakespeare())[0]]
     rows: list[dict[str, object]] = []
     for scale in scales:
@@ -206,7 +212,8 @@ def bench_scaling(scales: list[int], rate: float) -> None:
             }
         )
     print(
-        f"\n### MinHash dedup vs corpus size (k=5, 128 permutations, 32 bands x 4 rows, threshold 0.5; "
+        "\n### MinHash dedup vs corpus size (k=5, 128 permutations, "
+        "32 bands x 4 rows, threshold 0.5; "
         f"copies with {100 * rate:g}% of words replaced)\n"
     )
     print_table(rows)

@@ -1,10 +1,10 @@
-"""Generation speed of foundry_core.generate beside transformers' generate, with and without KV cache.
+"""Speed of foundry_core.generate beside transformers' generate(), KV cache on and off.
 
     python benchmarks/bench_generate.py [--prompt 32] [--new 200] [--repeats 3]
 
-Both models have the same configuration and weights (the `small` config of bench_model.py); batch 1,
-greedy decoding, the same random prompt. Reports tokens/s (median of the repeats) and checks that the
-two produce the same tokens.
+Both models have the same configuration and weights (the `small` config of
+bench_model.py); batch 1, greedy decoding, the same random prompt. Reports tokens/s
+(median of the repeats) and checks that the two produce the same tokens.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def main() -> None:
     theirs = hf_twin(ours).eval()
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
     print(
-        f"{detect('cpu')} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-        f"transformers {transformers.__version__} | prompt {args.prompt}, {args.new} new tokens, greedy"
+        f"{detect('cpu')} | {torch.get_num_threads()} threads | "
+        f"torch {torch.__version__} | transformers {transformers.__version__} | "
+        f"prompt {args.prompt}, {args.new} new tokens, greedy"
     )
     rows = []
     for cache in (True, False):
@@ -67,14 +68,17 @@ def main() -> None:
             )
         rows.append((cache, args.new / ours_s, args.new / hf_s, ids == out))
     print(
-        "| KV cache | ours tok/s | transformers tok/s | ratio | same tokens |\n|---|---|---|---|---|"
+        "| KV cache | ours tok/s | transformers tok/s | ratio | same tokens |\n"
+        "|---|---|---|---|---|"
     )
     for cache, ours_rate, hf_rate, same in rows:
         print(
-            f"| {'on' if cache else 'off'} | {ours_rate:,.0f} | {hf_rate:,.0f} | {ours_rate / hf_rate:.2f} | {same} |"
+            f"| {'on' if cache else 'off'} | {ours_rate:,.0f} | {hf_rate:,.0f} | "
+            f"{ours_rate / hf_rate:.2f} | {same} |"
         )
     print(
-        f"cache speed-up: ours {rows[0][1] / rows[1][1]:.1f}x, transformers {rows[0][2] / rows[1][2]:.1f}x"
+        f"cache speed-up: ours {rows[0][1] / rows[1][1]:.1f}x, "
+        f"transformers {rows[0][2] / rows[1][2]:.1f}x"
     )
 
 

@@ -1,9 +1,10 @@
-"""Dense matmul throughput of PyTorch on this machine, beside NumPy's BLAS as the reference.
+"""PyTorch's dense matmul throughput on this machine, beside NumPy's BLAS for reference.
 
     python benchmarks/bench_matmul.py [--seconds 1.0]
 
-The number is the ceiling of every training run here: chapter 0 uses it to turn a preset's FLOPs into an
-expected time, and the `cpu` preset's "~0.1 TFLOP/s" comes from this script on a 2-core runner.
+The number is the ceiling of every training run here: chapter 0 uses it to turn a
+preset's FLOPs into an expected time, and the `cpu` preset's "~0.1 TFLOP/s" comes from
+this script on a 2-core runner.
 """
 
 from __future__ import annotations
@@ -37,16 +38,19 @@ def main() -> None:
     args = parser.parse_args()
     info = detect()
     print(
-        f"{info} | torch {torch.__version__} ({torch.get_num_threads()} threads) | numpy {np.__version__}"
+        f"{info} | torch {torch.__version__} ({torch.get_num_threads()} threads) | "
+        f"numpy {np.__version__}"
     )
     print(
-        f"{'size':>6} {'dtype':>9} {'torch GFLOP/s':>14} {'numpy GFLOP/s':>14} {'ratio':>6}"
+        f"{'size':>6} {'dtype':>9} {'torch GFLOP/s':>14} "
+        f"{'numpy GFLOP/s':>14} {'ratio':>6}"
     )
     for size in (256, 512, 1024, 2048):
         ours = measure_matmul_tflops("cpu", torch.float32, size, args.seconds)
         ref = numpy_tflops(size, args.seconds)
         print(
-            f"{size:>6} {'float32':>9} {ours * 1e3:>14.1f} {ref * 1e3:>14.1f} {ours / ref:>6.2f}"
+            f"{size:>6} {'float32':>9} {ours * 1e3:>14.1f} "
+            f"{ref * 1e3:>14.1f} {ours / ref:>6.2f}"
         )
         if info.device == "cpu" and info.bf16:
             bf16 = measure_matmul_tflops("cpu", torch.bfloat16, size, args.seconds)

@@ -1,12 +1,13 @@
-"""Training-step throughput of foundry_core's Transformer beside Hugging Face's LlamaForCausalLM.
+"""Training speed of foundry_core's Transformer beside Hugging Face's LlamaForCausalLM.
 
     python benchmarks/bench_model.py [--steps 20] [--configs small,16m] [--bf16]
 
-Both models get the same configuration and the same initial weights, and train with AdamW on the same
-random batches. Their steps are interleaved one by one in this process, so that machine noise hits both
-alike; the table reports median step times, tokens/s, MFU and the median of the per-step speed ratios.
-MFU is measured against this machine's own dense matmul throughput (benchmarks/bench_matmul.py), since
-a CPU has no single published peak.
+Both models get the same configuration and the same initial weights, and train with
+AdamW on the same random batches. Their steps are interleaved one by one in this
+process, so that machine noise hits both alike; the table reports median step times,
+tokens/s, MFU and the median of the per-step speed ratios. MFU is measured against this
+machine's own dense matmul throughput (benchmarks/bench_matmul.py), since a CPU has no
+single published peak.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from foundry_core import ModelConfig, detect, measure_matmul_tflops
 from foundry_core.model import Transformer
 
 CONFIGS = {
-    # Untied output layers, as in transformers' LlamaConfig defaults (and "~16M" parameters for the second).
+    # Untied output layers, as in transformers' LlamaConfig defaults (and "~16M"
+    # parameters for the second).
     "small": ModelConfig(
         vocab_size=8192,
         d_model=256,
@@ -155,12 +157,14 @@ def main() -> None:
 
     print(
         f"{info} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-        f"transformers {transformers.__version__} | matmul peak {peak * 1e3:.0f} GFLOP/s fp32"
+        f"transformers {transformers.__version__} | "
+        f"matmul peak {peak * 1e3:.0f} GFLOP/s fp32"
     )
     modes = [False] + ([True] if args.bf16 and info.bf16 else [])
     if args.bf16 and not info.bf16:
         print(
-            "bf16: skipped, this CPU has no native bf16 instructions (AVX512-BF16 / AMX)"
+            "bf16: skipped, this CPU has no native bf16 instructions "
+            "(AVX512-BF16 / AMX)"
         )
     header = None
     for name in args.configs.split(","):

@@ -1,15 +1,17 @@
-"""Size, prefill speed and logit error of foundry_core.quantize beside fp32, bf16 and torch's dynamic int8.
+"""foundry_core.quantize beside fp32, bf16 and torch's dynamic int8: size, speed, error.
 
-    python benchmarks/bench_quant.py [--repeats 10] [--prompt 64] [--decode 32] [--preset cpu]
-                                     [--d-ff 768] [--checkpoint runs/cpu/step-000300]
+    python benchmarks/bench_quant.py [--repeats 10] [--prompt 64] [--decode 32]
+                                     [--preset cpu] [--d-ff 768]
+                                     [--checkpoint runs/cpu/step-000300]
 
-One model (the preset's config, random init, or the weights of a training checkpoint) is copied into each
-variant. Sizes count real storage: "Linear" is the Linear layers of the blocks (what is quantized; the
-tied output layer is the embedding and stays in float), "model" every parameter and buffer once. Speed is
-one forward pass over a batch-1 prompt (prefill), divided by its length, and greedy decoding with the KV
-cache (decode, ms per new token: the memory-bound case that quantization targets); the variants take
-turns every repeat so that noise from the machine hits all alike, and medians are reported. The error
-is the largest |logit - fp32 logit| over the prompt.
+One model (the preset's config, random init, or the weights of a training checkpoint) is
+copied into each variant. Sizes count real storage: "Linear" is the Linear layers of the
+blocks (what is quantized; the tied output layer is the embedding and stays in float),
+"model" every parameter and buffer once. Speed is one forward pass over a batch-1 prompt
+(prefill), divided by its length, and greedy decoding with the KV cache (decode, ms per
+new token: the memory-bound case that quantization targets); the variants take turns
+every repeat so that noise from the machine hits all alike, and medians are reported.
+The error is the largest |logit - fp32 logit| over the prompt.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def load_model(args: argparse.Namespace) -> Transformer:
 
 
 def int4(model: Transformer, group_size: int) -> tuple[nn.Module, str]:
-    """int4 with this group size; layers whose width it does not divide stay in float (and are named)."""
+    """int4 with this group size; layers whose width it does not divide stay in float
+    (and are named)."""
     kept = [
         n
         for n, m in model.named_modules()
@@ -64,7 +67,10 @@ def int4(model: Transformer, group_size: int) -> tuple[nn.Module, str]:
     if kept:
         kinds = sorted({n.rpartition(".")[2] for n in kept})
         widths = sorted({model.get_submodule(n).in_features for n in kept})
-        note = f"{len(kept)} layers kept fp32 ({', '.join(kinds)}: in_features {widths} % {group_size} != 0)"
+        note = (
+            f"{len(kept)} layers kept fp32 ({', '.join(kinds)}: "
+            f"in_features {widths} % {group_size} != 0)"
+        )
     quantized = quantize_model(
         copy.deepcopy(model), "int4", group_size, skip=("lm_head", *kept)
     )
@@ -130,15 +136,21 @@ def main() -> None:
                                 variant, prompt[0, :16].tolist(), args.decode, 1
                             )
                         )
-    print(
-        f"{detect('cpu')} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-        f"{'checkpoint ' + args.checkpoint if args.checkpoint else f'{args.preset} preset, random init'}: "
-        f"vocab {c.vocab_size}, d_model {c.d_model}, {c.n_layers} layers, d_ff {c.d_ff}, "
-        f"tied {c.tie_embeddings} | batch 1, prompt {args.prompt}, median of {args.repeats}"
+    weights = (
+        "checkpoint " + args.checkpoint
+        if args.checkpoint
+        else f"{args.preset} preset, random init"
     )
     print(
-        "| variant | Linear MB | model MB | Linear vs fp32 | model vs fp32 | prefill ms/token | decode ms/token "
-        "| max abs logit diff | notes |"
+        f"{detect('cpu')} | {torch.get_num_threads()} threads | "
+        f"torch {torch.__version__} | {weights}: "
+        f"vocab {c.vocab_size}, d_model {c.d_model}, {c.n_layers} layers, "
+        f"d_ff {c.d_ff}, tied {c.tie_embeddings} | "
+        f"batch 1, prompt {args.prompt}, median of {args.repeats}"
+    )
+    print(
+        "| variant | Linear MB | model MB | Linear vs fp32 | model vs fp32 "
+        "| prefill ms/token | decode ms/token | max abs logit diff | notes |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     base_linear = linear_size_bytes(model)
@@ -149,8 +161,9 @@ def main() -> None:
         decode_ms = f"{statistics.median(decode[name]):.3f}" if decode[name] else "-"
         diff = (outputs[name] - outputs["fp32"]).abs().max().item()
         print(
-            f"| {name} | {linear / 1e6:.2f} | {total / 1e6:.2f} | {base_linear / linear:.2f}x | "
-            f"{base_model / total:.2f}x | {ms:.3f} | {decode_ms} | {diff:.2e} | {note} |"
+            f"| {name} | {linear / 1e6:.2f} | {total / 1e6:.2f} | "
+            f"{base_linear / linear:.2f}x | {base_model / total:.2f}x | "
+            f"{ms:.3f} | {decode_ms} | {diff:.2e} | {note} |"
         )
 
 

@@ -1,20 +1,23 @@
-"""Scaling out on one machine: DDP and FSDP over CPU processes, and activation checkpointing's trade.
+"""DDP and FSDP over CPU processes on one machine, and activation checkpointing's trade.
 
     python benchmarks/bench_scaling.py [--preset ci] [--steps 8] [--repeats 3]
                                        [--skip-data-parallel] [--skip-checkpointing]
 
-On a machine shared with other jobs, run it with OMP_NUM_THREADS=1: part 2 then uses one thread, and
-two OpenMP threads fighting other processes for two cores can run many times slower than one.
+On a machine shared with other jobs, run it with OMP_NUM_THREADS=1: part 2 then uses one
+thread, and two OpenMP threads fighting other processes for two cores can run many times
+slower than one.
 
-Part 1 trains the same model at the same global batch four ways, each in fresh processes launched like a
-reader would (torchrun for the parallel runs): 1 process x 1 thread (the speed of one core), 1 process x
-all threads (what one process does with the whole machine), and N processes x 1 thread with DDP, then
-with FSDP (gloo). Scaling efficiency = tokens/s of N processes / (N x tokens/s of one single-thread
-process): 1.0 would be perfect; the rest is communication and contention for memory bandwidth.
-The final losses must agree: the processes compute the same step.
+Part 1 trains the same model at the same global batch four ways, each in fresh processes
+launched like a reader would (torchrun for the parallel runs): 1 process x 1 thread (the
+speed of one core), 1 process x all threads (what one process does with the whole
+machine), and N processes x 1 thread with DDP, then with FSDP (gloo). Scaling
+efficiency = tokens/s of N processes / (N x tokens/s of one single-thread process): 1.0
+would be perfect; the rest is communication and contention for memory bandwidth. The
+final losses must agree: the processes compute the same step.
 
-Part 2 measures one training step of the `cpu` preset with and without activation checkpointing
-(foundry_core.memory.measure_checkpointing): peak memory (profiler, see memory.py) and median step time.
+Part 2 measures one training step of the `cpu` preset with and without activation
+checkpointing (foundry_core.memory.measure_checkpointing): peak memory (profiler, see
+memory.py) and median step time.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ MIB = 1024**2
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One process of a run (alone, or under torchrun): train, then rank 0 writes its timings as JSON."""
+    """One process of a run (alone, or under torchrun): train, then rank 0 writes its
+    timings as JSON."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = 0
     if "WORLD_SIZE" in os.environ:
@@ -87,7 +91,7 @@ def worker(args: argparse.Namespace) -> None:
 def launch(
     args: argparse.Namespace, processes: int, threads: int, parallel: str, out: Path
 ) -> dict:
-    """Run the worker in fresh processes (torchrun when parallel) and read rank 0's result."""
+    """Run fresh worker processes (torchrun when parallel) and read rank 0's result."""
     command = [
         sys.executable,
         __file__,
@@ -127,8 +131,10 @@ def data_parallel(args: argparse.Namespace, cores: int) -> None:
     n = args.processes
     preset = PRESETS[args.preset]
     print(
-        f"\n### DDP / FSDP: {args.preset} preset ({preset.model.num_params() / 1e6:.3g}M parameters), global "
-        f"batch {args.global_batch} x {preset.train.seq_len}, median of {args.steps} steps after {args.warmup}\n"
+        f"\n### DDP / FSDP: {args.preset} preset "
+        f"({preset.model.num_params() / 1e6:.3g}M parameters), "
+        f"global batch {args.global_batch} x {preset.train.seq_len}, "
+        f"median of {args.steps} steps after {args.warmup}\n"
     )
     runs = [
         ("1 process x 1 thread", 1, 1, "ddp"),
@@ -152,17 +158,20 @@ def data_parallel(args: argparse.Namespace, cores: int) -> None:
             f"{r['tokens_per_s'] / (processes * one_core):.2f}" if processes > 1 else ""
         )
         print(
-            f"| {name} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / one_core:.2f}x | {efficiency} | "
-            f"{r['loss']:.5f} |"
+            f"| {name} | {r['tokens_per_s']:,.0f} | "
+            f"{r['tokens_per_s'] / one_core:.2f}x | {efficiency} | {r['loss']:.5f} |"
         )
 
 
 def checkpointing(args: argparse.Namespace, info: HardwareInfo) -> None:
-    """Off and on, measured `repeats` times in alternation (machine noise hits both alike); median times."""
+    """Off and on, measured `repeats` times in alternation (machine noise hits both
+    alike); median times."""
     preset = with_overrides(PRESETS["cpu"], batch_size=args.ckpt_batch)
     print(
-        f"\n### Activation checkpointing: cpu preset, batch {args.ckpt_batch} x {preset.train.seq_len}, "
-        f"{torch.get_num_threads()} thread(s), median of {args.repeats} x {args.steps} steps\n"
+        "\n### Activation checkpointing: cpu preset, "
+        f"batch {args.ckpt_batch} x {preset.train.seq_len}, "
+        f"{torch.get_num_threads()} thread(s), "
+        f"median of {args.repeats} x {args.steps} steps\n"
     )
     rounds = [
         measure_checkpointing(preset.model, preset.train, info, steps=args.steps)
@@ -177,8 +186,8 @@ def checkpointing(args: argparse.Namespace, info: HardwareInfo) -> None:
         for key in ("off", "on")
     }
     print(
-        "| checkpointing | estimated peak (MiB) | measured peak (MiB) | activations at peak (MiB) | step s (wall) "
-        "| step s (CPU) |"
+        "| checkpointing | estimated peak (MiB) | measured peak (MiB) "
+        "| activations at peak (MiB) | step s (wall) | step s (CPU) |"
     )
     print("|---|---|---|---|---|---|")
     for key in ("off", "on"):
@@ -189,13 +198,16 @@ def checkpointing(args: argparse.Namespace, info: HardwareInfo) -> None:
             info,
         )
         print(
-            f"| {key} | {(estimate.total - estimate.runtime) / MIB:.1f} | {m.peak / MIB:.1f} | "
-            f"{m.activations / MIB:.1f} | {wall[key]:.2f} | {cpu[key]:.2f} |"
+            f"| {key} | {(estimate.total - estimate.runtime) / MIB:.1f} | "
+            f"{m.peak / MIB:.1f} | {m.activations / MIB:.1f} | "
+            f"{wall[key]:.2f} | {cpu[key]:.2f} |"
         )
     saved = rounds[0]["memory_saved"]
     print(
-        f"\ncheckpointing saved {saved / MIB:.1f} MiB ({rounds[0]['memory_saved_fraction']:.0%} of the peak) and "
-        f"added {wall['on'] / wall['off'] - 1:+.0%} wall time, {cpu['on'] / cpu['off'] - 1:+.0%} CPU time per step"
+        f"\ncheckpointing saved {saved / MIB:.1f} MiB "
+        f"({rounds[0]['memory_saved_fraction']:.0%} of the peak) and "
+        f"added {wall['on'] / wall['off'] - 1:+.0%} wall time, "
+        f"{cpu['on'] / cpu['off'] - 1:+.0%} CPU time per step"
     )
 
 
@@ -234,7 +246,8 @@ def main() -> None:
         return worker(args)
     if args.global_batch % args.processes:
         raise SystemExit(
-            f"--global-batch {args.global_batch} must be divisible by --processes {args.processes}"
+            f"--global-batch {args.global_batch} must be divisible by "
+            f"--processes {args.processes}"
         )
     info = detect("cpu")
     cores = info.cpu_cores

@@ -1,10 +1,11 @@
-"""What the Trainer costs on top of the bare training step, and what bf16 autocast buys on this CPU.
+"""The Trainer's cost over a bare training step and what bf16 autocast buys on this CPU.
 
     python benchmarks/bench_train.py [--steps 12]
 
-The reference is the bare step of bench_model.py (forward, backward, AdamW, nothing else) on the same
-`small` config, batch 16 x 256, interleaved with the Trainer's steps (learning-rate schedule, gradient
-clipping, metrics, loader) in one process. bf16 is measured only where the CPU has native bf16.
+The reference is the bare step of bench_model.py (forward, backward, AdamW, nothing
+else) on the same `small` config, batch 16 x 256, interleaved with the Trainer's steps
+(learning-rate schedule, gradient clipping, metrics, loader) in one process. bf16 is
+measured only where the CPU has native bf16.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def main() -> None:
         .astype(np.uint16)
     )
     print(
-        f"{info} | {torch.get_num_threads()} threads | torch {torch.__version__} | small config, batch 16 x 256"
+        f"{info} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+        "small config, batch 16 x 256"
     )
     modes = ["float32"] + (["bfloat16"] if info.bf16 else [])
     if not info.bf16:
         print(
-            "bf16: not measured, this CPU has no native bf16 instructions (AVX512-BF16 / AMX)"
+            "bf16: not measured, this CPU has no native bf16 instructions "
+            "(AVX512-BF16 / AMX)"
         )
     for dtype in modes:
         torch.manual_seed(0)
@@ -59,9 +62,8 @@ def main() -> None:
         batches = iter(torch.utils.data.DataLoader(trainer.train_data, batch_size=16))
         bare_times = []
 
-        def interleave(
-            _trainer, _record
-        ) -> None:  # a bare step after every Trainer step
+        # a bare step after every Trainer step
+        def interleave(_trainer, _record) -> None:
             x, y = next(batches)
             start = time.perf_counter()
             bare(x, y)
@@ -75,8 +77,8 @@ def main() -> None:
         }
         t, b = statistics.median(times["trainer"]), statistics.median(times["bare"])
         print(
-            f"| {dtype} | Trainer {16 * 256 / t:,.0f} tok/s | bare step {16 * 256 / b:,.0f} tok/s | "
-            f"Trainer / bare {b / t:.2f} |"
+            f"| {dtype} | Trainer {16 * 256 / t:,.0f} tok/s | "
+            f"bare step {16 * 256 / b:,.0f} tok/s | Trainer / bare {b / t:.2f} |"
         )
 
 

@@ -1,10 +1,12 @@
-"""foundry_core: the library behind LLM Foundry, a course that trains a small LLM end to end."""
+"""foundry_core: the library behind LLM Foundry, a course that trains a small LLM
+end to end."""
 
 import os as _os
 import sys as _sys
 
-# On Apple silicon, let an operation that Metal lacks run on the CPU instead of failing. PyTorch reads
-# this variable once, when torch is imported, so it is set here, before our first `import torch`.
+# On Apple silicon, let an operation that Metal lacks run on the CPU instead of failing.
+# PyTorch reads this variable once, when torch is imported, so it is set here, before
+# our first `import torch`.
 if _sys.platform == "darwin" and "torch" not in _sys.modules:
     _os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 _MPS_FALLBACK_AT_TORCH_IMPORT = _os.environ.get(
@@ -46,8 +48,10 @@ from .tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_tokenizer
 from .train import Trainer, TrainingDiverged
 from .watchdog import watchdog_from_environment as _watchdog_from_environment
 
-_apply_thread_setting()  # FOUNDRY_THREADS=<n>: the CPU threads PyTorch uses (default: PyTorch's choice)
-_watchdog_from_environment()  # FOUNDRY_IDLE_LIMIT=<s>: in a build, a kernel left waiting exits (watchdog.py)
+# FOUNDRY_THREADS=<n>: the CPU threads PyTorch uses (default: PyTorch's choice)
+_apply_thread_setting()
+# FOUNDRY_IDLE_LIMIT=<s>: in a build, a kernel left waiting exits (watchdog.py)
+_watchdog_from_environment()
 
 __version__ = "0.1.0"
 

@@ -1,10 +1,11 @@
 """Checkpoints that survive crashes and resume a run exactly.
 
-A checkpoint is a folder `step-000123/`: the weights as safetensors (no pickled code), and `state.pt`
-with the optimizer state, the step, the data position, the random generators and the metrics so far,
-read back with `torch.load(weights_only=True)`, which refuses anything but tensors and plain values.
-The folder is written under a temporary name and renamed when complete, so a crash mid-write leaves
-the previous checkpoint untouched and nothing half-written that looks like a checkpoint.
+A checkpoint is a folder `step-000123/`: the weights as safetensors (no pickled code),
+and `state.pt` with the optimizer state, the step, the data position, the random
+generators and the metrics so far, read back with `torch.load(weights_only=True)`, which
+refuses anything but tensors and plain values. The folder is written under a temporary
+name and renamed when complete, so a crash mid-write leaves the previous checkpoint
+untouched and nothing half-written that looks like a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ _NAME = re.compile(r"^step-(\d+)$")
 
 
 def rng_state() -> dict:
-    """Every random generator a training step may draw from, as tensors and plain values."""
+    """Every random generator a training step may draw from, as tensors and
+    plain values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -48,8 +50,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def unique_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with each storage once, on the CPU: what safetensors can write (no shared tensors)."""
-    # safetensors stores each tensor once: a tied output matrix is saved as the embedding only
+    """The state dict with each storage once, on the CPU: what safetensors can write (no
+    shared tensors)."""
+    # safetensors stores each tensor once: a tied output matrix is saved as the
+    # embedding only
     seen, weights = set(), {}
     for name, tensor in model.state_dict().items():
         if tensor.data_ptr() in seen:
@@ -71,10 +75,11 @@ def save_checkpoint(
     state: dict,
     keep: int = 3,
 ) -> Path:
-    """Write `folder/step-<step>/` atomically, then delete all but the newest `keep` checkpoints.
+    """Write `folder/step-<step>/` atomically, then delete all but the newest `keep`
+    checkpoints.
 
-    `model` is the model, or its weights already gathered into CPU tensors (each storage once), as a
-    sharded (FSDP) run provides them."""
+    `model` is the model, or its weights already gathered into CPU tensors (each storage
+    once), as a sharded (FSDP) run provides them."""
     folder = Path(folder)
     target = checkpoint_dir(folder, step)
     with atomic_directory(target) as tmp:
@@ -89,7 +94,7 @@ def save_checkpoint(
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in `folder`, oldest first (temporary folders are never listed)."""
+    """Complete checkpoints in `folder`, oldest first (never the temporary folders)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -107,12 +112,14 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(weights, saved state) of a checkpoint folder, on the CPU, without loading them into a model."""
+    """(weights, saved state) of a checkpoint folder, on the CPU, without loading them
+    into a model."""
     path = Path(path)
     for name in (WEIGHTS, STATE):
         if not (path / name).is_file():
             raise FileNotFoundError(
-                f"{path / name} not found: not a checkpoint folder (see list_checkpoints)"
+                f"{path / name} not found: "
+                "not a checkpoint folder (see list_checkpoints)"
             )
     return load_file(path / WEIGHTS, device="cpu"), torch.load(
         path / STATE, map_location="cpu", weights_only=True
@@ -120,7 +127,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
-    """Load the weights into `model` and return the saved state (optimizer, step, data position, ...)."""
+    """Load the weights into `model` and return the saved state (optimizer, step, data
+    position, ...)."""
     path = Path(path)
     weights, state = read_checkpoint(path)
     if hasattr(model, "load_weights"):

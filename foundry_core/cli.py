@@ -1,13 +1,15 @@
-"""The course from a terminal: the same functions the chapters call, for runs too long for a notebook.
+"""The course in a terminal: the chapters' functions, for runs too long for a notebook.
 
-python -m foundry_core run STAGE [--preset NAME] [--set KEY=VALUE ...]  # one stage, into the cache
-python -m foundry_core prepare  [--preset NAME]                  # corpus, tokenizer, token files
+python -m foundry_core run STAGE [--preset NAME] [--set KEY=VALUE ...]  # into the cache
+python -m foundry_core prepare  [--preset NAME]       # corpus, tokenizer, token files
 python -m foundry_core pretrain [--preset NAME] [--steps N] [--out DIR] [--resume]
-python -m foundry_core generate --run DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
-python -m foundry_core pipeline [--preset NAME]                  # every stage, then report.md
+python -m foundry_core generate --run DIR --prompt TEXT
+                                [--max-new-tokens N] [--temperature T]
+python -m foundry_core pipeline [--preset NAME]       # every stage, then report.md
 python -m foundry_core run sft --preset ci --set sft.max_steps=50 --set align.beta=0.3
-torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu  # data-parallel (DDP)
-torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu --parallel fsdp  # sharded (FSDP)
+# two processes, data-parallel (DDP), then sharded (FSDP):
+torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu
+torchrun --nproc_per_node=2 -m foundry_core pretrain --preset cpu --parallel fsdp
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .pipeline import (
     pretrain_trainer,
     pretrained_dir,
     publish_pretrained,
-    stage_dir,
+    stage_summary,
 )
 from .presets import PRESETS, SECTIONS, get_preset, select_preset, with_overrides
 from .runs import describe_run, load_run
@@ -44,7 +46,8 @@ from .train import Trainer
 
 
 def _preset(name: str | None, announce: bool = True, settings: list[str] | None = None):
-    """The named preset (else the one picked for this machine), with the --set changes applied."""
+    """The named preset (else the one picked for this machine), with the --set
+    changes applied."""
     if name:
         preset = get_preset(name)
     else:
@@ -56,7 +59,8 @@ def _preset(name: str | None, announce: bool = True, settings: list[str] | None 
 
 
 def run_stage(args: argparse.Namespace) -> None:
-    """Build one stage (and whatever it needs) into the cache the chapters read, then say what it holds."""
+    """Build one stage (and whatever it needs) into the cache the chapters read, then
+    say what it holds."""
     stage = "pretrained" if args.stage == "pretrain" else args.stage
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
@@ -65,74 +69,21 @@ def run_stage(args: argparse.Namespace) -> None:
         )
     preset = _preset(args.preset, settings=args.set)
     result = ensure(stage, preset, progress=stage in TRAINED)
-    if stage in TRAINED:
-        last = {
-            k: round(v, 4) if isinstance(v, float) else v
-            for k, v in result[1][-1].items()
-            if k in ("step", "loss", "val_loss", "val_accuracy", "val_margin")
-        }
-        print(
-            json.dumps(
-                {"stage": stage, "folder": str(stage_dir(stage, preset)), **last}
-            )
-        )
-    elif stage == "tokens":
-        print(
-            json.dumps(
-                {
-                    "stage": stage,
-                    "train": str(result[0]),
-                    "validation": str(result[1]),
-                    "train tokens": len(read_tokens(result[0])),
-                    "validation tokens": len(read_tokens(result[1])),
-                }
-            )
-        )
-    elif stage == "tasks":
-        print(
-            json.dumps(
-                {
-                    "stage": stage,
-                    "train": len(result.train),
-                    "held out": len(result.test),
-                    "plays": len(result.plays),
-                }
-            )
-        )
-    elif stage == "corpus":
-        print(
-            json.dumps(
-                {
-                    "stage": stage,
-                    "folder": str(stage_dir(stage, preset)),
-                    "train documents": len(result[0]),
-                    "validation documents": len(result[1]),
-                }
-            )
-        )
-    else:
-        print(
-            json.dumps(
-                {
-                    "stage": stage,
-                    "folder": str(stage_dir(stage, preset)),
-                    "vocabulary": len(result),
-                }
-            )
-        )
+    print(json.dumps(stage_summary(stage, preset, result)))
 
 
 def prepare(args: argparse.Namespace) -> None:
     preset = _preset(args.preset, settings=args.set)
     train, val = ensure("tokens", preset)
     print(
-        f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / {len(read_tokens(val)):,} "
-        f"validation tokens in {train.parent}"
+        f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / "
+        f"{len(read_tokens(val)):,} validation tokens in {train.parent}"
     )
 
 
 def _distributed(parallel: str = "ddp") -> tuple[int, int]:
-    """(rank, world size): from torchrun's environment, initialising the process group; else (0, 1).
+    """(rank, world size): from torchrun's environment, initialising the process group;
+    else (0, 1).
 
     FSDP needs a process group even for one process, and torchrun to make one."""
     if parallel == "fsdp" and "WORLD_SIZE" not in os.environ:
@@ -143,9 +94,8 @@ def _distributed(parallel: str = "ddp") -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 and parallel == "ddp":
         return 0, 1
-    if (
-        torch.cuda.is_available()
-    ):  # one GPU per process, chosen before NCCL starts, so none share GPU 0
+    # one GPU per process, chosen before NCCL starts, so none share GPU 0
+    if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group(
         "nccl" if torch.cuda.is_available() else "gloo"
@@ -154,15 +104,18 @@ def _distributed(parallel: str = "ddp") -> tuple[int, int]:
 
 
 def _rank_logger(rank: int, world: int, every: int) -> Callable[[Trainer, dict], None]:
-    """A Trainer callback printing this process's view every `every` steps: its own loss next to the
-    loss averaged over all ranks (what every rank reports, and what one process would see)."""
+    """A Trainer callback printing this process's view every `every` steps: its own loss
+    next to the loss averaged over all ranks (what every rank reports, and what one
+    process would see)."""
 
     def log(trainer: Trainer, record: dict) -> None:
         if record["step"] % every == 0 or record["step"] == trainer.config.max_steps:
             print(
-                f"[rank {rank}/{world}] step {record['step']} | loss {record['loss']:.4f} (this rank "
-                f"{record.get('rank_loss', record['loss']):.4f}) | {record['tokens'] // world:,} tokens on this "
-                f"rank | {record['tokens_per_s']:,.0f} tok/s in all",
+                f"[rank {rank}/{world}] step {record['step']} | "
+                f"loss {record['loss']:.4f} "
+                f"(this rank {record.get('rank_loss', record['loss']):.4f}) | "
+                f"{record['tokens'] // world:,} tokens on this rank | "
+                f"{record['tokens_per_s']:,.0f} tok/s in all",
                 flush=True,
             )
 
@@ -174,46 +127,13 @@ def pretrain(args: argparse.Namespace) -> None:
     preset = _preset(args.preset, announce=rank == 0, settings=args.set)
     if args.batch_size:
         preset = with_overrides(preset, batch_size=args.batch_size)
-    # Rank 0 builds the data while the others wait at the barrier; then they read the cached files.
-    if rank > 0:
-        torch.distributed.barrier()
-    tokenizer = ensure("tokenizer", preset)
-    ensure("tokens", preset)
-    if rank == 0 and world > 1:
-        torch.distributed.barrier()
+    tokenizer = _prepare_data(preset, rank, world)
     out = (
         Path(args.out)
         if args.out
         else artifacts_root() / preset.name / "runs" / pretrained_dir(preset).name
     )
-    distributed = torch.distributed.is_initialized()
-    every = (
-        args.log_interval
-        if args.log_interval is not None
-        else (10 if distributed else 0)
-    )
-    interval = (
-        {"checkpoint_interval": args.checkpoint_interval}
-        if args.checkpoint_interval
-        else {}
-    )
-    trainer = pretrain_trainer(
-        preset,
-        out,
-        rank=rank,
-        world_size=world,
-        progress=rank == 0 and not every,
-        parallel=args.parallel,
-        **interval,
-        callbacks=(_rank_logger(rank, world, every),) if every else (),
-    )
-    if distributed:
-        held = local_parameter_bytes(trainer.model) / 2**20
-        print(
-            f"[rank {rank}/{world}] {torch.distributed.get_backend()} | {args.parallel} | holds {held:.2f} MiB "
-            f"of {preset.model.num_params() * 4 / 2**20:.2f} MiB of fp32 weights",
-            flush=True,
-        )
+    trainer = _pretrain_trainer(args, preset, out, rank, world)
     if args.resume and latest_checkpoint(out):
         step = trainer.resume()
         if rank == 0:
@@ -221,14 +141,14 @@ def pretrain(args: argparse.Namespace) -> None:
     if rank == 0:
         describe_run(out, "pretrained", preset, tokenizer)
     trainer.fit(args.steps)
-    path = finish_pretraining(
-        trainer
-    )  # every rank: under FSDP all of them gather the shards rank 0 writes
+    # every rank: under FSDP all of them gather the shards rank 0 writes
+    path = finish_pretraining(trainer)
     if rank == 0:
-        last = trainer.history[-1]
-        # One process trained exactly the recipe's run: the chapters load it. More processes read a global
-        # batch N times the preset's, another recipe, so that run stays in its own folder.
+        # One process trained exactly the recipe's run: the chapters load it. More
+        # processes read a global batch N times the preset's, another recipe, so that
+        # run stays in its own folder.
         published = publish_pretrained(preset, out) if world == 1 else None
+        last = trainer.history[-1]
         print(
             json.dumps(
                 {
@@ -240,8 +160,48 @@ def pretrain(args: argparse.Namespace) -> None:
                 }
             )
         )
-    if distributed:
+    if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def _prepare_data(preset, rank: int, world: int) -> Tokenizer:
+    """Rank 0 builds the tokenizer and token files while the others wait at a barrier;
+    then they read the cached files."""
+    if rank > 0:
+        torch.distributed.barrier()
+    tokenizer = ensure("tokenizer", preset)
+    ensure("tokens", preset)
+    if rank == 0 and world > 1:
+        torch.distributed.barrier()
+    return tokenizer
+
+
+def _pretrain_trainer(args, preset, out: Path, rank: int, world: int):
+    """The recipe's Trainer with this command's logging and checkpoint options."""
+    distributed = torch.distributed.is_initialized()
+    every = args.log_interval
+    if every is None:
+        every = 10 if distributed else 0
+    interval = args.checkpoint_interval
+    trainer = pretrain_trainer(
+        preset,
+        out,
+        rank=rank,
+        world_size=world,
+        progress=rank == 0 and not every,
+        parallel=args.parallel,
+        **({"checkpoint_interval": interval} if interval else {}),
+        callbacks=(_rank_logger(rank, world, every),) if every else (),
+    )
+    if distributed:
+        held = local_parameter_bytes(trainer.model) / 2**20
+        print(
+            f"[rank {rank}/{world}] {torch.distributed.get_backend()} | "
+            f"{args.parallel} | holds {held:.2f} MiB "
+            f"of {preset.model.num_params() * 4 / 2**20:.2f} MiB of fp32 weights",
+            flush=True,
+        )
+    return trainer
 
 
 def generate_text(args: argparse.Namespace) -> None:
@@ -269,6 +229,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")  # bad input: one clear line, no traceback
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m foundry_core",
         description=__doc__.splitlines()[0],
@@ -276,20 +244,6 @@ def main(argv: list[str] | None = None) -> None:
         epilog=__doc__,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    names = ", ".join(PRESETS)
-
-    def recipe(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--preset", help=f"one of {names} (default: picked for this machine)"
-        )
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="SECTION.FIELD=VALUE",
-            help="change one setting of the preset, e.g. sft.max_steps=300 or train.lr=1e-3 "
-            f"(sections: {', '.join(SECTIONS)}); repeat for more",
-        )
 
     p = commands.add_parser(
         "run",
@@ -301,17 +255,51 @@ def main(argv: list[str] | None = None) -> None:
         choices=[*STAGES, "pretrain"],
         help="the stage to build ('pretrain' = 'pretrained')",
     )
-    recipe(p)
+    _recipe_options(p)
     p.set_defaults(handler=run_stage)
     p = commands.add_parser(
         "prepare", help="build the corpus, tokenizer and token files of a preset"
     )
-    recipe(p)
+    _recipe_options(p)
     p.set_defaults(handler=prepare)
+    _add_pretrain(commands)
+    _add_generate(commands)
+    p = commands.add_parser(
+        "pipeline",
+        help="run every stage (data to export), reusing finished ones, "
+        "and write a report card",
+    )
+    _recipe_options(p)
+    p.add_argument(
+        "--out",
+        help="folder for report.md and the exports (default: artifacts/<preset>)",
+    )
+    p.set_defaults(handler=run_pipeline)
+    return parser
+
+
+def _recipe_options(p: argparse.ArgumentParser) -> None:
+    """--preset and --set, which every command that runs a recipe takes."""
+    names = ", ".join(PRESETS)
+    p.add_argument(
+        "--preset", help=f"one of {names} (default: picked for this machine)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="change one setting of the preset, "
+        "e.g. sft.max_steps=300 or train.lr=1e-3 "
+        f"(sections: {', '.join(SECTIONS)}); repeat for more",
+    )
+
+
+def _add_pretrain(commands) -> None:
     p = commands.add_parser(
         "pretrain", help="pretrain a model (under torchrun: with DDP)"
     )
-    recipe(p)
+    _recipe_options(p)
     p.add_argument(
         "--steps",
         type=int,
@@ -319,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--out",
-        help="run folder for checkpoints (default: artifacts/<preset>/runs/pretrained-<key>; "
+        help="run folder for checkpoints "
+        "(default: artifacts/<preset>/runs/pretrained-<key>; "
         "a finished one-process run is then also the model the chapters load)",
     )
     p.add_argument(
@@ -352,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
         "(default: 10 under torchrun, else a progress bar)",
     )
     p.set_defaults(handler=pretrain)
+
+
+def _add_generate(commands) -> None:
     p = commands.add_parser("generate", help="continue a prompt with a trained model")
     p.add_argument(
         "--run",
@@ -368,22 +360,3 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=generate_text)
-    p = commands.add_parser(
-        "pipeline",
-        help="run every stage (data to export), reusing finished ones, "
-        "and write a report card",
-    )
-    recipe(p)
-    p.add_argument(
-        "--out",
-        help="folder for report.md and the exports (default: artifacts/<preset>)",
-    )
-    p.set_defaults(handler=run_pipeline)
-    args = parser.parse_args(argv)
-    try:
-        args.handler(args)
-    except (
-        ValueError,
-        FileNotFoundError,
-    ) as error:  # bad input: one clear line, no traceback
-        sys.exit(f"error: {error}")

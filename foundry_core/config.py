@@ -1,8 +1,9 @@
-"""Model, training, data and post-training configurations, validated where they are made.
+"""Model and training configurations, validated where they are made.
 
-Every setting in the course flows from a few small dataclasses. They check themselves on construction,
-so a bad value fails here, with a message that says what to change, rather than as a shape error deep
-inside PyTorch twenty minutes into a run. A preset (presets.py) bundles one of each: the whole recipe.
+Every setting in the course flows from a few small dataclasses. They check themselves on
+construction, so a bad value fails here, with a message that says what to change,
+rather than as a shape error deep inside PyTorch twenty minutes into a run. A preset
+(recipe.py) bundles one of each with the other sections of a recipe (settings.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class _Validated:
 
 
 def require_positive_ints(owner: str = "", **values: int) -> None:
-    """Raise a one-line ValueError naming the first value that is not a positive int (bools excluded)."""
+    """Raise a one-line ValueError naming the first value that is not a positive int
+    (bools excluded)."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             where = f"{owner}.{name}" if owner else name
@@ -58,8 +60,8 @@ def _nearest_multiples(value: int, step: int) -> str:
 def swiglu_hidden(d_model: int, multiple_of: int = 8) -> int:
     """The SwiGLU width that keeps the MLP's parameter count close to a 4*d GELU MLP.
 
-    SwiGLU has three matrices instead of two, so LLaMA scales the hidden size by 2/3: 8/3 * d_model,
-    rounded up to a multiple that suits matrix kernels.
+    SwiGLU has three matrices instead of two, so LLaMA scales the hidden size by 2/3:
+    8/3 * d_model, rounded up to a multiple that suits matrix kernels.
     """
     hidden = int(8 * d_model / 3)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
@@ -67,18 +69,16 @@ def swiglu_hidden(d_model: int, multiple_of: int = 8) -> int:
 
 @dataclass(frozen=True)
 class ModelConfig(_Validated):
-    """The shape of a decoder-only Transformer (LLaMA-style: RoPE, GQA, SwiGLU, RMSNorm)."""
+    """A decoder-only Transformer's shape (LLaMA-style: RoPE, GQA, SwiGLU, RMSNorm)."""
 
     vocab_size: int = 4096
     d_model: int = 256
     n_layers: int = 6
     n_heads: int = 8
-    n_kv_heads: int = (
-        4  # 1 = multi-query attention, n_heads = classic multi-head attention
-    )
-    d_ff: int = (
-        768  # SwiGLU hidden width; a multiple of 128 so int4 groups of 32-128 divide it
-    )
+    # 1 = multi-query attention, n_heads = classic multi-head attention
+    n_kv_heads: int = 4
+    # SwiGLU hidden width; a multiple of 128 so int4 groups of 32-128 divide it
+    d_ff: int = 768
     max_seq_len: int = 256
     rope_base: float = 10000.0
     dropout: float = 0.0
@@ -103,33 +103,40 @@ class ModelConfig(_Validated):
                 if k <= 4 * self.n_heads and self.d_model // k >= 8
             ]
             raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}): "
+                f"d_model ({self.d_model}) must be divisible by "
+                f"n_heads ({self.n_heads}): "
                 f"use d_model={_nearest_multiples(self.d_model, self.n_heads)}, "
                 f"or n_heads in {heads[-6:]}"
             )
         if self.n_kv_heads > self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(
-                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads}): "
-                f"choose n_kv_heads from {_divisors(self.n_heads)} (1 = MQA, {self.n_heads} = MHA)"
+                f"n_heads ({self.n_heads}) must be a multiple of "
+                f"n_kv_heads ({self.n_kv_heads}): "
+                f"choose n_kv_heads from {_divisors(self.n_heads)} "
+                f"(1 = MQA, {self.n_heads} = MHA)"
             )
         if self.head_dim % 2:
             raise ValueError(
-                f"head size d_model/n_heads = {self.head_dim} is odd, but RoPE rotates pairs of "
-                f"dimensions: pick d_model and n_heads so that d_model/n_heads is even"
+                f"head size d_model/n_heads = {self.head_dim} is odd, "
+                "but RoPE rotates pairs of dimensions: "
+                "pick d_model and n_heads so that d_model/n_heads is even"
             )
         if self.vocab_size > 2**32:
             raise ValueError(
-                f"vocab_size ({self.vocab_size}) must fit in uint32 token files (<= 2**32)"
+                f"vocab_size ({self.vocab_size}) "
+                "must fit in uint32 token files (<= 2**32)"
             )
         if not self.rope_base > 1:
             raise ValueError(
-                f"rope_base must be > 1 (10000 is the usual value), got {self.rope_base}"
+                "rope_base must be > 1 (10000 is the usual value), "
+                f"got {self.rope_base}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.norm_eps < 1.0:
             raise ValueError(
-                f"norm_eps must be a small positive number (e.g. 1e-5), got {self.norm_eps}"
+                "norm_eps must be a small positive number (e.g. 1e-5), "
+                f"got {self.norm_eps}"
             )
 
     @property
@@ -138,15 +145,14 @@ class ModelConfig(_Validated):
 
     @property
     def kv_dim(self) -> int:
-        """Width of the key (and of the value) projection: smaller than d_model under GQA/MQA."""
+        """Width of the key (and value) projection: under GQA/MQA, less than d_model."""
         return self.n_kv_heads * self.head_dim
 
     def param_counts(self) -> dict[str, int]:
         """Parameters by component, counted from the shapes (no model is built)."""
         d, kv = self.d_model, self.kv_dim
-        per_layer_attention = (
-            2 * d * d + 2 * d * kv
-        )  # q and o are d x d; k and v are d x kv
+        # q and o are d x d; k and v are d x kv
+        per_layer_attention = 2 * d * d + 2 * d * kv
         per_layer_mlp = 3 * d * self.d_ff  # gate, up and down projections
         per_layer_norms = 2 * d  # RMSNorm gains before attention and before the MLP
         return {
@@ -164,11 +170,13 @@ class ModelConfig(_Validated):
         return sum(counts.values())
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6 per matmul weight, plus the attention scores (PaLM's formula).
+        """Training FLOPs per token: 6 per matmul weight, plus the attention scores
+        (PaLM's formula).
 
-        Forward is 2 FLOPs per weight per token and backward twice that. The embedding lookup is free,
-        but the output projection is a real matmul whether or not it shares the embedding's weights.
-        Attention adds 12 * n_layers * d_model * seq_len (Chowdhery et al., 2022, appendix B).
+        Forward is 2 FLOPs per weight per token and backward twice that. The embedding
+        lookup is free, but the output projection is a real matmul whether or not it
+        shares the embedding's weights. Attention adds 12 * n_layers * d_model * seq_len
+        (Chowdhery et al., 2022, appendix B).
         """
         seq_len = self.max_seq_len if seq_len is None else seq_len
         counts = self.param_counts()
@@ -180,7 +188,7 @@ class ModelConfig(_Validated):
 
 @dataclass(frozen=True)
 class TrainConfig(_Validated):
-    """How to train: batch shape, optimizer, schedule, precision and the run's length."""
+    """How to train: batch shape, optimizer, schedule, precision and run length."""
 
     batch_size: int = 16  # sequences per micro-batch
     seq_len: int = 256
@@ -220,8 +228,8 @@ class TrainConfig(_Validated):
             )
         if not 0 <= self.warmup_steps < self.max_steps:
             raise ValueError(
-                f"warmup_steps ({self.warmup_steps}) must be >= 0 and smaller than max_steps "
-                f"({self.max_steps}); a few percent of max_steps is typical"
+                f"warmup_steps ({self.warmup_steps}) must be >= 0 and smaller than "
+                f"max_steps ({self.max_steps}); a few percent of max_steps is typical"
             )
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -234,7 +242,7 @@ class TrainConfig(_Validated):
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype '{self.dtype}' is not one of {', '.join(DTYPES)}")
-        _require_seed("TrainConfig", self.seed)
+        require_seed("TrainConfig", self.seed)
 
     @property
     def tokens_per_step(self) -> int:
@@ -254,127 +262,6 @@ def check_compatible(model: ModelConfig, train: TrainConfig) -> None:
         )
 
 
-def require_fraction(
-    owner: str, name: str, value: float, *, closed: bool = False
-) -> None:
-    """Raise unless 0 < value < 1 (or <= 1 with closed=True)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (0 < value <= 1 if closed else 0 < value < 1)
-    ):
-        bound = "<= 1" if closed else "< 1"
-        raise ValueError(
-            f"{owner}.{name} must be a number with 0 < {name} {bound}, got {value!r}"
-        )
-
-
-@dataclass(frozen=True)
-class DataSettings(_Validated):
-    """What the data stages do (chapters 1-2): with the vocabulary size, a preset's data is fully
-    described by these."""
-
-    corpus: str = "shakespeare"
-    max_documents: int | None = (
-        None  # keep only the first documents (the `ci` preset, so tests stay fast)
-    )
-    val_fraction: float = 0.1  # share of the documents held out for validation
-    seed: int = 0  # the split and the MinHash functions
-    shingle_words: int = 5  # near-duplicate detection within the training corpus
-    near_dup_threshold: float = (
-        0.5  # estimated Jaccard similarity above which a document is dropped
-    )
-
-    def __post_init__(self) -> None:
-        if self.max_documents is not None:
-            require_positive_ints("DataSettings", max_documents=self.max_documents)
-        require_positive_ints("DataSettings", shingle_words=self.shingle_words)
-        require_fraction("DataSettings", "val_fraction", self.val_fraction)
-        require_fraction(
-            "DataSettings", "near_dup_threshold", self.near_dup_threshold, closed=True
-        )
-        _require_seed("DataSettings", self.seed)
-
-
-@dataclass(frozen=True)
-class AlignSettings(_Validated):
-    """The post-training runs (chapters 6-8): one TrainConfig per stage, the task data and DPO's pairs."""
-
-    sft: TrainConfig
-    reward: TrainConfig
-    dpo: TrainConfig
-    train_per_task: int = 1500  # generated training questions per task
-    test_per_task: int = 100  # held-out questions per task
-    held_out: float = 0.2  # share of the plays whose questions are only ever tested on
-    template: str = "chatml"
-    beta: float = 0.1  # DPO: how far the policy may move from the reference
-    nll_weight: float = (
-        1.0  # DPO: weight of the SFT loss on chosen answers added to the DPO loss
-    )
-    on_policy_prompts: int = (
-        300  # DPO: training prompts the SFT model answers for its own pairs
-    )
-    offline_pairs: int = 900  # DPO: how many of the offline training pairs it also uses
-    samples: int = 4  # answers sampled per prompt
-    max_new_tokens: int = 16
-    seed: int = 0  # tasks, pairs and on-policy sampling
-
-    def __post_init__(self) -> None:
-        for name in ("sft", "reward", "dpo"):
-            if not isinstance(getattr(self, name), TrainConfig):
-                raise ValueError(
-                    f"AlignSettings.{name} must be a TrainConfig, got {getattr(self, name)!r}"
-                )
-        require_positive_ints(
-            "AlignSettings",
-            train_per_task=self.train_per_task,
-            test_per_task=self.test_per_task,
-            on_policy_prompts=self.on_policy_prompts,
-            offline_pairs=self.offline_pairs,
-            samples=self.samples,
-            max_new_tokens=self.max_new_tokens,
-        )
-        require_fraction("AlignSettings", "held_out", self.held_out)
-        if (
-            isinstance(self.beta, bool)
-            or not isinstance(self.beta, (int, float))
-            or not self.beta > 0
-        ):
-            raise ValueError(
-                f"AlignSettings.beta must be positive (0.1 is usual), got {self.beta!r}"
-            )
-        if (
-            isinstance(self.nll_weight, bool)
-            or not isinstance(self.nll_weight, (int, float))
-            or self.nll_weight < 0
-        ):
-            raise ValueError(
-                f"AlignSettings.nll_weight must be >= 0, got {self.nll_weight!r}"
-            )
-        _require_seed("AlignSettings", self.seed)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AlignSettings:
-        stages = {
-            k: TrainConfig.from_dict(v) if isinstance(v, dict) else v
-            for k, v in values.items()
-            if k in ("sft", "reward", "dpo")
-        }
-        return super().from_dict({**values, **stages})
-
-
-@dataclass(frozen=True)
-class EvalSettings(_Validated):
-    """How chapters 9-10 and the report card measure a model."""
-
-    max_windows: int = (
-        64  # validation windows that perplexity reads (each seq_len tokens)
-    )
-
-    def __post_init__(self) -> None:
-        require_positive_ints("EvalSettings", max_windows=self.max_windows)
-
-
-def _require_seed(owner: str, seed: object) -> None:
+def require_seed(owner: str, seed: object) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"{owner}.seed must be a non-negative integer, got {seed!r}")

@@ -1,13 +1,15 @@
 """Save models for other tools: the Hugging Face Llama format, and GGUF for llama.cpp.
 
 A Hugging Face folder (config.json + model.safetensors) loads with
-`transformers.LlamaForCausalLM.from_pretrained(folder)` and in every tool that reads Llama checkpoints. Our
-module names already match Llama's, so conversion is only a `model.` prefix; nothing is transposed or
-permuted (our RoPE uses the same half-split pairing).
+`transformers.LlamaForCausalLM.from_pretrained(folder)` and in every tool that reads
+Llama checkpoints. Our module names already match Llama's, so conversion is only a
+`model.` prefix; nothing is transposed or permuted (our RoPE uses the same half-split
+pairing).
 
-A GGUF file holds the weights, the hyperparameters and the tokenizer in one file, which llama.cpp (and the
-tools built on it: Ollama, LM Studio) run on a laptop CPU. Its tensors have their own names, and its Llama
-graph pairs RoPE dimensions differently, so the query and key rows are reordered (see to_gguf_rope_order).
+A GGUF file holds the weights, the hyperparameters and the tokenizer in one file, which
+llama.cpp (and the tools built on it: Ollama, LM Studio) run on a laptop CPU. Its
+tensors have their own names, and its Llama graph pairs RoPE dimensions differently, so
+the query and key rows are reordered (see to_gguf_rope_order).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
 
 def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Our parameter names with Hugging Face's prefixes; a tied output matrix is stored once."""
+    """Our parameter names with Hugging Face's prefixes; a tied output matrix is
+    stored once."""
     state = {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight":
@@ -68,7 +71,8 @@ def hf_config(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
 def save_hf(
     model: Transformer, folder: str | os.PathLike, dtype: torch.dtype = torch.float32
 ) -> Path:
-    """Write config.json and model.safetensors into `folder`, each atomically (temporary file + rename)."""
+    """Write config.json and model.safetensors into `folder`, each atomically (temporary
+    file + rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(model).items()}
@@ -84,10 +88,11 @@ def save_hf(
 
 
 def config_from_hf(values: dict) -> ModelConfig:
-    """A ModelConfig from a Llama config.json, refusing features our model does not implement."""
+    """A ModelConfig from a Llama config.json, refusing features our model lacks."""
     if values.get("model_type") != "llama":
         raise ValueError(
-            f"expected a Llama checkpoint (model_type 'llama'), got {values.get('model_type')!r}"
+            "expected a Llama checkpoint (model_type 'llama'), "
+            f"got {values.get('model_type')!r}"
         )
     rope = values.get("rope_scaling") or values.get("rope_parameters") or {}
     checks = {
@@ -99,7 +104,8 @@ def config_from_hf(values: dict) -> ModelConfig:
     if any(checks.values()):
         names = ", ".join(name for name, bad in checks.items() if bad)
         raise ValueError(
-            f"this Llama checkpoint uses features foundry_core does not implement: {names}"
+            "this Llama checkpoint uses features foundry_core does not implement: "
+            f"{names}"
         )
     heads = values["num_attention_heads"]
     if (
@@ -126,13 +132,15 @@ def config_from_hf(values: dict) -> ModelConfig:
 
 
 def load_hf(folder: str | os.PathLike) -> Transformer:
-    """Build a Transformer from a Hugging Face Llama folder (config.json + model.safetensors)."""
+    """Build a Transformer from a Hugging Face Llama folder
+    (config.json + model.safetensors)."""
     folder = Path(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
             raise FileNotFoundError(
                 f"{folder / name} not found: a Hugging Face model folder holds "
-                f"{CONFIG_NAME} and {WEIGHTS_NAME} (sharded checkpoints are not supported)"
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} "
+                "(sharded checkpoints are not supported)"
             )
     config = config_from_hf(json.loads((folder / CONFIG_NAME).read_text()))
     tensors = load_file(folder / WEIGHTS_NAME)
@@ -160,15 +168,18 @@ GGUF_LAYER_NAMES = {
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
 }
-# our CHATML template (align/chat.py) in the Jinja syntax that llama.cpp's chat mode and other front ends read
+# our CHATML template (align/chat.py) in the Jinja syntax that llama.cpp's chat mode
+# and other front ends read
 CHATML_JINJA = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
 def gguf_name(name: str) -> str:
-    """llama.cpp's name for one of our parameters: layers.3.mlp.up_proj.weight -> blk.3.ffn_up.weight."""
+    """llama.cpp's name for one of our parameters:
+    layers.3.mlp.up_proj.weight -> blk.3.ffn_up.weight."""
     if name in GGUF_GLOBAL_NAMES:
         return GGUF_GLOBAL_NAMES[name]
     match = re.fullmatch(r"layers\.(\d+)\.(.+)\.weight", name)
@@ -178,12 +189,14 @@ def gguf_name(name: str) -> str:
 
 
 def to_gguf_rope_order(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder the output rows of a q_proj or k_proj weight, head by head, for llama.cpp's RoPE.
+    """Reorder the output rows of a q_proj or k_proj weight, head by head, for
+    llama.cpp's RoPE.
 
-    Our RoPE (like Hugging Face's) rotates dimension i of a head together with dimension i + head_dim/2;
-    llama.cpp's Llama graph rotates neighbours 2i and 2i + 1, at the same frequency for the same i. Moving
-    row i to 2i and row i + head_dim/2 to 2i + 1 makes its pairs ours. Queries and keys are reordered
-    alike, and a dot product does not depend on the order of the dimensions, so attention is unchanged.
+    Our RoPE (like Hugging Face's) rotates dimension i of a head together with dimension
+    i + head_dim/2; llama.cpp's Llama graph rotates neighbours 2i and 2i + 1, at the
+    same frequency for the same i. Moving row i to 2i and row i + head_dim/2 to 2i + 1
+    makes its pairs ours. Queries and keys are reordered alike, and a dot product does
+    not depend on the order of the dimensions, so attention is unchanged.
     """
     rows, columns = weight.shape
     half = rows // n_heads // 2
@@ -204,12 +217,14 @@ def from_gguf_rope_order(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 def gguf_tensors(
     model: Transformer, dtype: torch.dtype = torch.float32
 ) -> dict[str, np.ndarray]:
-    """Every tensor under its llama.cpp name, as numpy arrays in PyTorch's (out, in) order (GGUF lists the
-    dimensions the other way round, fastest first; the bytes are the same).
+    """Every tensor under its llama.cpp name, as numpy arrays in PyTorch's (out, in)
+    order (GGUF lists the dimensions the other way round, fastest first; the bytes are
+    the same).
 
-    A tied output matrix is not written: llama.cpp's Llama loader uses token_embd when output.weight is
-    missing, as for every tied checkpoint that the Hugging Face converter writes. Norm gains stay in
-    float32 (they are tiny, and llama.cpp reads them as float32); matrices take `dtype`.
+    A tied output matrix is not written: llama.cpp's Llama loader uses token_embd when
+    output.weight is missing, as for every tied checkpoint that the Hugging Face
+    converter writes. Norm gains stay in float32 (they are tiny, and llama.cpp reads
+    them as float32); matrices take `dtype`.
     """
     if dtype not in (torch.float32, torch.float16):
         raise ValueError(f"GGUF export writes float32 or float16, got {dtype}")
@@ -226,12 +241,12 @@ def gguf_tensors(
 
 
 def gguf_token_types(tokenizer: Tokenizer) -> list[int]:
-    """llama.cpp's kind of each piece (gguf.TokenType values): what it may merge, and what it never prints."""
+    """llama.cpp's kind of each piece (gguf.TokenType values): what it may merge, and
+    what it never prints."""
     from gguf import TokenType
 
-    specials = set(
-        tokenizer.special_token_ids().values()
-    )  # control pieces (caught first) and the chat markers
+    # control pieces (caught first) and the chat markers
+    specials = set(tokenizer.special_token_ids().values())
     sp, types = tokenizer.sp, []
     for i in range(tokenizer.vocab_size):
         kind = (
@@ -251,10 +266,8 @@ def gguf_token_types(tokenizer: Tokenizer) -> list[int]:
     return types
 
 
-GGUF_QUANTIZATIONS = (
-    "Q8_0",
-    "Q4_0",
-)  # llama.cpp's simplest block formats, written by the gguf package
+# llama.cpp's simplest block formats, written by the gguf package
+GGUF_QUANTIZATIONS = ("Q8_0", "Q4_0")
 
 
 def save_gguf(
@@ -265,16 +278,18 @@ def save_gguf(
     name: str = "foundry-llm",
     quantization: str | None = None,
 ) -> Path:
-    """Write a GGUF file (architecture "llama") that llama.cpp runs: weights, hyperparameters, tokenizer.
+    """Write a GGUF file (architecture "llama") that llama.cpp runs: weights,
+    hyperparameters, tokenizer.
 
-    The tokenizer is stored as SentencePiece pieces with their scores and kinds. We train it without
-    SentencePiece's dummy space prefix, so add_space_prefix is false, and no <s> is added, as in training.
-    <|im_end|> is marked as the end of a turn and the ChatML template is included, for llama.cpp's chat mode.
-    The file appears under its final name only when complete (temporary file + rename).
+    The tokenizer is stored as SentencePiece pieces with their scores and kinds. We
+    train it without SentencePiece's dummy space prefix, so add_space_prefix is false,
+    and no <s> is added, as in training. <|im_end|> is marked as the end of a turn and
+    the ChatML template is included, for llama.cpp's chat mode. The file appears under
+    its final name only when complete (temporary file + rename).
 
-    `quantization` "Q8_0" or "Q4_0" stores the weight matrices in llama.cpp's own block formats: blocks
-    of 32 weights with one float16 scale each (8 or 4 bits per weight, symmetric), as `llama-quantize`
-    would; norm gains stay float32.
+    `quantization` "Q8_0" or "Q4_0" stores the weight matrices in llama.cpp's own block
+    formats: blocks of 32 weights with one float16 scale each (8 or 4 bits per weight,
+    symmetric), as `llama-quantize` would; norm gains stay float32.
     """
     try:
         import gguf
@@ -296,7 +311,8 @@ def save_gguf(
     ]
     if odd:
         raise ValueError(
-            f"{quantization} stores blocks of 32 weights, which do not divide {', '.join(odd)}"
+            f"{quantization} stores blocks of 32 weights, "
+            f"which do not divide {', '.join(odd)}"
         )
 
     def write(tmp: str) -> None:
@@ -358,9 +374,8 @@ def _fill_gguf(
 
 def _add_tokenizer(writer, tokenizer: Tokenizer) -> None:
     sp = tokenizer.sp
-    writer.add_tokenizer_model(
-        "llama"
-    )  # llama.cpp's name for a SentencePiece vocabulary
+    # llama.cpp's name for a SentencePiece vocabulary
+    writer.add_tokenizer_model("llama")
     writer.add_token_list([sp.id_to_piece(i) for i in range(tokenizer.vocab_size)])
     writer.add_token_scores([sp.get_score(i) for i in range(tokenizer.vocab_size)])
     writer.add_token_types(gguf_token_types(tokenizer))
@@ -372,8 +387,7 @@ def _add_tokenizer(writer, tokenizer: Tokenizer) -> None:
     writer.add_add_eos_token(False)
     writer.add_add_space_prefix(False)
     end_of_turn = tokenizer.special_token_ids().get("<|im_end|>")
-    if (
-        end_of_turn is not None
-    ):  # a chat model's answer ends here: llama.cpp stops generating on it
+    # a chat model's answer ends here: llama.cpp stops generating on it
+    if end_of_turn is not None:
         writer.add_eot_token_id(end_of_turn)
         writer.add_chat_template(CHATML_JINJA)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader, or a crash, sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader, or a crash, sees the old file or the new one, never
+half of one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Callable, Iterator
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp)` to fill a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    """Call `write(tmp)` to fill a temporary file beside `path`, flush it to disk, then
+    rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -33,8 +35,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `target` to fill; on success it replaces `target` in one rename,
-    on any error it is deleted. Nothing half-built is ever visible under the final name."""
+    """Yield a temporary folder beside `target` to fill; on success it replaces `target`
+    in one rename, on any error it is deleted. Nothing half-built is ever visible under
+    the final name."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))

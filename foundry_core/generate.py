@@ -1,8 +1,9 @@
-"""Turning next-token scores into text: greedy decoding and sampling, one token at a time.
+"""Turning next-token scores into text: greedy decoding and sampling, one token at a
+time.
 
-The model gives a score (logit) for every token in the vocabulary. Decoding picks one, appends it and
-asks again. With the KV cache, each step feeds only the new token: the keys and values of everything
-before it are already stored (model.KVCache).
+The model gives a score (logit) for every token in the vocabulary. Decoding picks one,
+appends it and asks again. With the KV cache, each step feeds only the new token: the
+keys and values of everything before it are already stored (model.KVCache).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def check_sampling(
     repetition_penalty: float,
     max_new_tokens: int,
 ) -> None:
-    """Refuse parameters that have no meaning, with a message that says what the valid range is."""
+    """Refuse parameters that have no meaning, with a message that says what the valid
+    range is."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and (
@@ -50,9 +52,10 @@ def next_token_probs(
 ) -> torch.Tensor:
     """The distribution a sampler draws from, for logits (batch, vocab).
 
-    Repetition penalty divides the positive logits (multiplies the negative ones) of tokens already
-    present; temperature rescales the rest; top-k keeps the k best tokens; top-p keeps the smallest set
-    of best tokens whose probabilities add up to p. Temperature 0 puts all the mass on the best token.
+    Repetition penalty divides the positive logits (multiplies the negative ones) of
+    tokens already present; temperature rescales the rest; top-k keeps the k best
+    tokens; top-p keeps the smallest set of best tokens whose probabilities add up to p.
+    Temperature 0 puts all the mass on the best token.
     """
     logits = logits.float().clone()
     if repetition_penalty != 1.0 and previous is not None:
@@ -72,9 +75,8 @@ def next_token_probs(
     if top_p is not None and top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the better tokens
-        sorted_probs = sorted_probs.masked_fill(
-            before >= top_p, 0.0
-        )  # the best token always stays
+        # the best token always stays
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
@@ -83,9 +85,11 @@ def next_token_probs(
 def _as_batch(
     prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token ids (batch, seq) and, when the prompts differ in length, the mask of real tokens.
+    """Token ids (batch, seq) and, when the prompts differ in length, the mask of real
+    tokens.
 
-    Shorter prompts are padded on the left, so every sequence's next token lands in the same last column.
+    Shorter prompts are padded on the left, so every sequence's next token lands in the
+    same last column.
     """
     if isinstance(prompt, torch.Tensor):
         rows = prompt[None] if prompt.dim() == 1 else prompt
@@ -98,7 +102,8 @@ def _as_batch(
     if isinstance(rows, torch.Tensor):
         if rows.dim() != 2:
             raise ValueError(
-                f"a prompt tensor must have shape (seq,) or (batch, seq), got {tuple(prompt.shape)}"
+                "a prompt tensor must have shape (seq,) or (batch, seq), "
+                f"got {tuple(prompt.shape)}"
             )
         return rows.to(device), None
     longest = max(len(row) for row in rows)
@@ -129,32 +134,18 @@ def stream(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token of every sequence in the batch, step by step, until max_new_tokens or until
-    every sequence has produced a stop token. Finished sequences keep yielding their stop token.
+    """Yield the next token of every sequence in the batch, step by step, until
+    max_new_tokens or until every sequence has produced a stop token. Finished
+    sequences keep yielding their stop token.
 
-    `prompt` is one list of ids, a list of lists (of any lengths: they are padded on the left and the
-    padding is masked) or a (batch, seq) tensor.
+    `prompt` is one list of ids, a list of lists (of any lengths: they are padded on the
+    left and the padding is masked) or a (batch, seq) tensor.
     """
     check_sampling(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
     device = next(model.parameters()).device
     ids, real = _as_batch(prompt, device)
-    if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
-        raise ValueError(
-            f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
-            f"model's context of {model.config.max_seq_len}: shorten one of them"
-        )
+    cache = _cache_for(model, ids, max_new_tokens) if use_cache else None
     model.eval()
-    cache = (
-        KVCache(
-            model.config,
-            ids.shape[0],
-            ids.shape[1] + max_new_tokens,
-            device,
-            next(model.parameters()).dtype,
-        )
-        if use_cache
-        else None
-    )
     logits = model(ids, cache=cache, attention_mask=real)[0][:, -1]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
@@ -162,11 +153,10 @@ def stream(
         probs = next_token_probs(
             logits, temperature, top_k, top_p, repetition_penalty, ids
         )
-        token = (
-            probs.argmax(-1)
-            if temperature == 0
-            else torch.multinomial(probs, 1, generator=generator)[:, 0]
-        )
+        if temperature == 0:
+            token = probs.argmax(-1)
+        else:
+            token = torch.multinomial(probs, 1, generator=generator)[:, 0]
         if len(stops):
             token = torch.where(finished, stops[0], token)
             finished |= torch.isin(token, stops)
@@ -182,10 +172,25 @@ def stream(
             logits = model(ids, attention_mask=real)[0][:, -1]
 
 
+def _cache_for(model: Transformer, ids: torch.Tensor, max_new_tokens: int) -> KVCache:
+    """A KV cache with room for the prompt and every new token, or a clear error when
+    they would not fit in the model's context."""
+    if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
+        raise ValueError(
+            f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) "
+            f"exceed the model's context of {model.config.max_seq_len}: "
+            "shorten one of them"
+        )
+    weights = next(model.parameters())
+    length = ids.shape[1] + max_new_tokens
+    return KVCache(model.config, ids.shape[0], length, weights.device, weights.dtype)
+
+
 def generate(
     model: Transformer, prompt, max_new_tokens: int = 100, **sampling
 ) -> list[list[int]]:
-    """The new tokens of each sequence (without the prompt), cut before its first stop token."""
+    """The new tokens of each sequence (without the prompt), cut before its first
+    stop token."""
     steps = list(stream(model, prompt, max_new_tokens, **sampling))
     if not steps:
         return [[] for _ in range(_as_batch(prompt, torch.device("cpu"))[0].shape[0])]
@@ -200,9 +205,10 @@ def generate(
 def decode_ms_per_token(
     model: Transformer, prompt: Sequence[int], new_tokens: int = 32, repeats: int = 3
 ) -> float:
-    """Median milliseconds per generated token (batch 1, greedy, with the KV cache): the latency a chat
-    user feels (one prefill of a short prompt included). Decoding reads every weight once per token, so
-    this is the speed that quantization is meant to improve; the first (warm-up) run is not counted."""
+    """Median milliseconds per generated token (batch 1, greedy, with the KV cache): the
+    latency a chat user feels (one prefill of a short prompt included). Decoding reads
+    every weight once per token, so this is the speed that quantization is meant to
+    improve; the first (warm-up) run is not counted."""
     if new_tokens < 1 or repeats < 1:
         raise ValueError(
             f"new_tokens and repeats must be at least 1, got {new_tokens} and {repeats}"

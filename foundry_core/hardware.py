@@ -1,7 +1,9 @@
-"""What machine are we on, which precision suits it, and how much memory will training need?
+"""What machine are we on, which precision suits it, and how much memory will training
+need?
 
-Detection is cheap and side-effect free, so notebooks can call `detect()` freely. The memory estimate
-is analytic (counted from shapes), so it can size a preset for a GPU we do not have.
+Detection is cheap and side-effect free, so notebooks can call `detect()` freely. The
+memory estimate is analytic (counted from shapes), so it can size a preset for a GPU we
+do not have.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import torch
 GIB = 1024**3
 DEVICES = ("cuda", "mps", "cpu")
 
-# Memory a process needs beyond its tensors (CUDA context and kernels, the MPS allocator's pools).
-# Rough, measured-on-typical-setups values, kept apart so the estimate shows them as their own bar.
+# Memory a process needs beyond its tensors (CUDA context and kernels, the MPS
+# allocator's pools). Rough, measured-on-typical-setups values, kept apart so the
+# estimate shows them as their own bar.
 RUNTIME_OVERHEAD_BYTES = {"cuda": int(0.75 * GIB), "mps": int(0.5 * GIB), "cpu": 0}
 
 
@@ -45,7 +48,10 @@ class HardwareInfo:
             else f"{self.memory_gib:.1f} GiB"
         )
         count = f"{self.device_count} x " if self.device_count > 1 else ""
-        return f"{self.device}: {count}{self.name} ({memory}, bf16 {'yes' if self.bf16 else 'no'})"
+        return (
+            f"{self.device}: {count}{self.name} "
+            f"({memory}, bf16 {'yes' if self.bf16 else 'no'})"
+        )
 
 
 def _system_memory_bytes() -> int | None:
@@ -78,7 +84,8 @@ def _cpu_name() -> str:
 
 
 def _cpu_has_fast_bf16() -> bool:
-    """bf16 on a CPU is only worth it with native bf16 instructions (AVX512-BF16 or AMX).
+    """bf16 on a CPU is only worth it with native bf16 instructions (AVX512-BF16 or
+    AMX).
 
     Without them PyTorch emulates bf16 matmuls, which can be 100x slower than fp32.
     """
@@ -112,8 +119,8 @@ def _available_devices() -> list[str]:
 def detect(device: str | None = None) -> HardwareInfo:
     """Describe the best available device: CUDA, else Apple MPS, else the CPU.
 
-    `device` (or the environment variable FOUNDRY_DEVICE) forces a choice, e.g. "cpu" on a Mac whose
-    MPS backend misbehaves.
+    `device` (or the environment variable FOUNDRY_DEVICE) forces a choice, e.g. "cpu" on
+    a Mac whose MPS backend misbehaves.
     """
     available = _available_devices()
     wanted = device or os.environ.get("FOUNDRY_DEVICE") or available[0]
@@ -121,7 +128,8 @@ def detect(device: str | None = None) -> HardwareInfo:
         raise ValueError(f"unknown device '{wanted}': use one of {', '.join(DEVICES)}")
     if wanted not in available:
         raise ValueError(
-            f"device '{wanted}' is not available here; available: {', '.join(available)}"
+            f"device '{wanted}' is not available here; "
+            f"available: {', '.join(available)}"
         )
     cores = _cpu_cores()
     if wanted == "cuda":
@@ -136,8 +144,8 @@ def detect(device: str | None = None) -> HardwareInfo:
             compute_capability=(props.major, props.minor),
         )
     if wanted == "mps":
-        # Unified memory: the GPU shares the system RAM. bf16 training on MPS is not yet proven
-        # reliable across PyTorch releases, so the course treats it as fp32-only.
+        # Unified memory: the GPU shares the system RAM. bf16 training on MPS is not yet
+        # proven reliable across PyTorch releases, so the course treats it as fp32-only.
         return HardwareInfo(
             "mps", _cpu_name(), _system_memory_bytes(), bf16=False, cpu_cores=cores
         )
@@ -152,13 +160,13 @@ def detect(device: str | None = None) -> HardwareInfo:
 
 @dataclass(frozen=True)
 class Precision:
-    """The numeric recipe for training: parameters stay fp32, matmuls may run in a 16-bit type."""
+    """The numeric recipe for training: parameters stay fp32, matmuls may run in a
+    16-bit type."""
 
     dtype: str  # "float32", "bfloat16" or "float16"
     autocast: bool
-    grad_scaler: (
-        bool  # fp16 needs loss scaling to keep small gradients from flushing to zero
-    )
+    # fp16 needs loss scaling to keep small gradients from flushing to zero
+    grad_scaler: bool
     reason: str
 
     @property
@@ -167,10 +175,12 @@ class Precision:
 
 
 def apply_thread_setting(env: dict[str, str] | None = None) -> int | None:
-    """Honour FOUNDRY_THREADS=<n> with torch.set_num_threads(n); returns n, or None when unset.
+    """Honour FOUNDRY_THREADS=<n> with torch.set_num_threads(n); returns n, or None
+    when unset.
 
-    Float sums are added in a different order on a different number of threads, so a run at 1 and at 2
-    threads shows how much a result owes to rounding (scripts/check_robustness.py runs both).
+    Float sums are added in a different order on a different number of threads, so a
+    run at 1 and at 2 threads shows how much a result owes to rounding
+    (scripts/check_robustness.py runs both).
     """
     raw = (os.environ if env is None else env).get("FOUNDRY_THREADS", "").strip()
     if not raw:
@@ -182,17 +192,20 @@ def apply_thread_setting(env: dict[str, str] | None = None) -> int | None:
 
 
 def choose_precision(info: HardwareInfo, requested: str = "auto") -> Precision:
-    """bf16 autocast where the device does it natively, fp16 + loss scaling on older CUDA, else fp32.
+    """bf16 autocast where the device does it natively, fp16 + loss scaling on older
+    CUDA, else fp32.
 
-    On MPS "auto" is always fp32, even for a HardwareInfo that claims bf16: fp32 is the precision known to
-    train correctly there across PyTorch releases; bf16 must be asked for explicitly.
+    On MPS "auto" is always fp32, even for a HardwareInfo that claims bf16: fp32 is the
+    precision known to train correctly there across PyTorch releases; bf16 must be
+    asked for explicitly.
     """
     if requested == "float32":
         return Precision("float32", False, False, "float32 requested")
     if requested == "bfloat16":
         if not info.bf16:
             raise ValueError(
-                f"bfloat16 is not supported at useful speed on {info.device} ({info.name}): "
+                "bfloat16 is not supported at useful speed on "
+                f"{info.device} ({info.name}): "
                 f"use dtype='auto' or 'float32'"
                 + (" or 'float16'" if info.device == "cuda" else "")
             )
@@ -241,37 +254,43 @@ _noted: set[str] = set()  # notes already printed in this process
 
 
 def mps_fallback_enabled() -> bool:
-    """Did torch load with PYTORCH_ENABLE_MPS_FALLBACK=1? PyTorch reads it once, when it is imported;
-    foundry_core/__init__.py sets it (when unset, on macOS) before its own first `import torch`."""
+    """Did torch load with PYTORCH_ENABLE_MPS_FALLBACK=1? PyTorch reads it once, when it
+    is imported; foundry_core/__init__.py sets it (when unset, on macOS) before its own
+    first `import torch`."""
     from . import _MPS_FALLBACK_AT_TORCH_IMPORT
 
     return _MPS_FALLBACK_AT_TORCH_IMPORT
 
 
 def mps_notes(fallback: bool, matmul_precision: str) -> list[str]:
-    """What a reader training on MPS should know about this process (the words of prepare_device)."""
+    """What a reader training on MPS should know about this process (the words
+    of prepare_device)."""
     if fallback:
         notes = [
-            "MPS: an operation Metal lacks runs on the CPU instead (PYTORCH_ENABLE_MPS_FALLBACK=1); "
+            "MPS: an operation Metal lacks runs on the CPU instead "
+            "(PYTORCH_ENABLE_MPS_FALLBACK=1); "
             "PyTorch names each such operation once, when it first falls back"
         ]
     else:
         notes = [
-            "MPS: torch was imported before foundry_core without PYTORCH_ENABLE_MPS_FALLBACK=1, so an "
-            "operation Metal lacks will raise NotImplementedError: set the variable (or import "
-            "foundry_core first) in a fresh process to let such operations run on the CPU"
+            "MPS: torch was imported before foundry_core without "
+            "PYTORCH_ENABLE_MPS_FALLBACK=1, so an operation Metal lacks will raise "
+            "NotImplementedError: set the variable (or import foundry_core first) "
+            "in a fresh process to let such operations run on the CPU"
         ]
     if matmul_precision != "highest":
         notes.append(
-            f"MPS: float32 matmul precision was '{matmul_precision}'; set back to 'highest' so that "
-            f"fp32 training really computes in fp32 (no TF32-style shortcuts)"
+            f"MPS: float32 matmul precision was '{matmul_precision}'; "
+            "set back to 'highest' so that "
+            "fp32 training really computes in fp32 (no TF32-style shortcuts)"
         )
     return notes
 
 
 def prepare_device(info: HardwareInfo) -> None:
-    """Settings a device needs before training; on MPS: full fp32 matmuls, and a one-time note on the CPU
-    fallback for operations Metal lacks. Nothing to do on CUDA and the CPU."""
+    """Settings a device needs before training; on MPS: full fp32 matmuls, and a
+    one-time note on the CPU fallback for operations Metal lacks. Nothing to do on CUDA
+    and the CPU."""
     if info.device != "mps":
         return
     precision = torch.get_float32_matmul_precision()
@@ -289,7 +308,8 @@ def measure_matmul_tflops(
     size: int = 1024,
     seconds: float = 0.5,
 ) -> float:
-    """Measured dense matmul throughput in TFLOP/s: the ceiling any training run on this device sees."""
+    """Measured dense matmul throughput in TFLOP/s: the ceiling any training run on this
+    device sees."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
 

@@ -1,13 +1,16 @@
-"""The language-modelling loss, fused with the output projection and computed in chunks of rows.
+"""The language-modelling loss, fused with the output projection and computed in chunks
+of rows.
 
-For a small model the output layer is the largest tensor of a training step: batch x seq x vocab
-logits (16 x 256 x 8192 floats = 134 MB). The plain recipe, logits = h @ W.T then F.cross_entropy,
-writes that tensor, reads it back for the log-softmax, stores another of the same size for the
-backward pass, fills a third with zeros to scatter the targets into, and so on: every pass a trip
-through main memory. Here each chunk of rows is projected, turned into its loss and, when training,
-into its gradients while it is still in the CPU's cache (or the GPU's SRAM), then discarded. The
-result is the same loss and the same gradients with a fraction of the memory, and faster.
-The same idea is used by production trainers (e.g. the "fused linear cross-entropy" of Liger Kernel).
+For a small model the output layer is the largest tensor of a training step: batch x
+seq x vocab logits (16 x 256 x 8192 floats = 134 MB). The plain recipe,
+logits = h @ W.T then F.cross_entropy, writes that tensor, reads it back for the
+log-softmax, stores another of the same size for the backward pass, fills a third with
+zeros to scatter the targets into, and so on: every pass a trip through main memory.
+Here each chunk of rows is projected, turned into its loss and, when training, into its
+gradients while it is still in the CPU's cache (or the GPU's SRAM), then discarded. The
+result is the same loss and the same gradients with a fraction of the memory, and
+faster. The same idea is used by production trainers (e.g. the "fused linear
+cross-entropy" of Liger Kernel).
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ import torch
 
 from .sequences import IGNORE
 
-CHUNK_ELEMENTS = (
-    1 << 22
-)  # logits per chunk: 4M floats = 16 MB, sized to stay in a large cache
+# logits per chunk: 4M floats = 16 MB, sized to stay in a large cache
+CHUNK_ELEMENTS = 1 << 22
 
 
 def _loss_and_grads(
@@ -29,13 +31,15 @@ def _loss_and_grads(
     with_grads: bool,
     chunk_rows: int | None = None,
 ):
-    """Mean negative log-likelihood of `targets` under softmax(hidden @ weight.T), chunk by chunk.
+    """Mean negative log-likelihood of `targets` under softmax(hidden @ weight.T), chunk
+    by chunk.
 
-    With `with_grads`, also the gradients of the *summed* loss with respect to hidden and weight: for one
-    row, softmax(logits) - one_hot(target). The division by the number of counted rows waits for the
-    backward pass: done here, in fp16, the many tiny gradients would round to zero before fp16 training's
-    loss scale (GradScaler) could lift them, and loss scaling would not help. Returns (mean loss,
-    grad_hidden, grad_weight, count).
+    With `with_grads`, also the gradients of the *summed* loss with respect to hidden
+    and weight: for one row, softmax(logits) - one_hot(target). The division by the
+    number of counted rows waits for the backward pass: done here, in fp16, the many
+    tiny gradients would round to zero before fp16 training's loss scale (GradScaler)
+    could lift them, and loss scaling would not help. Returns (mean loss, grad_hidden,
+    grad_weight, count).
     """
     valid = targets != ignore_index
     count = valid.sum()
@@ -53,10 +57,8 @@ def _loss_and_grads(
             valid[start : start + step],
         )
         logits = h @ weight.T
-        if logits.dtype in (
-            torch.float16,
-            torch.bfloat16,
-        ):  # softmax statistics need fp32's precision
+        # softmax statistics need fp32's precision
+        if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
         nll = -log_probs.gather(1, target[:, None]).squeeze(1)
@@ -72,9 +74,10 @@ def _loss_and_grads(
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """The gradients are made in the forward pass (they need the chunk's softmax, which is gone after);
-    the backward pass only scales them by the incoming gradient (1.0 for a plain loss.backward(), the loss
-    scale under fp16) divided by the number of counted rows, in fp32."""
+    """The gradients are made in the forward pass (they need the chunk's softmax, which
+    is gone after); the backward pass only scales them by the incoming gradient (1.0
+    for a plain loss.backward(), the loss scale under fp16) divided by the number of
+    counted rows, in fp32."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows):
@@ -110,10 +113,12 @@ def linear_cross_entropy(
     ignore_index: int = IGNORE,
     chunk_rows: int | None = None,
 ) -> torch.Tensor:
-    """F.cross_entropy(hidden @ weight.T, targets, ignore_index=ignore_index), without the full logits.
+    """F.cross_entropy(hidden @ weight.T, targets, ignore_index=ignore_index), without
+    the full logits.
 
-    hidden: (N, d), weight: (vocab, d), targets: (N,). Rows whose target is `ignore_index` count for
-    nothing (in SFT: the prompt). Like F.cross_entropy, the mean over no counted rows is NaN.
+    hidden: (N, d), weight: (vocab, d), targets: (N,). Rows whose target is
+    `ignore_index` count for nothing (in SFT: the prompt). Like F.cross_entropy, the
+    mean over no counted rows is NaN.
     """
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(

@@ -1,8 +1,10 @@
 """A decoder-only Transformer with the architecture of the LLaMA family.
 
-Read it top to bottom: RMSNorm, rotary position embedding, attention (grouped-query, with a KV cache),
-the SwiGLU MLP, the pre-norm block, and the model that stacks them. Module and parameter names follow
-Hugging Face's Llama so that a checkpoint converts by renaming nothing (see export.py).
+Read it top to bottom: attention (grouped-query, with a KV cache) and its causal masks,
+the pre-norm block, and the model that stacks them. The parts they are built from,
+RMSNorm, rotary position embedding and the SwiGLU MLP, are in layers.py; the KV cache is
+in kv_cache.py. Module and parameter names follow Hugging Face's Llama so that a
+checkpoint converts by renaming nothing (see export.py).
 """
 
 from __future__ import annotations
@@ -15,132 +17,30 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+
+# kv_cache_bytes is not used here: it is imported so that the chapters and the tests
+# can import every part of the model, the cache and the layers included, from here.
+from .kv_cache import KVCache, kv_cache_bytes  # noqa: F401
+from .layers import MLP, RMSNorm, apply_rope, rope_tables
 from .losses import linear_cross_entropy
-
-
-class RMSNorm(nn.Module):
-    """Scale each vector to unit root-mean-square, then by a learned gain.
-
-    Unlike LayerNorm it neither subtracts the mean nor adds a bias: cheaper, and as good in practice.
-    The statistics are computed in fp32 even under autocast, where bf16 would lose precision.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
-
-
-def rope_tables(
-    head_dim: int, max_seq_len: int, base: float = 10000.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angle for every (position, frequency), shape (max_seq_len, head_dim).
-
-    Dimension pair i turns at frequency base^(-2i/head_dim): fast for the first pairs, slow for the last.
-    Each frequency appears twice because the two halves of a head vector form the rotated pairs.
-    """
-    inv_freq = 1.0 / (
-        base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    )
-    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x[i], x[i + d/2]) of x (..., seq, head_dim) by its position's angle.
-
-    A query at position m and a key at position n then meet at an angle that depends only on m - n:
-    attention sees relative positions although each vector was rotated by its absolute one.
-    """
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
-
-
-class KVCache:
-    """Keys and values of the tokens seen so far, so each new token attends without recomputing them.
-
-    Preallocated for `max_len` positions: generation writes in place instead of concatenating.
-    """
-
-    def __init__(
-        self,
-        config: ModelConfig,
-        batch_size: int,
-        max_len: int | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ):
-        self.max_len = max_len or config.max_seq_len
-        if self.max_len > config.max_seq_len:
-            raise ValueError(
-                f"KVCache max_len ({self.max_len}) exceeds the model's max_seq_len "
-                f"({config.max_seq_len})"
-            )
-        shape = (
-            config.n_layers,
-            batch_size,
-            config.n_kv_heads,
-            self.max_len,
-            config.head_dim,
-        )
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = (
-            0  # positions filled; advanced by the model after all layers have written
-        )
-
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's keys/values for `layer`; return all of them so far."""
-        end = self.length + k.shape[2]
-        self.keys[layer, :, :, self.length : end] = k
-        self.values[layer, :, :, self.length : end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-
-    @property
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.values.nbytes
-
-
-def kv_cache_bytes(
-    config: ModelConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2
-) -> int:
-    """Memory of a KV cache: keys and values for every layer, KV head, position and head dimension."""
-    return (
-        2
-        * config.n_layers
-        * batch_size
-        * config.n_kv_heads
-        * seq_len
-        * config.head_dim
-        * bytes_per_value
-    )
+from .model_checks import check_attention_mask, check_token_ids, check_weights_fit
 
 
 class Attention(nn.Module):
     """Causal self-attention with grouped-query attention (GQA).
 
-    n_heads query heads share n_kv_heads key/value heads, in groups of n_heads // n_kv_heads:
-    1 KV head is multi-query attention (MQA), n_heads KV heads is classic multi-head attention.
-    Fewer KV heads shrink the KV cache, which dominates memory when generating long texts.
+    n_heads query heads share n_kv_heads key/value heads, in groups of
+    n_heads // n_kv_heads: 1 KV head is multi-query attention (MQA), n_heads KV heads is
+    classic multi-head attention. Fewer KV heads shrink the KV cache, which dominates
+    memory when generating long texts.
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.n_heads, self.n_kv_heads, self.head_dim = (
-            config.n_heads,
-            config.n_kv_heads,
-            config.head_dim,
-        )
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
         self.dropout = config.dropout
         self.q_proj = nn.Linear(
             config.d_model, config.n_heads * config.head_dim, bias=False
@@ -161,17 +61,10 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq, _ = x.shape
-        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
-        k = (
-            self.k_proj(x)
-            .view(batch, seq, self.n_kv_heads, self.head_dim)
-            .transpose(1, 2)
-        )
-        v = (
-            self.v_proj(x)
-            .view(batch, seq, self.n_kv_heads, self.head_dim)
-            .transpose(1, 2)
-        )
+        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
@@ -194,23 +87,23 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         dropout = self.dropout if self.training else 0.0
         seq = q.shape[2]
-        # enable_gqa: each group of n_heads // n_kv_heads query heads reads the same key/value head,
-        # inside the fused kernel, without materialising repeated copies of k and v.
+        # enable_gqa: each group of n_heads // n_kv_heads query heads reads the same
+        # key/value head inside the fused kernel, without materialising repeated copies
+        # of k and v.
         gqa = self.n_kv_heads != self.n_heads
-        if (
-            key_mask is not None
-        ):  # a padded batch: causal mask with the padding keys hidden
+        # A padded batch: the causal mask, with the padding keys hidden.
+        if key_mask is not None:
             mask = padded_causal_mask(key_mask, seq, past)
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa
             )
-        if (
-            past == 0
-        ):  # a fresh sequence: the fused kernel applies the causal mask itself
+        # A fresh sequence: the fused kernel applies the causal mask itself.
+        if past == 0:
             return F.scaled_dot_product_attention(
                 q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa
             )
-        # New tokens after cached ones: query i (at position past + i) sees keys 0 .. past + i.
+        # New tokens after cached ones: query i, at position past + i, sees keys
+        # 0 .. past + i.
         mask = None if seq == 1 else causal_mask(seq, past + seq, past, q.device)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa
@@ -220,7 +113,10 @@ class Attention(nn.Module):
 def causal_mask(
     n_queries: int, n_keys: int, offset: int = 0, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """True where query i (at position offset + i) may attend to key j: j <= offset + i."""
+    """True where query i may attend to key j: j <= offset + i.
+
+    Query i sits at position offset + i, after `offset` cached positions.
+    """
     rows = torch.arange(n_queries, device=device)[:, None] + offset
     return torch.arange(n_keys, device=device)[None, :] <= rows
 
@@ -228,10 +124,11 @@ def causal_mask(
 def padded_causal_mask(
     key_mask: torch.Tensor, n_queries: int, offset: int = 0
 ) -> torch.Tensor:
-    """Causal mask (batch, 1, queries, keys) that also hides padding keys (key_mask False).
+    """Causal mask (batch, 1, queries, keys) that also hides the padding keys.
 
-    A padding query would then see no key at all, and softmax over nothing is NaN; letting every query
-    see itself avoids that. Padding outputs are never read, so what they compute does not matter.
+    Padding keys are those where key_mask is False. A padding query would then see no
+    key at all, and softmax over nothing is NaN; letting every query see itself avoids
+    that. Padding outputs are never read, so what they compute does not matter.
     """
     allowed = causal_mask(n_queries, key_mask.shape[1], offset, key_mask.device)
     keys = torch.arange(key_mask.shape[1], device=key_mask.device)
@@ -244,10 +141,12 @@ def padded_causal_mask(
 def explicit_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T / sqrt(d) + causal mask) v, written out so the weights can be looked at."""
-    groups = (
-        q.shape[1] // k.shape[1]
-    )  # under GQA, repeat each key/value head for its query heads
+    """softmax(q k^T / sqrt(d) + causal mask) v, written out.
+
+    Unlike the fused kernel, it returns the weights, so that they can be looked at.
+    """
+    # Under GQA, repeat each key/value head for its query heads.
+    groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     allowed = causal_mask(q.shape[2], k.shape[2], past, q.device)
@@ -255,24 +154,12 @@ def explicit_attention(
     return weights @ v, weights
 
 
-class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x)). The gate decides, per hidden unit, how much of `up` passes."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.gate_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
-        self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
-        self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
 class Block(nn.Module):
     """Pre-norm residual block: x + attention(norm(x)), then x + mlp(norm(x)).
 
-    Normalising the input of each branch, not the sum, keeps a clean identity path from the first layer
-    to the last, which is what lets deep stacks train without careful warm-up.
+    Normalising the input of each branch, not the sum, keeps a clean identity path from
+    the first layer to the last, which is what lets deep stacks train without careful
+    warm-up.
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int):
@@ -301,7 +188,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Token embedding, n_layers pre-norm blocks, a final RMSNorm and the output projection."""
+    """Token embedding, n_layers pre-norm blocks, a final RMSNorm and the LM head."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -318,8 +205,9 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.gradient_checkpointing = False
         self.apply(self._init_weights)
-        # Scaled residual init (GPT-2): each block adds two outputs to the residual stream, so shrink the
-        # projections that write into it to keep its variance from growing with depth.
+        # Scaled residual init (GPT-2): each block adds two outputs to the residual
+        # stream, so shrink the projections that write into it to keep its variance
+        # from growing with depth.
         for block in self.layers:
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(
@@ -331,34 +219,6 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _check_ids(self, idx: torch.Tensor, past: int) -> None:
-        if not isinstance(idx, torch.Tensor) or idx.dtype not in (
-            torch.long,
-            torch.int32,
-            torch.int64,
-        ):
-            kind = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
-            raise TypeError(
-                f"token ids must be an integer tensor (torch.long), got {kind}"
-            )
-        if idx.dim() != 2:
-            raise ValueError(
-                f"token ids must have shape (batch, seq), got {tuple(idx.shape)}; "
-                f"for one sequence use ids[None]"
-            )
-        if past + idx.shape[1] > self.config.max_seq_len:
-            raise ValueError(
-                f"{past + idx.shape[1]} positions exceed the model's context "
-                f"(max_seq_len={self.config.max_seq_len}): shorten the input"
-            )
-        if idx.numel():
-            low, high = (int(v) for v in torch.aminmax(idx))
-            if low < 0 or high >= self.config.vocab_size:
-                raise ValueError(
-                    f"token ids must lie in [0, {self.config.vocab_size}), got [{low}, {high}]: "
-                    f"tokenizer and model vocabularies differ?"
-                )
-
     def forward(
         self,
         idx: torch.Tensor,
@@ -366,22 +226,26 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Without targets: (logits, None), logits of shape (batch, seq, vocab) for ids (batch, seq).
+        """Next-token logits, or the training loss when targets are given.
 
-        With targets (batch, seq): (None, mean next-token cross-entropy). Training never needs the full
-        logits, so the loss is computed chunk by chunk without them (losses.linear_cross_entropy).
-        Positions whose target is -100 are ignored, e.g. the prompt tokens in SFT.
+        Without targets: (logits, None), logits of shape (batch, seq, vocab) for ids of
+        shape (batch, seq). With targets (batch, seq): (None, mean next-token
+        cross-entropy). Training never needs the full logits, so the loss is computed
+        chunk by chunk without them (losses.linear_cross_entropy). Positions whose
+        target is -100 are ignored, e.g. the prompt tokens in SFT.
 
-        attention_mask (batch, past + seq), True on real tokens, lets a batch hold sequences of different
-        lengths padded on the left: padding is hidden from attention and each sequence's positions start
-        at its first real token, so every row computes what it would compute alone.
+        attention_mask (batch, past + seq), True on real tokens, lets a batch hold
+        sequences of different lengths padded on the left: padding is hidden from
+        attention and each sequence's positions start at its first real token, so every
+        row computes what it would compute alone.
         """
         x = self._run(idx, cache, need_weights=False, attention_mask=attention_mask)[0]
         if targets is None:
             return self.lm_head(x), None
         if targets.shape != idx.shape:
             raise ValueError(
-                f"targets shape {tuple(targets.shape)} must match ids shape {tuple(idx.shape)}"
+                f"targets shape {tuple(targets.shape)} "
+                f"must match ids shape {tuple(idx.shape)}"
             )
         return None, linear_cross_entropy(
             x.flatten(0, 1), self.lm_head.weight, targets.flatten()
@@ -390,15 +254,19 @@ class Transformer(nn.Module):
     def hidden_states(
         self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The final (normalised) hidden state of every position, (batch, seq, d_model): what the output
-        projection reads, and what a reward model's scalar head reads instead."""
-        return self._run(idx, None, need_weights=False, attention_mask=attention_mask)[
-            0
-        ]
+        """The final (normalised) hidden state of every position, (batch, seq, d_model).
+
+        The LM head reads it, and so does a reward model's scalar head instead.
+        """
+        x, _ = self._run(idx, None, need_weights=False, attention_mask=attention_mask)
+        return x
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """Attention weights (batch, n_heads, seq, seq) of every layer, via the explicit path."""
+        """Attention weights (batch, n_heads, seq, seq) of every layer.
+
+        They come from the explicit path, since the fused kernel never stores them.
+        """
         return self._run(idx, None, need_weights=True)[1]
 
     def _run(
@@ -409,26 +277,21 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         past = cache.length if cache is not None else 0
-        self._check_ids(idx, past)
+        check_token_ids(idx, self.config, past)
         seq = idx.shape[1]
         cos, sin = self.rope_cos[past : past + seq], self.rope_sin[past : past + seq]
         if attention_mask is not None:
-            if attention_mask.shape != (idx.shape[0], past + seq):
-                raise ValueError(
-                    f"attention_mask must have shape (batch, past + seq) = "
-                    f"{(idx.shape[0], past + seq)}, got {tuple(attention_mask.shape)}"
-                )
+            check_attention_mask(attention_mask, (idx.shape[0], past + seq))
             attention_mask = attention_mask.bool()
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-            cos, sin = (
-                self.rope_cos[positions][:, None],
-                self.rope_sin[positions][:, None],
-            )
+            cos = self.rope_cos[positions][:, None]
+            sin = self.rope_sin[positions][:, None]
         x = self.dropout(self.embed_tokens(idx))
         maps = []
         for block in self.layers:
             if self.gradient_checkpointing and self.training and cache is None:
-                # Keep only the block's input; recompute its insides during the backward pass.
+                # Keep only the block's input; recompute its insides during the
+                # backward pass.
                 x, weights = checkpoint(
                     block,
                     x,
@@ -448,7 +311,10 @@ class Transformer(nn.Module):
         return self.norm(x), maps
 
     def param_counts(self) -> dict[str, int]:
-        """Parameters by component, counted from the live modules (shared weights counted once)."""
+        """Parameters by component, counted from the live modules.
+
+        A weight shared by two modules (tied embeddings) is counted once.
+        """
         counts = {
             "embedding": self.embed_tokens.weight.numel(),
             "attention": 0,
@@ -468,32 +334,19 @@ class Transformer(nn.Module):
         return counts
 
     def num_params(self) -> int:
-        return sum(
-            p.numel() for p in self.parameters()
-        )  # parameters() yields a shared tensor once
+        # parameters() yields a shared tensor once.
+        return sum(p.numel() for p in self.parameters())
 
     def load_weights(
         self, state: dict[str, torch.Tensor], source: str = "checkpoint"
     ) -> None:
-        """load_state_dict with one readable error listing every missing, unexpected or misshapen tensor."""
+        """load_state_dict with one readable error if the weights do not fit.
+
+        The error lists every missing, unexpected or misshapen tensor.
+        """
         own = self.state_dict()
         if self.config.tie_embeddings:
             own.pop("lm_head.weight", None)
             state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        problems = [f"missing {k}" for k in own if k not in state]
-        problems += [f"unexpected {k}" for k in state if k not in own]
-        problems += [
-            f"{k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
-            for k, v in own.items()
-            if k in state and state[k].shape != v.shape
-        ]
-        if problems:
-            shown = "; ".join(problems[:4]) + (
-                f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
-            )
-            c = self.config
-            raise ValueError(
-                f"{source} does not fit this model (d_model={c.d_model}, n_layers={c.n_layers}, "
-                f"vocab_size={c.vocab_size}): {shown}"
-            )
+        check_weights_fit(own, state, self.config, source)
         self.load_state_dict(state, strict=not self.config.tie_embeddings)

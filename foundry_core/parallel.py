@@ -1,15 +1,18 @@
 """One training run over several processes: DDP replicates the model, FSDP shards it.
 
-DDP (distributed data parallel): every process holds the whole model, gradients and AdamW state, trains on
-its own share of the batch, and the gradients are averaged (all-reduce) during the backward pass.
-FSDP (fully sharded data parallel, ZeRO stage 3): every process holds only 1/N of the weights, gradients
-and AdamW state. Before a block runs, its weights are gathered from all processes (all-gather) and freed
-after; its gradients are summed and split back into shards (reduce-scatter). Same mathematics, same
-loss; memory per process falls by about N for everything but the activations, at the price of more
-communication. PyTorch's FSDP2 (`fully_shard`) works on CPUs with the gloo backend as well as on GPUs.
+DDP (distributed data parallel): every process holds the whole model, gradients and
+AdamW state, trains on its own share of the batch, and the gradients are averaged
+(all-reduce) during the backward pass. FSDP (fully sharded data parallel, ZeRO stage
+3): every process holds only 1/N of the weights, gradients and AdamW state. Before a
+block runs, its weights are gathered from all processes (all-gather) and freed after;
+its gradients are summed and split back into shards (reduce-scatter). Same mathematics,
+same loss; memory per process falls by about N for everything but the activations, at
+the price of more communication. PyTorch's FSDP2 (`fully_shard`) works on CPUs with the
+gloo backend as well as on GPUs.
 
-Checkpoints stay in the single-process format: the shards are gathered into whole tensors on save and
-split again on resume, so a run saved under FSDP resumes under DDP or in one process, and vice versa.
+Checkpoints stay in the single-process format: the shards are gathered into whole
+tensors on save and split again on resume, so a run saved under FSDP resumes under DDP
+or in one process, and vice versa.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ PARALLEL = ("ddp", "fsdp")
 
 
 def check_parallel(parallel: str, world_size: int) -> None:
-    """Raise a clear error for an unknown strategy, or for FSDP without a process group to shard over."""
+    """Raise a clear error for an unknown strategy, or for FSDP without a process group
+    to shard over."""
     if parallel not in PARALLEL:
         raise ValueError(
             f"unknown parallel strategy '{parallel}': use one of {', '.join(PARALLEL)}"
@@ -32,8 +36,9 @@ def check_parallel(parallel: str, world_size: int) -> None:
         torch.distributed.is_available() and torch.distributed.is_initialized()
     ):
         raise ValueError(
-            "parallel='fsdp' shards the model across processes, but no process group exists: launch "
-            "with `torchrun --nproc_per_node N ...` and call torch.distributed.init_process_group"
+            "parallel='fsdp' shards the model across processes, but no process group "
+            "exists: launch with `torchrun --nproc_per_node N ...` and call "
+            "torch.distributed.init_process_group"
         )
     if parallel == "fsdp" and world_size != torch.distributed.get_world_size():
         raise ValueError(
@@ -43,8 +48,9 @@ def check_parallel(parallel: str, world_size: int) -> None:
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP2: each Transformer block is one shard group (gathered just before it runs), then the root
-    (embedding, final norm, output layer). Call before building the optimizer, which must hold the shards."""
+    """FSDP2: each Transformer block is one shard group (gathered just before it runs),
+    then the root (embedding, final norm, output layer). Call before building the
+    optimizer, which must hold the shards."""
     from torch.distributed.fsdp import fully_shard
 
     for block in model.layers:
@@ -61,9 +67,11 @@ def is_sharded(tensor: torch.Tensor) -> bool:
 def gradient_sync(
     model: torch.nn.Module, parallel: str, enabled: bool
 ) -> Iterator[None]:
-    """Skip the gradient communication for all but the last micro-batch of an accumulated step.
+    """Skip the gradient communication for all but the last micro-batch of an
+    accumulated step.
 
-    DDP: its `no_sync()`. FSDP: keep this rank's unsharded gradients and reduce-scatter them once, later.
+    DDP: its `no_sync()`. FSDP: keep this rank's unsharded gradients and reduce-scatter
+    them once, later.
     """
     if enabled or not hasattr(
         model, "no_sync" if parallel == "ddp" else "set_requires_gradient_sync"
@@ -81,13 +89,15 @@ def gradient_sync(
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor on the CPU: gathered from every rank if sharded (a collective: all ranks call it)."""
+    """The whole tensor on the CPU: gathered from every rank if sharded (a collective:
+    all ranks call it)."""
     return (tensor.full_tensor() if is_sharded(tensor) else tensor).detach().cpu()
 
 
 def gather_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict as whole CPU tensors, each storage once (a tied output matrix is saved as the
-    embedding only, as checkpoint.unique_tensors does). Every rank must call it."""
+    """The model's state dict as whole CPU tensors, each storage once (a tied output
+    matrix is saved as the embedding only, as checkpoint.unique_tensors does). Every
+    rank must call it."""
     seen, weights = set(), {}
     for name, tensor in model.state_dict().items():
         local = tensor.to_local() if is_sharded(tensor) else tensor
@@ -99,7 +109,8 @@ def gather_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def gather_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """optimizer.state_dict() with whole tensors: the format a single process saves. Every rank must call it."""
+    """optimizer.state_dict() with whole tensors: the format a single process saves.
+    Every rank must call it."""
     state = optimizer.state_dict()
     whole = {
         index: {
@@ -112,7 +123,8 @@ def gather_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
 
 
 def _shard_like(whole: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """This rank's piece of `whole`, placed as `like` is (no communication: every rank has `whole`)."""
+    """This rank's piece of `whole`, placed as `like` is (no communication: every rank
+    has `whole`)."""
     from torch.distributed.tensor import distribute_tensor
 
     return distribute_tensor(
@@ -130,12 +142,14 @@ def load_sharded(
     weights: dict[str, torch.Tensor],
     optimizer_state: dict,
 ) -> None:
-    """Load whole weights and AdamW state (as saved by one process, or gathered) into a sharded model."""
+    """Load whole weights and AdamW state (as saved by one process, or gathered) into a
+    sharded model."""
     params = dict(model.named_parameters())
     missing = [name for name in params if name not in weights]
     if missing:
         raise ValueError(
-            f"the checkpoint lacks {', '.join(missing[:4])}: not a checkpoint of this model"
+            f"the checkpoint lacks {', '.join(missing[:4])}: "
+            "not a checkpoint of this model"
         )
     for name, param in params.items():
         param.to_local().copy_(_shard_like(weights[name], param).to_local())
@@ -155,7 +169,7 @@ def load_sharded(
 
 
 def local_parameter_bytes(model: torch.nn.Module) -> int:
-    """Bytes of parameters this process holds: all of them under DDP, its shards under FSDP."""
+    """The parameter bytes this process holds: all under DDP, its shards under FSDP."""
     return sum(
         (p.to_local() if is_sharded(p) else p).nbytes for p in model.parameters()
     )

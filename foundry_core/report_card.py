@@ -1,8 +1,10 @@
-"""Every stage of the course in one run, with a report card: `python -m foundry_core pipeline`.
+"""Every stage of the course in one run, with a report card: `python -m foundry_core
+pipeline`.
 
-The chapters' hand-off functions (pipeline.ensure_*) already build each stage once and reuse it; this
-module calls them in order, times each, collects the numbers a reader would look at, and writes them as
-one markdown page. It is the terminal path for a GPU user who wants the whole course's result at once.
+The chapters' hand-off functions (pipeline.ensure_*) already build each stage once and
+reuse it; this module calls them in order, times each, collects the numbers a reader
+would look at, and writes them as one markdown page. It is the terminal path for a GPU
+user who wants the whole course's result at once.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ from .quantize import (
 class ReportCard:
     preset: Preset
     hardware: str
-    stages: list[dict] = field(
-        default_factory=list
-    )  # {"stage", "seconds", "metrics": {...}}
+    # {"stage", "seconds", "metrics": {...}}
+    stages: list[dict] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [
@@ -45,7 +46,8 @@ class ReportCard:
             "",
             f"- hardware: {self.hardware}",
             f"- model: {self.preset.model.num_params() / 1e6:.2f}M parameters, "
-            f"{self.preset.model.n_layers} layers, d_model {self.preset.model.d_model}, "
+            f"{self.preset.model.n_layers} layers, "
+            f"d_model {self.preset.model.d_model}, "
             f"vocabulary {self.preset.model.vocab_size}",
             f"- total time: {sum(s['seconds'] for s in self.stages):.0f} s",
             "",
@@ -68,8 +70,8 @@ def _fmt(value) -> str:
     )
 
 
-# The report card's steps: the pipeline's stages (tasks aside, which the later ones use), then what the
-# last chapters do with the aligned model.
+# The report card's steps: the pipeline's stages (tasks aside, which the later ones
+# use), then what the last chapters do with the aligned model.
 STEPS = (
     "corpus",
     "tokenizer",
@@ -85,8 +87,8 @@ STEPS = (
 
 
 class _Steps:
-    """One method per step, each returning the numbers a reader would look at; a later step reuses what
-    an earlier one loaded (the models, the validation tokens)."""
+    """One method per step, each returning the numbers a reader would look at; a later
+    step reuses what an earlier one loaded (the models, the validation tokens)."""
 
     def __init__(self, preset: Preset, out: Path):
         self.preset, self.out = preset, out
@@ -161,10 +163,12 @@ class _Steps:
 
     def quantize(self) -> dict:
         model = self.models["dpo"]
-        fitting = fitting_group_sizes(model, (8, 16, 32, 64, 128))
+        candidates = self.preset.quantize.group_sizes
+        fitting = fitting_group_sizes(model, candidates)
         if not fitting:
             raise ValueError(
-                "no int4 group size from 8 to 128 divides every layer width of this model"
+                f"no int4 group size of {candidates} divides every layer width of "
+                "this model: set quantize.group_sizes"
             )
         group = max(fitting)  # the fewest scales: int4 at its smallest
         metrics = {
@@ -214,13 +218,13 @@ class _Steps:
 def run_all(
     preset: Preset, out: Path | None = None, log: Callable[[str], None] = print
 ) -> ReportCard:
-    """Run (or reuse) every stage for `preset`, write report.md (and report.json) into `out`."""
+    """Run (or reuse) every stage for `preset`, write report.md (and report.json)
+    into `out`."""
     out = out or pipeline.artifacts_root() / preset.name
     card = ReportCard(preset, _describe_hardware())
     started = time.perf_counter()
-    steps = _Steps(
-        preset, out
-    )  # builds the data stages, which the first three steps report
+    # builds the data stages, which the first three steps report
+    steps = _Steps(preset, out)
     for number, name in enumerate(STEPS, 1):
         metrics = getattr(steps, name)()
         seconds, started = time.perf_counter() - started, time.perf_counter()
@@ -244,4 +248,7 @@ def run_all(
 def _describe_hardware() -> str:
     info = detect()
     memory = f", {info.memory_gib:.0f} GiB" if info.memory_gib else ""
-    return f"{info.device}: {info.name}{memory}, bf16 {'yes' if info.bf16 else 'no'}, torch {torch.__version__}"
+    return (
+        f"{info.device}: {info.name}{memory}, "
+        f"bf16 {'yes' if info.bf16 else 'no'}, torch {torch.__version__}"
+    )

@@ -1,9 +1,11 @@
-"""Run folders that describe themselves: which stage made them, from which recipe, with which tokenizer.
+"""Run folders that describe themselves: which stage made them, from which recipe, with
+which tokenizer.
 
-Every trained stage (pretraining, SFT, reward model, DPO, from a chapter or from the command line)
-leaves a folder of checkpoints. Beside them, `run.json` says what the folder holds and `tokenizer.model`
-is the tokenizer its token ids mean. `load_run(folder)` rebuilds the model from the folder alone, with
-the configuration saved in the checkpoint: no preset to pass, nothing to guess, and a folder written by
+Every trained stage (pretraining, SFT, reward model, DPO, from a chapter or from the
+command line) leaves a folder of checkpoints. Beside them, `run.json` says what the
+folder holds and `tokenizer.model` is the tokenizer its token ids mean.
+`load_run(folder)` rebuilds the model from the folder alone, with the configuration
+saved in the checkpoint: no preset to pass, nothing to guess, and a folder written by
 another version of this format is refused with a message instead of loaded wrong.
 """
 
@@ -23,13 +25,15 @@ from .model import Transformer
 from .presets import Preset
 from .tokenizer import Tokenizer
 
-RUN_FORMAT = 1  # bump when what a run folder holds changes; older folders are then refused clearly
+# Bump when what a run folder holds changes; older folders are then refused clearly.
+RUN_FORMAT = 1
 INFO, TOKENIZER = "run.json", "tokenizer.model"
 
 
 @dataclass(frozen=True)
 class Run:
-    """A loaded run: the model at its newest (or chosen) checkpoint, its tokenizer and what made it."""
+    """A loaded run: the model at its newest (or chosen) checkpoint, its tokenizer and
+    what made it."""
 
     model: nn.Module
     tokenizer: Tokenizer
@@ -73,12 +77,14 @@ def is_described(folder: str | Path) -> bool:
 
 
 def load_run(path: str | Path) -> Run:
-    """The model, tokenizer and description of a run folder (its newest checkpoint) or of one checkpoint."""
+    """The model, tokenizer and description of a run folder (its newest checkpoint) or
+    of one checkpoint."""
     path = Path(path)
     checkpoint = path if (path / STATE).is_file() else latest_checkpoint(path)
     if checkpoint is None:
         raise FileNotFoundError(
-            f"no checkpoint in {path}: train one with `python -m foundry_core run pretrain`"
+            f"no checkpoint in {path}: "
+            "train one with `python -m foundry_core run pretrain`"
         )
     folder = checkpoint.parent
     info = _read_info(folder)
@@ -86,9 +92,11 @@ def load_run(path: str | Path) -> Run:
         weights, state = read_checkpoint(checkpoint)
     except FileNotFoundError:
         raise
-    except Exception as err:  # noqa: BLE001  (a truncated or overwritten file: say which, not where in torch)
+    except Exception as err:  # noqa: BLE001
+        # a truncated or overwritten file: say which, not where in torch
         raise ValueError(
-            f"{checkpoint} is damaged and cannot be read ({type(err).__name__}: {err}); "
+            f"{checkpoint} is damaged and cannot be read "
+            f"({type(err).__name__}: {err}); "
             f"load an earlier checkpoint of {folder}, or rebuild the stage"
         ) from None
     config = ModelConfig.from_dict(state["model_config"])
@@ -106,20 +114,23 @@ def load_run(path: str | Path) -> Run:
 def _read_info(folder: Path) -> dict:
     if not is_described(folder):
         raise ValueError(
-            f"{folder} has no {INFO} and {TOKENIZER}: it was written by an older foundry_core, "
-            f"before run folders described themselves. Delete it and build the stage again "
-            f"(`python -m foundry_core run <stage> --preset <name>`)"
+            f"{folder} has no {INFO} and {TOKENIZER}: it was written by an older "
+            "foundry_core, before run folders described themselves. Delete it and "
+            "build the stage again "
+            "(`python -m foundry_core run <stage> --preset <name>`)"
         )
     try:
         info = json.loads((folder / INFO).read_text())
     except json.JSONDecodeError as err:
         raise ValueError(
-            f"{folder / INFO} is damaged ({err}): delete the folder and build the stage again"
+            f"{folder / INFO} is damaged ({err}): "
+            "delete the folder and build the stage again"
         ) from None
     if info.get("format") != RUN_FORMAT:
         raise ValueError(
-            f"{folder} holds a run in format {info.get('format')!r}, written by foundry_core "
-            f"{info.get('foundry_core', '?')}; this one reads format {RUN_FORMAT}: build the "
-            f"stage again with this version"
+            f"{folder} holds a run in format {info.get('format')!r}, "
+            f"written by foundry_core {info.get('foundry_core', '?')}; "
+            f"this one reads format {RUN_FORMAT}: "
+            "build the stage again with this version"
         )
     return info

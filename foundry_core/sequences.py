@@ -1,5 +1,6 @@
-"""Token sequences as training and evaluation both use them: padded batches, ignored targets, and the
-log-probability a model gives to part of a sequence (an answer after its prompt)."""
+"""Token sequences as training and evaluation both use them: padded batches, ignored
+targets, and the log-probability a model gives to part of a sequence (an answer after
+its prompt)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-IGNORE = (
-    -100
-)  # a target with this id counts for nothing in the loss: prompt tokens, padding
+# A target with this id counts for nothing in the loss: prompt tokens, padding.
+IGNORE = -100
 
 
 def pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Rows of different lengths as one (batch, longest) tensor, filled with `value` on the right."""
+    """Rows of different lengths as one (batch, longest) tensor, filled with `value` on
+    the right."""
     longest = max(len(r) for r in rows)
     return torch.tensor(
         [list(r) + [value] * (longest - len(r)) for r in rows], dtype=torch.long
@@ -24,7 +25,8 @@ def pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
 def sequence_logprobs(
     model: nn.Module, ids: torch.Tensor, answer: torch.Tensor
 ) -> torch.Tensor:
-    """Sum of log p(token | everything before it) over the answer tokens of each sequence, (batch,)."""
+    """Sum of log p(token | everything before it) over the answer tokens of each
+    sequence, (batch,)."""
     logits = model(ids[:, :-1])[0].float()
     token_logprobs = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(
         -1

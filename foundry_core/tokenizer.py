@@ -1,15 +1,19 @@
-"""Tokenizers: the SentencePiece BPE the course trains, and a tiny BPE written out to show how it works.
+"""The tokenizer: the SentencePiece BPE the course trains, with an exact round trip.
 
-A language model only sees integers, so every chapter after this one depends on a tokenizer that
-turns any string into ids and back again *exactly*. Two promises matter most:
+A language model only sees integers, so every chapter after this one depends on a
+tokenizer that turns any string into ids and back again *exactly*. Two promises matter
+most:
 
-* Round trip: ``decode(encode(s)) == s`` for every string (spaces, tabs, newlines, Chinese, emoji).
-  SentencePiece gets there with byte fallback (a character it never learned becomes its UTF-8
-  bytes) and with every whitespace-mangling normalization turned off.
-* Reproducibility: the same corpus and settings give a byte-identical ``tokenizer.model``, so a
-  cached artifact (keyed by its config) can be trusted and two machines agree.
+* Round trip: ``decode(encode(s)) == s`` for every string (spaces, tabs, newlines,
+  Chinese, emoji). SentencePiece gets there with byte fallback (a character it never
+  learned becomes its UTF-8 bytes) and with every whitespace-mangling normalization
+  turned off.
+* Reproducibility: the same corpus and settings give a byte-identical
+  ``tokenizer.model``, so a cached artifact (keyed by its config) can be trusted and two
+  machines agree.
 
-Ids 0-3 are fixed (pad, unk, bos, eos); the chat markers come next and are always single tokens.
+Ids 0-3 are fixed (pad, unk, bos, eos); the chat markers come next and are always single
+tokens. The same algorithm written out in plain Python, for reading, is in bpe.py.
 """
 
 from __future__ import annotations
@@ -17,15 +21,22 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 
+# Chapter 02 and the tests import the teaching BPE from here, where it lived before.
+from .bpe import (  # noqa: F401
+    BPEModel,
+    Merge,
+    merge_pair,
+    pair_counts,
+    split_words,
+    train_bpe,
+)
 from .fileio import atomic_write_bytes
 
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>")
@@ -35,20 +46,17 @@ MODEL_FILENAME = "tokenizer.model"
 
 _MIN_LEARNED_PIECES = 16  # below this a "trained" tokenizer has learned next to nothing
 _SPACE_MARK = "\u2581"  # "▁": SentencePiece's stand-in for a space
-_SPM_MAX_LINE_BYTES = (
-    4192  # SentencePiece's default max_sentence_length: longer lines are dropped
-)
+# SentencePiece's default max_sentence_length: longer lines are dropped.
+_SPM_MAX_LINE_BYTES = 4192
 # kana, CJK ideographs (+ extension A, compatibility, extensions B-F), Hangul syllables
 _CJK = re.compile(
-    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]"
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\U00020000-\U0002fa1f]"
 )
-
-
-# ---------------------------------------------------------------- the SentencePiece tokenizer
 
 
 class Tokenizer:
-    """A trained SentencePiece model with the course's id conventions and an exact round trip."""
+    """A trained SentencePiece model with the course's ids and an exact round trip."""
 
     def __init__(self, model_proto: bytes) -> None:
         self.model_proto = bytes(model_proto)
@@ -60,7 +68,7 @@ class Tokenizer:
             self.sp.bos_id(),
             self.sp.eos_id(),
         )
-        # "▁" in the input would come back as a space, so we spell it as its three byte pieces.
+        # A "▁" in the input would come back as a space: spell it as its 3 byte pieces.
         mark = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_MARK.encode()]
         self._mark_ids = mark if all(self.sp.is_byte(i) for i in mark) else []
 
@@ -75,7 +83,7 @@ class Tokenizer:
         return cls(path.read_bytes())
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model file atomically (a crash never leaves half a file); a directory gets tokenizer.model."""
+        """Write atomically (never half a file); a directory gets tokenizer.model."""
         path = _model_path(path)
         atomic_write_bytes(path, self.model_proto)
         return path
@@ -87,7 +95,8 @@ class Tokenizer:
         """Token ids for one string, optionally wrapped in <s> ... </s>."""
         if not isinstance(text, str):
             raise TypeError(
-                f"encode takes one str, got {type(text).__name__}; use encode_batch for a list"
+                f"encode takes one str, got {type(text).__name__}; "
+                "use encode_batch for a list"
             )
         ids = self._encode_text(text)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
@@ -95,7 +104,7 @@ class Tokenizer:
     def encode_batch(
         self, texts: Iterable[str], bos: bool = False, eos: bool = False
     ) -> list[list[int]]:
-        """encode() for many strings; SentencePiece loops in C++, which is much faster than Python."""
+        """encode() for many strings: SentencePiece loops in C++, faster than Python."""
         texts = list(texts)
         batch = self.sp.encode(texts, add_bos=bos, add_eos=eos)
         return [
@@ -104,7 +113,7 @@ class Tokenizer:
         ]
 
     def decode(self, ids: Sequence[int] | Any) -> str:
-        """The text for a list of ids (a tensor or array works too); pad/bos/eos decode to nothing."""
+        """The text of a list, tensor or array of ids; pad/bos/eos decode to nothing."""
         ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
         self._check_ids(ids)
         return self.sp.decode(ids)
@@ -117,11 +126,11 @@ class Tokenizer:
         return self.sp.id_to_piece(i)
 
     def piece_to_id(self, piece: str) -> int:
-        """The id of a vocabulary piece (spaces are written "▁"); unknown pieces give unk_id."""
+        """The id of a piece (a space is written "▁"); an unknown piece gives unk_id."""
         return self.sp.piece_to_id(piece)
 
     def special_token_ids(self) -> dict[str, int]:
-        """Control pieces (<pad> <unk> <s> </s>) and user-defined ones (the chat markers), by name."""
+        """Ids of the control pieces (<pad> <unk> <s> </s>) and the chat markers."""
         ids = {
             self.id_to_piece(i): i
             for i in range(self.vocab_size)
@@ -131,11 +140,13 @@ class Tokenizer:
         return dict(sorted(ids.items(), key=lambda kv: kv[1]))
 
     def check_compatible(self, model_vocab_size: int) -> None:
-        """Raise if a model's embedding table does not match this tokenizer (ids would silently misalign)."""
+        """Raise if a model's vocab size differs: its ids would silently misalign."""
         if model_vocab_size != self.vocab_size:
             raise ValueError(
-                f"tokenizer has {self.vocab_size} tokens but the model expects {model_vocab_size}: retrain one "
-                f"of them (vocab_size={model_vocab_size} or ModelConfig.vocab_size={self.vocab_size}) "
+                f"tokenizer has {self.vocab_size} tokens but the model expects "
+                f"{model_vocab_size}: retrain one of them "
+                f"(vocab_size={model_vocab_size} or "
+                f"ModelConfig.vocab_size={self.vocab_size}) "
                 "or load the matching checkpoint"
             )
 
@@ -143,7 +154,8 @@ class Tokenizer:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(
-                f"token id {bad[0]} is outside this tokenizer's range 0..{self.vocab_size - 1}"
+                f"token id {bad[0]} is outside this tokenizer's range "
+                f"0..{self.vocab_size - 1}"
             )
 
     def _encode_text(self, text: str) -> list[int]:
@@ -156,9 +168,10 @@ class Tokenizer:
 
     @cached_property
     def _user_defined(self) -> list[str]:
-        # The Python binding has no is_user_defined(), and protobuf is not a dependency, so we read the
-        # piece types from the model file ourselves: ModelProto.pieces (field 1) holds, per piece, the
-        # text (field 1) and the type (field 3; USER_DEFINED = 4).
+        # The Python binding has no is_user_defined(), and protobuf is not a dependency,
+        # so we read the piece types from the model file ourselves. ModelProto.pieces
+        # (field 1) holds, per piece, its text (field 1) and type (field 3; 4 means
+        # USER_DEFINED).
         pieces = [
             dict(_proto_fields(value))
             for num, value in _proto_fields(self.model_proto)
@@ -178,29 +191,52 @@ def train_tokenizer(
     seed: int = 0,
     num_threads: int = 4,
 ) -> Tokenizer:
-    """Train a SentencePiece BPE tokenizer and write ``<out_dir>/tokenizer.model`` atomically.
+    """Train a BPE tokenizer; write ``<out_dir>/tokenizer.model`` atomically.
 
-    ``texts`` is an iterable of documents or the path of a text file; either way it is split into
-    lines and fed in order. ``character_coverage=None`` picks 0.9995 for CJK-heavy text (>1% of the
-    characters), whose long tail of rare characters would otherwise crowd out merges, else 1.0.
-    The model bytes depend only on the corpus and these arguments (``num_threads`` is recorded in
-    the file, so it is a fixed number rather than the machine's core count).
+    ``texts`` is an iterable of documents or the path of a text file; either way it is
+    split into lines and fed in order. ``character_coverage=None`` picks 0.9995 for
+    CJK-heavy text (>1% of the characters), whose long tail of rare characters would
+    otherwise crowd out merges, else 1.0. The model bytes depend only on the corpus and
+    these arguments (``num_threads`` is recorded in the file, so it is a fixed number
+    rather than the machine's core count).
     """
     special_tokens = tuple(special_tokens)
     _check_vocab_size(vocab_size, special_tokens, byte_fallback)
     lines = _read_lines(texts)
     if not lines:
         raise ValueError(
-            "the training corpus is empty: pass at least one non-empty text or a non-empty file"
+            "the training corpus is empty: "
+            "pass at least one non-empty text or a non-empty file"
         )
     if character_coverage is None:
         character_coverage = _auto_character_coverage(lines)
-    spm.set_random_generator_seed(
-        seed
-    )  # BPE on all lines in order draws nothing random; this is insurance
-    model = (
-        io.BytesIO()
-    )  # model_writer keeps the temp path out of the model file (model_prefix is stored)
+    # BPE on all lines in order draws nothing random; this is insurance.
+    spm.set_random_generator_seed(seed)
+    model_proto = _train_model_proto(
+        lines,
+        vocab_size,
+        character_coverage=character_coverage,
+        byte_fallback=byte_fallback,
+        special_tokens=special_tokens,
+        num_threads=num_threads,
+    )
+    tokenizer = Tokenizer(model_proto)
+    tokenizer.save(Path(out_dir) / MODEL_FILENAME)
+    return tokenizer
+
+
+def _train_model_proto(
+    lines: list[str],
+    vocab_size: int,
+    *,
+    character_coverage: float,
+    byte_fallback: bool,
+    special_tokens: tuple[str, ...],
+    num_threads: int,
+) -> bytes:
+    """SentencePiece's BPE trainer, set up for an exact round trip and determinism."""
+    # model_writer keeps the temp path out of the model file (model_prefix is stored).
+    model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
@@ -218,13 +254,14 @@ def train_tokenizer(
             unk_piece=CONTROL_PIECES[1],
             bos_piece=CONTROL_PIECES[2],
             eos_piece=CONTROL_PIECES[3],
-            # exact round trip: keep every space, no "▁" prepended, no Unicode normalization
+            # exact round trip: keep every space, prepend no "▁", normalize nothing
             normalization_rule_name="identity",
             add_dummy_prefix=False,
             remove_extra_whitespaces=False,
             allow_whitespace_only_pieces=True,
             split_digits=True,
-            # determinism: every line, in the given order; lines past the default 4192 bytes are silently dropped
+            # determinism: every line, in the given order, and none silently dropped
+            # for being longer than the default 4192 bytes
             input_sentence_size=0,
             shuffle_input_sentence=False,
             num_threads=num_threads,
@@ -235,9 +272,7 @@ def train_tokenizer(
         )
     except RuntimeError as err:
         raise _explain_training_error(err, vocab_size) from None
-    tokenizer = Tokenizer(model.getvalue())
-    tokenizer.save(Path(out_dir) / MODEL_FILENAME)
-    return tokenizer
+    return model.getvalue()
 
 
 def _check_vocab_size(
@@ -254,28 +289,34 @@ def _check_vocab_size(
     reserved = len(CONTROL_PIECES) + len(special_tokens) + 256 * byte_fallback
     if vocab_size < reserved + _MIN_LEARNED_PIECES:
         raise ValueError(
-            f"vocab_size {vocab_size} is too small: {len(CONTROL_PIECES)} control pieces, {len(special_tokens)} "
-            f"special tokens{' and 256 byte pieces' if byte_fallback else ''} already take {reserved} ids; "
-            f"use vocab_size >= {reserved + _MIN_LEARNED_PIECES} (a few thousand is typical)"
+            f"vocab_size {vocab_size} is too small: {len(CONTROL_PIECES)} control "
+            f"pieces, {len(special_tokens)} special tokens"
+            f"{' and 256 byte pieces' if byte_fallback else ''} "
+            f"already take {reserved} ids; "
+            f"use vocab_size >= {reserved + _MIN_LEARNED_PIECES} "
+            "(a few thousand is typical)"
         )
 
 
 def _explain_training_error(err: RuntimeError, vocab_size: int) -> Exception:
-    """Turn SentencePiece's internal check failures into one line that says what to change."""
+    """Turn SentencePiece's internal check failures into one line saying what to do."""
     message = str(err)
     too_high = re.search(
         r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message
     )
     if too_high:
         return ValueError(
-            f"vocab_size {vocab_size} is too large for this corpus: at most {too_high.group(1)} is possible; "
+            f"vocab_size {vocab_size} is too large for this corpus: "
+            f"at most {too_high.group(1)} is possible; "
             "use a smaller vocab_size or more text"
         )
     too_small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
     if too_small:
         return ValueError(
-            f"vocab_size {vocab_size} is too small for this corpus: its characters and the reserved pieces "
-            f"need at least {too_small.group(1)}; use a larger vocab_size or a lower character_coverage"
+            f"vocab_size {vocab_size} is too small for this corpus: "
+            "its characters and the reserved pieces "
+            f"need at least {too_small.group(1)}; "
+            "use a larger vocab_size or a lower character_coverage"
         )
     return err
 
@@ -287,28 +328,28 @@ def _model_path(path: str | os.PathLike) -> Path:
 
 
 def _read_lines(texts: Iterable[str] | str | os.PathLike) -> list[str]:
-    """Non-empty lines, in order. A str or Path is a file; anything else is an iterable of documents."""
+    """Non-empty lines; a str or Path names a file, anything else holds documents."""
     if isinstance(texts, (str, os.PathLike)):
         path = Path(texts)
         if not path.is_file():
             raise FileNotFoundError(
-                f"no corpus file at {str(path)[:80]!r}: pass a file's path or a list of strings"
+                f"no corpus file at {str(path)[:80]!r}: "
+                "pass a file's path or a list of strings"
             )
-        texts = [
-            path.read_bytes().decode("utf-8")
-        ]  # bytes as they are: no newline translation
+        # The bytes as they are: no newline translation.
+        texts = [path.read_bytes().decode("utf-8")]
     return [line for text in texts for line in text.split("\n") if line]
 
 
 def _auto_character_coverage(lines: Iterable[str]) -> float:
-    """0.9995 when more than 1% of the characters are Chinese/Japanese/Korean, else 1.0 (SentencePiece's advice)."""
+    """0.9995 if over 1% of the characters are CJK, else 1.0: SentencePiece's advice."""
     lines = list(lines)
     cjk = sum(len(_CJK.findall(line)) for line in lines)
     return 0.9995 if cjk > 0.01 * sum(map(len, lines)) else 1.0
 
 
 def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:
-    """(field number, value) pairs of one protobuf message: an int for a varint, else the raw bytes."""
+    """(field number, value) of a protobuf message: int for a varint, else raw bytes."""
     pos = 0
 
     def varint() -> int:
@@ -330,108 +371,3 @@ def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:
             size = varint() if key & 7 == 2 else {1: 8, 5: 4}[key & 7]
             pos += size
             yield key >> 3, buf[pos - size : pos]
-
-
-# ---------------------------------------------------------------- a teaching BPE, in plain Python
-
-# The pre-split rule (GPT-2's idea, simplified): a word is a run of non-space characters together
-# with the single space before it; any other whitespace stands alone. Merges never cross a word
-# boundary, so " cat" is learned once instead of once per neighbour, and the pieces join back to the text.
-_WORD_RE = re.compile(r" ?\S+|\s+(?!\S)|\s+")
-
-
-def split_words(text: str) -> list[str]:
-    """Pre-split text into words; ``"".join(split_words(t)) == t`` always."""
-    return _WORD_RE.findall(text)
-
-
-@dataclass(frozen=True)
-class Merge:
-    """One learned rule: wherever ``pair`` stands side by side, write ``new_token``. ``count``: its frequency then."""
-
-    pair: tuple[bytes, bytes]
-    new_token: bytes
-    count: int
-
-
-def pair_counts(words: Mapping[tuple[bytes, ...], int]) -> Counter[tuple[bytes, bytes]]:
-    """How often each adjacent pair of tokens occurs, each word weighted by how often it occurs."""
-    counts: Counter[tuple[bytes, bytes]] = Counter()
-    for word, freq in words.items():
-        for pair in zip(word, word[1:]):
-            counts[pair] += freq
-    return counts
-
-
-def merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[bytes, ...]:
-    """Replace each occurrence of ``pair``, left to right (b"a" b"a" b"a" -> b"aa" b"a")."""
-    out: list[bytes] = []
-    i = 0
-    while i < len(word):
-        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
-            out.append(word[i] + word[i + 1])
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
-
-
-def _as_bytes(word: str) -> tuple[bytes, ...]:
-    return tuple(bytes([b]) for b in word.encode("utf-8"))
-
-
-@dataclass
-class BPEModel:
-    """Byte-level BPE: ids 0-255 are the bytes, then one id per new token, in the order it was learned."""
-
-    merges: list[Merge]
-    vocab: dict[int, bytes] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.vocab = {i: bytes([i]) for i in range(256)}
-        self._ids = {token: i for i, token in self.vocab.items()}
-        for merge in (
-            self.merges
-        ):  # two merges can spell the same bytes; the token keeps its first id
-            if merge.new_token not in self._ids:
-                self._ids[merge.new_token] = len(self.vocab)
-                self.vocab[len(self.vocab)] = merge.new_token
-        self._cache: dict[str, list[int]] = {}
-
-    def encode_word(self, word: str) -> list[int]:
-        """Apply every merge in the order it was learned, exactly as training did."""
-        if word not in self._cache:
-            tokens = _as_bytes(word)
-            for merge in self.merges:
-                if len(tokens) < 2:
-                    break
-                tokens = merge_pair(tokens, merge.pair)
-            self._cache[word] = [self._ids[t] for t in tokens]
-        return self._cache[word]
-
-    def encode(self, text: str) -> list[int]:
-        return [i for word in split_words(text) for i in self.encode_word(word)]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
-
-
-def train_bpe(text: str, num_merges: int) -> BPEModel:
-    """Learn up to ``num_merges`` merges: each step merges the most frequent adjacent pair.
-
-    Ties go to the lexicographically smallest pair of bytes, so the result never depends on dict
-    order. Training stops early once no pair occurs twice: merging a one-off pair saves nothing.
-    """
-    words = Counter(_as_bytes(w) for w in split_words(text))
-    merges: list[Merge] = []
-    for _ in range(num_merges):
-        counts = pair_counts(words)
-        if not counts:
-            break
-        pair, count = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        if count < 2:
-            break
-        merges.append(Merge(pair, pair[0] + pair[1], count))
-        words = Counter({merge_pair(word, pair): freq for word, freq in words.items()})
-    return BPEModel(merges)

@@ -1,16 +1,16 @@
-"""The training loop: AdamW, warmup + cosine decay, clipping, accumulation, mixed precision, checkpoints.
+"""The training loop: accumulation, clipping, mixed precision, evaluation, checkpoints.
 
-One `Trainer.fit()` call runs the whole loop; every piece is a short method so the chapter can show it on
-its own. The run is reproducible: batches come in a fixed order from the seed, and a checkpoint holds
-everything the next step depends on (weights, optimizer moments, step, data position, random
-generators), so a resumed run continues exactly where it stopped.
+One `Trainer.fit()` call runs the whole loop; every piece is a short method so the
+chapter can show it on its own. The optimizer and its schedule (AdamW, warmup + cosine
+decay) are in optim.py, saving and resuming in resume.py, the run's history file in
+history.py. The run is reproducible: batches come in a fixed order from the seed, and a
+checkpoint holds everything the next step depends on (weights, optimizer moments, step,
+data position, random generators), so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,26 +20,22 @@ import torch
 from torch.utils.data import Dataset
 
 from . import parallel as par
-from .checkpoint import (
-    checkpoint_dir,
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
 from .config import TrainConfig, check_compatible
 from .data.dataset import Resampled, TokenWindows, make_loader
 from .hardware import HardwareInfo, Precision, choose_precision, detect, prepare_device
+from .history import progress_bar
+from .history import read_history as read_history  # re-exported for chapter 11
+from .optim import lr_at, make_optimizer
+from .resume import Resumable
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: continuing would only destroy the weights."""
 
 
-# A loss function takes the (possibly wrapped) model and one batch, already on the device, and returns the
-# loss to minimise and any metrics worth logging. Post-training (SFT, reward model, DPO) reuses the whole
-# loop below by passing its own.
+# A loss function takes the (possibly wrapped) model and one batch, already on the
+# device, and returns the loss to minimise and any metrics worth logging. Post-training
+# (SFT, reward model, DPO) reuses the whole loop below by passing its own.
 LossFn = Callable[
     [torch.nn.Module, tuple[torch.Tensor, ...]],
     tuple[torch.Tensor, dict[str, torch.Tensor]],
@@ -54,54 +50,18 @@ def language_model_loss(
     return model(inputs, targets)[1], {}
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warmup from 0 to lr, then a cosine decay to min_lr at max_steps.
-
-    Warmup keeps the first updates small while AdamW's moment estimates are still noise; the cosine
-    lowers the step size smoothly as the model approaches a minimum.
-    """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(
-        1.0,
-        (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps),
-    )
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (
-        1 + math.cos(math.pi * progress)
-    )
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices of the blocks only.
-
-    Decay pulls weights towards zero. That regularises the large matrices, but on norm gains it fights
-    the normalisation, and on the embedding it shrinks rare tokens' vectors just for being rare.
-    """
-    decay, no_decay = [], []
-    embedding = {
-        id(p) for name, p in model.named_parameters() if "embed_tokens" in name
-    }
-    for param in model.parameters():
-        if param.requires_grad:
-            (
-                decay if param.dim() >= 2 and id(param) not in embedding else no_decay
-            ).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
-
-
-class Trainer:
+class Trainer(Resumable):
     """Trains a model; keeps a history of metrics the chapters plot.
 
-    The data is a token stream (a numpy array, cut into random windows: pretraining) or any Dataset of
-    tensor tuples, drawn in a seeded random order, epoch after epoch, and batched by its `collate`
-    method when it has one (SFT, reward model, DPO). `loss_fn` turns a batch into a loss.
+    The data is a token stream (a numpy array, cut into random windows: pretraining) or
+    any Dataset of tensor tuples, drawn in a seeded random order, epoch after epoch, and
+    batched by its `collate` method when it has one (SFT, reward model, DPO). `loss_fn`
+    turns a batch into a loss.
 
-    Under torchrun (world_size > 1), `parallel` says how the processes share the work: "ddp" replicates
-    the model and averages gradients, "fsdp" shards weights, gradients and AdamW state (see parallel.py).
+    Under torchrun (world_size > 1), `parallel` says how the processes share the work:
+    "ddp" replicates the model and averages gradients, "fsdp" shards weights, gradients
+    and AdamW state (see parallel.py). Saving and resuming come from Resumable
+    (resume.py).
     """
 
     def __init__(
@@ -130,57 +90,61 @@ class Trainer:
         self.precision: Precision = choose_precision(self.hardware, config.dtype)
         if parallel == "fsdp" and self.precision.grad_scaler:
             raise ValueError(
-                "FSDP here trains in bf16 or fp32; fp16 with loss scaling (a GPU without bf16) "
+                "FSDP here trains in bf16 or fp32; "
+                "fp16 with loss scaling (a GPU without bf16) "
                 "needs parallel='ddp' or dtype='float32'"
             )
         self.model = model.to(self.device)
         self.model.gradient_checkpointing = config.grad_checkpointing
-        self.config, self.rank, self.world_size, self.parallel = (
-            config,
-            rank,
-            world_size,
-            parallel,
-        )
+        self.config, self.rank = config, rank
+        self.world_size, self.parallel = world_size, parallel
         self.out_dir = Path(out_dir) if out_dir else None
         self.checkpoint_interval, self.keep = checkpoint_interval, keep_checkpoints
-        self.peak_tflops, self.callbacks, self.progress = (
-            peak_tflops,
-            callbacks,
-            progress,
-        )
+        self.peak_tflops, self.callbacks = peak_tflops, callbacks
+        self.progress = progress
         self.loss_fn = loss_fn
-        examples = (
-            config.max_steps * config.grad_accum_steps * config.batch_size * world_size
-        )
-        if isinstance(train_tokens, Dataset):
-            self.train_data = Resampled(train_tokens, examples, seed=config.seed)
-        else:
-            self.train_data = TokenWindows(
-                train_tokens, config.seq_len, num_samples=examples, seed=config.seed
-            )
-        if val_tokens is None or isinstance(val_tokens, Dataset):
-            self.val_data = val_tokens
-        else:
-            self.val_data = TokenWindows(val_tokens, config.seq_len, strided=True)
-        if (
-            parallel == "fsdp"
-        ):  # before the optimizer, which must hold the shards, not whole tensors
+        self.train_data, self.val_data = self._datasets(train_tokens, val_tokens)
+        if parallel == "fsdp":
+            # before the optimizer, which must hold the shards, not whole tensors
             par.shard_model(self.model)
         self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision.grad_scaler
         )
-        self.forward = torch.compile(self.model) if config.compile else self.model
-        if (
-            world_size > 1 and parallel == "ddp"
-        ):  # DDP averages the gradients of all ranks during backward
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(self.forward)
+        self.forward = self._forward_module()
         self.step = 0
         self.history: list[dict] = []
 
-    # ------------------------------------------------------------------ one step, piece by piece
+    def _datasets(self, train_tokens, val_tokens) -> tuple[Dataset, Dataset | None]:
+        """Training examples for every step on every rank, and the validation ones."""
+        config = self.config
+        examples = (
+            config.max_steps
+            * config.grad_accum_steps
+            * config.batch_size
+            * self.world_size
+        )
+        if isinstance(train_tokens, Dataset):
+            train_data = Resampled(train_tokens, examples, seed=config.seed)
+        else:
+            train_data = TokenWindows(
+                train_tokens, config.seq_len, num_samples=examples, seed=config.seed
+            )
+        if val_tokens is None or isinstance(val_tokens, Dataset):
+            return train_data, val_tokens
+        return train_data, TokenWindows(val_tokens, config.seq_len, strided=True)
+
+    def _forward_module(self) -> torch.nn.Module:
+        """What a step calls: the model, compiled if asked, wrapped in DDP if used."""
+        forward = torch.compile(self.model) if self.config.compile else self.model
+        if self.world_size > 1 and self.parallel == "ddp":
+            # DDP averages the gradients of all ranks during backward.
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(forward)
+        return forward
+
+    # --------------------------------------------------------- one step, piece by piece
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.precision.autocast:
@@ -188,7 +152,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.precision.torch_dtype)
 
     def train_step(self, batches) -> dict:
-        """Accumulate gradients over grad_accum_steps micro-batches, clip, and take one AdamW step."""
+        """Accumulate gradients over grad_accum_steps micro-batches, clip, and step."""
         config = self.config
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
@@ -197,7 +161,8 @@ class Trainer:
         for micro in range(config.grad_accum_steps):
             batch = tuple(t.to(self.device, non_blocking=True) for t in next(batches))
             tokens += batch[0].numel()  # padded batches (SFT, DPO) vary in length
-            # Under DDP or FSDP, only the last micro-batch's backward needs to exchange the gradients.
+            # Under DDP or FSDP, only the last micro-batch's backward needs to exchange
+            # the gradients.
             last = micro == config.grad_accum_steps - 1
             with par.gradient_sync(
                 self.model if self.parallel == "fsdp" else self.forward,
@@ -208,8 +173,10 @@ class Trainer:
                     loss, extra = self.loss_fn(self.forward, batch)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
-                        f"the loss became {loss.item()} at step {self.step} (lr {lr:.2e}): lower the learning "
-                        f"rate, keep grad_clip > 0 and warmup_steps > 0, or use dtype='float32'; "
+                        f"the loss became {loss.item()} at step {self.step} "
+                        f"(lr {lr:.2e}): lower the learning rate, "
+                        "keep grad_clip > 0 and warmup_steps > 0, "
+                        "or use dtype='float32'; "
                         f"the last good checkpoint is {self.last_checkpoint()}"
                     )
                 self.scaler.scale(loss / config.grad_accum_steps).backward()
@@ -236,9 +203,8 @@ class Trainer:
             **{k: self._mean_over_ranks(v) for k, v in metrics.items()},
         }
         if self.world_size > 1:
-            record["rank_loss"] = (
-                loss  # this process's own micro-batches, before averaging over ranks
-            )
+            # this process's own micro-batches, before averaging over ranks
+            record["rank_loss"] = loss
         return record
 
     def _mean_over_ranks(self, value: float) -> float:
@@ -254,11 +220,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_metrics(self, max_batches: int | None = None) -> dict[str, float]:
-        """The loss and the loss function's metrics, averaged over up to eval_steps validation batches.
+        """The loss and the loss function's metrics over up to eval_steps val batches.
 
-        Under torchrun the ranks share the batches (rank r takes every world_size-th example) and average
-        their results, so the validation loss is the one a single process would report; every rank runs
-        the same number of batches, as FSDP's forward pass needs all ranks to take part."""
+        Under torchrun the ranks share the batches (rank r takes every world_size-th
+        example) and average their results, so the validation loss is the one a single
+        process would report. Every rank runs the same number of batches, as FSDP's
+        forward pass needs all ranks to take part."""
         if self.val_data is None:
             raise ValueError("no validation data was given to the Trainer")
         batch_size = self.config.batch_size
@@ -268,7 +235,8 @@ class Trainer:
         )
         if limit == 0:
             raise ValueError(
-                f"the validation set holds fewer than batch_size={batch_size} examples per process"
+                f"the validation set holds fewer than batch_size={batch_size} examples "
+                "per process"
             )
         self.model.eval()
         totals: dict[str, float] = {}
@@ -288,10 +256,10 @@ class Trainer:
             name: self._mean_over_ranks(total / limit) for name, total in totals.items()
         }
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------------- the loop
 
     def fit(self, steps: int | None = None) -> list[dict]:
-        """Train until max_steps (or `steps` more steps), evaluating and checkpointing on schedule."""
+        """Train until max_steps (or `steps` more), evaluating and saving as planned."""
         config = self.config
         stop = (
             config.max_steps
@@ -309,7 +277,7 @@ class Trainer:
             )
         )
         flops_per_token = self.model.config.flops_per_token(config.seq_len)
-        bar = _progress_bar(stop - self.step, self.progress)
+        bar = progress_bar(stop - self.step, self.progress)
         self.model.train()
         while self.step < stop:
             started = time.perf_counter()
@@ -336,7 +304,8 @@ class Trainer:
                 and self.checkpoint_interval
                 and self.step % self.checkpoint_interval == 0
             ):
-                self.save()  # every rank calls it: under FSDP all take part in gathering the shards
+                # every rank calls it: under FSDP all take part in gathering the shards
+                self.save()
             for callback in self.callbacks:
                 callback(self, record)
             if bar is not None:
@@ -345,111 +314,3 @@ class Trainer:
         if bar is not None:
             bar.close()
         return self.history
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def save(self) -> Path:
-        """Write a checkpoint of this step. Under torchrun every rank must call save(): rank 0 writes, and
-        no rank returns before the checkpoint is complete. Under FSDP the shards are first gathered into
-        whole tensors, so the checkpoint is the same as one process's."""
-        if self.out_dir is None:
-            raise ValueError("the Trainer has no out_dir to save checkpoints into")
-        if self.parallel == "fsdp":
-            weights, optimizer = (
-                par.gather_weights(self.model),
-                par.gather_optimizer_state(self.optimizer),
-            )
-        else:
-            weights, optimizer = (
-                self.model,
-                (self.optimizer.state_dict() if self.rank == 0 else None),
-            )
-        path = checkpoint_dir(self.out_dir, self.step)
-        if self.rank == 0:
-            state = {
-                "optimizer": optimizer,
-                "scaler": self.scaler.state_dict(),
-                "history": self.history,
-                "train_config": self.config.to_dict(),
-                "model_config": self.model.config.to_dict(),
-            }
-            path = save_checkpoint(
-                self.out_dir, self.step, weights, state, keep=self.keep
-            )
-        if self.world_size > 1:
-            torch.distributed.barrier()
-        return path
-
-    def last_checkpoint(self) -> Path | None:
-        return latest_checkpoint(self.out_dir) if self.out_dir else None
-
-    def resume(self, path: str | Path | None = None) -> int:
-        """Continue from a checkpoint (default: the newest in out_dir); returns its step."""
-        path = Path(path) if path else self.last_checkpoint()
-        if path is None:
-            raise FileNotFoundError(f"no checkpoint to resume from in {self.out_dir}")
-        if (
-            self.parallel == "fsdp"
-        ):  # every rank reads the whole checkpoint and keeps its shards
-            weights, state = read_checkpoint(path)
-            self._check_model_config(path, state)
-            par.load_sharded(self.model, self.optimizer, weights, state["optimizer"])
-        else:
-            state = load_checkpoint(path, self.model)
-            self._check_model_config(path, state)
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.history, self.step = list(state["history"]), state["step"]
-        set_rng_state(state["rng"])
-        if (
-            self.history_path and self.history_path.exists()
-        ):  # drop the steps after the checkpoint
-            self.history_path.unlink()
-            self._log_history(self.history)
-        return self.step
-
-    # ------------------------------------------------------------------ history as data
-
-    @property
-    def history_path(self) -> Path | None:
-        """out_dir/history.jsonl (rank 0) or history-rank<r>.jsonl: one JSON record per step, written as
-        the run goes, so a plot or a script reads a run's curves from data, never from printed text."""
-        if self.out_dir is None:
-            return None
-        return self.out_dir / (
-            "history.jsonl" if self.rank == 0 else f"history-rank{self.rank}.jsonl"
-        )
-
-    def _log_history(self, records: list[dict]) -> None:
-        if self.history_path is None:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.history_path, "a") as file:
-            file.writelines(json.dumps(record) + "\n" for record in records)
-
-    def _check_model_config(self, path: Path, state: dict) -> None:
-        if state["model_config"] != self.model.config.to_dict():
-            raise ValueError(
-                f"{path} was trained with a different ModelConfig: build the model from "
-                f"ModelConfig.from_dict(state['model_config'])"
-            )
-
-
-def read_history(run_dir: str | Path, rank: int = 0) -> list[dict]:
-    """The per-step records a Trainer wrote into `run_dir` (rank 0's unless `rank` says otherwise)."""
-    path = Path(run_dir) / (
-        "history.jsonl" if rank == 0 else f"history-rank{rank}.jsonl"
-    )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: no Trainer with out_dir={run_dir} (and this rank) ran"
-        )
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="training", unit="step")

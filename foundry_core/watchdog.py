@@ -1,14 +1,16 @@
-"""A build whose notebook kernel sits idle for minutes is stuck: end it, so the build fails and says so.
+"""A build whose notebook kernel sits idle for minutes is stuck: end it, so the build
+fails and says so.
 
-When the book is built or the chapters run under nbval, a client sends each cell to a Jupyter kernel
-and waits for the reply. Rarely, under heavy load, a message between the two is lost (seen with
-ipykernel 6.31, jupyter_client 8.10, pyzmq 27.3): the kernel has nothing to do and the client waits
-for a reply that never comes, up to its per-cell timeout, which for a full build must be long enough
-for a training cell. During a build a kernel never idles for long: the next cell follows within
-milliseconds. So a kernel told `FOUNDRY_IDLE_LIMIT=<seconds>` (set by the book build's extension and
-the test run, never in an interactive session) watches itself and, after that long without a cell,
-prints what it last ran and exits. The client sees a dead kernel within seconds and fails the build,
-naming the notebook.
+When the book is built or the chapters run under nbval, a client sends each cell to a
+Jupyter kernel and waits for the reply. Rarely, under heavy load, a message between the
+two is lost (seen with ipykernel 6.31, jupyter_client 8.10, pyzmq 27.3): the kernel has
+nothing to do and the client waits for a reply that never comes, up to its per-cell
+timeout, which for a full build must be long enough for a training cell. During a build
+a kernel never idles for long: the next cell follows within milliseconds. So a kernel
+told `FOUNDRY_IDLE_LIMIT=<seconds>` (set by the book build's extension and the test
+run, never in an interactive session) watches itself and, after that long without a
+cell, prints what it last ran and exits. The client sees a dead kernel within seconds
+and fails the build, naming the notebook.
 """
 
 from __future__ import annotations
@@ -20,19 +22,18 @@ import time
 
 
 def start_idle_watchdog(limit_seconds: float, check_every: float = 1.0) -> bool:
-    """In an IPython kernel, exit the process after `limit_seconds` without a cell; False elsewhere."""
+    """In an IPython kernel, exit the process after `limit_seconds` without a cell;
+    False elsewhere."""
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
     if shell is None or not hasattr(shell, "kernel"):
-        return False  # a terminal IPython or a script: there is no client to lose a message
-    state = {
-        "busy": True,
-        "since": time.monotonic(),
-        "last_cell": "",
-    }  # imported inside a running cell
+        # a terminal IPython or a script: there is no client to lose a message
+        return False
+    # busy at first: this module is imported inside a running cell
+    state = {"busy": True, "since": time.monotonic(), "last_cell": ""}
 
     def pre_run_cell(info) -> None:
         state.update(
@@ -56,9 +57,10 @@ def start_idle_watchdog(limit_seconds: float, check_every: float = 1.0) -> bool:
                     else "(none)"
                 )
                 sys.__stderr__.write(
-                    f"\nfoundry_core: this kernel has waited {idle:.0f} s for its next cell "
-                    f"(FOUNDRY_IDLE_LIMIT={limit_seconds:g}): the client lost a message. Exiting so the "
-                    f"run fails instead of hanging. The last cell it ran began: {first_line}\n"
+                    f"\nfoundry_core: this kernel has waited {idle:.0f} s for its "
+                    f"next cell (FOUNDRY_IDLE_LIMIT={limit_seconds:g}): the client "
+                    "lost a message. Exiting so the run fails instead of hanging. "
+                    f"The last cell it ran began: {first_line}\n"
                 )
                 sys.__stderr__.flush()
                 os._exit(3)
@@ -68,7 +70,7 @@ def start_idle_watchdog(limit_seconds: float, check_every: float = 1.0) -> bool:
 
 
 def watchdog_from_environment(env: dict[str, str] | None = None) -> bool:
-    """Start the watchdog when FOUNDRY_IDLE_LIMIT is set (a positive number of seconds)."""
+    """Start the watchdog if FOUNDRY_IDLE_LIMIT is set (positive, in seconds)."""
     raw = (os.environ if env is None else env).get("FOUNDRY_IDLE_LIMIT", "").strip()
     if not raw:
         return False

@@ -1,20 +1,26 @@
-"""Run the chapters at several seeds and thread counts and report every assert's pass rate and margin.
+r"""Run the chapters at several seeds and thread counts and report every assert's pass
+rate and margin.
 
-A claim the book makes must hold on every machine: other CPUs, GPUs and Macs compute floats a little
-differently, so a small model trains to a slightly different place. This script replays that spread
-here: each chapter is executed in a fresh kernel (allow_errors, so one failing check does not hide the
-next) under FOUNDRY_SEED=s and FOUNDRY_THREADS=t, and after every cell that holds an `assert` the
-script asks the kernel for the two sides of each top-level comparison. The table printed at the end
-has one row per assert: how often it held, and its smallest margin, the slack left as a fraction of
-the threshold (for `a < b`: (b - a) / |b|). A margin near 0 is a claim that a slightly different
-machine can break.
+A claim the book makes must hold on every machine: other CPUs, GPUs and Macs compute
+floats a little differently, so a small model trains to a slightly different place. This
+script replays that spread here: each chapter is executed in a fresh kernel
+(allow_errors, so one failing check does not hide the next) under FOUNDRY_SEED=s and
+FOUNDRY_THREADS=t, and after every cell that holds an `assert` the script asks the
+kernel for the two sides of each top-level comparison. The table printed at the end has
+one row per assert: how often it held, and its smallest margin, the slack left as a
+fraction of the threshold (for `a < b`: (b - a) / |b|). A margin near 0 is a claim that
+a slightly different machine can break.
 
-    python scripts/check_robustness.py                      # FOUNDRY_FAST chapters, seeds 0-4 x 1, 2 threads
-    python scripts/check_robustness.py --preset cpu --chapters 04 05 06 07 08 09 10 --seeds 0 1 --threads 2
-    python scripts/check_robustness.py --dtype bfloat16     # bf16 autocast (CPUs with AVX512-BF16 / AMX)
+    # FOUNDRY_FAST chapters, seeds 0-4 x 1 and 2 threads
+    python scripts/check_robustness.py
+    # the cpu preset, chapters 04-10, seeds 0 and 1, 2 threads
+    python scripts/check_robustness.py --preset cpu \
+        --chapters 04 05 06 07 08 09 10 --seeds 0 1 --threads 2
+    # bf16 autocast (CPUs with AVX512-BF16 / AMX)
+    python scripts/check_robustness.py --dtype bfloat16
 
-Each run appends to --log (JSON lines), so an interrupted sweep keeps what it measured; --report only
-prints the table of an existing log.
+Each run appends to --log (JSON lines), so an interrupted sweep keeps what it measured;
+--report only prints the table of an existing log.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
-# Evaluated in the kernel after an assert cell: the operands of each comparison, as numbers when they
-# are numbers. Kept private (leading underscore) and deleted again, so the chapter's namespace is untouched.
+# Evaluated in the kernel after an assert cell: the operands of each comparison, as
+# numbers when they are numbers. Kept private (leading underscore) and deleted again, so
+# the chapter's namespace is untouched.
 PROBE = """
 def _robustness_probe(checks):
     import json, math
@@ -41,12 +48,15 @@ def _robustness_probe(checks):
         row = {"source": source, "holds": None, "pairs": []}
         try:
             row["holds"] = bool(eval(source, globals()))
-        except Exception as err:  # noqa: BLE001  (a loop variable, a name that no longer exists)
+        except Exception as err:  # noqa: BLE001
+            # a loop variable, or a name that no longer exists
             row["error"] = type(err).__name__
         for left, op, right in pairs:
             try:
                 a, b = float(eval(left, globals())), float(eval(right, globals()))
-                row["pairs"].append([a, op, b] if math.isfinite(a) and math.isfinite(b) else None)
+                row["pairs"].append(
+                    [a, op, b] if math.isfinite(a) and math.isfinite(b) else None
+                )
             except Exception:  # noqa: BLE001  (not a number: a tensor, a string, a set)
                 row["pairs"].append(None)
         out.append(row)
@@ -57,7 +67,8 @@ del _robustness_probe
 
 
 def comparisons(test: ast.expr) -> list[tuple[str, str, str]]:
-    """The (left, op, right) sources of every ordering comparison in an assert's test (`and` split)."""
+    """The (left, op, right) sources of every ordering comparison in an assert's test
+    (`and` split)."""
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
         return [pair for value in test.values for pair in comparisons(value)]
     if not isinstance(test, ast.Compare):
@@ -72,7 +83,8 @@ def comparisons(test: ast.expr) -> list[tuple[str, str, str]]:
 
 
 def top_level_asserts(source: str) -> list[tuple[str, list]]:
-    """(test source, comparisons) of each assert at the top level of a cell; nested ones are skipped."""
+    """(test source, comparisons) of each assert at the top level of a cell; nested ones
+    are skipped."""
     try:
         tree = ast.parse(source)
     except SyntaxError:  # IPython magics
@@ -85,13 +97,15 @@ def top_level_asserts(source: str) -> list[tuple[str, list]]:
 
 
 def margin(a: float, op: str, b: float) -> float:
-    """Slack of `a op b` relative to the threshold b (absolute slack when b is 0); negative = fails."""
+    """Slack of `a op b` relative to the threshold b (absolute slack when b is 0);
+    negative = fails."""
     slack = (b - a) if op in ("<", "<=") else (a - b)
     return slack / abs(b) if b else slack
 
 
 def run_chapter(path: Path, env: dict[str, str], timeout: int) -> list[dict]:
-    """Execute one chapter; one record per assert (or per failing cell that holds no top-level assert)."""
+    """Execute one chapter; one record per assert (or per failing cell that holds no
+    top-level assert)."""
     import jupytext
     from nbclient import NotebookClient
 
@@ -129,9 +143,8 @@ def run_chapter(path: Path, env: dict[str, str], timeout: int) -> list[dict]:
             for row in probes:
                 margins = [margin(*p) for p in row["pairs"] if p is not None]
                 if failed and not failed.startswith("AssertionError"):
-                    holds = (
-                        False  # the cell broke before its checks could mean anything
-                    )
+                    # the cell broke before its checks could mean anything
+                    holds = False
                 else:
                     holds = row["holds"] if row["holds"] is not None else failed is None
                 records.append(
@@ -149,7 +162,8 @@ def run_chapter(path: Path, env: dict[str, str], timeout: int) -> list[dict]:
                 or failed
                 and all(r["holds"] for r in records if r["cell"] == index)
             ):
-                # a check nested in a loop or function, or an error outside any top-level assert
+                # a check nested in a loop or function, or an error outside any
+                # top-level assert
                 records.append(
                     {
                         **base,
@@ -189,7 +203,8 @@ def chapters(selected: list[str] | None) -> list[Path]:
 
 
 def report(log: Path) -> str:
-    """The table: one row per assert, its pass rate over every configuration run and its smallest margin."""
+    """The table: one row per assert, its pass rate over every configuration run and its
+    smallest margin."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     configs = sorted({r["config"] for r in rows})
     table: dict[tuple, list[dict]] = defaultdict(list)
@@ -219,7 +234,8 @@ def report(log: Path) -> str:
         escaped = check.replace("|", "\\|")  # a bare | would end the table cell
         lines.append(
             f"| {chapter[:3].rstrip('_')} | {cell} | `{escaped[:90]}` | "
-            f"{held}/{len(runs)} | {margin_cell} | {values[:80].replace('|', '/')} |{error}"
+            f"{held}/{len(runs)} | {margin_cell} | "
+            f"{values[:80].replace('|', '/')} |{error}"
         )
     lines += [
         "",
@@ -293,13 +309,15 @@ def main() -> None:
                             log.write(json.dumps({**record, "config": config}) + "\n")
                     bad = [r for r in records if not r["holds"]]
                     print(
-                        f"{config} {path.stem}: {len(records)} checks, {len(bad)} failed, "
+                        f"{config} {path.stem}: {len(records)} checks, "
+                        f"{len(bad)} failed, "
                         f"{time.perf_counter() - start:.0f} s",
                         flush=True,
                     )
                     for r in bad:
                         print(
-                            f"    cell {r['cell']}: {r['check'][:80]} -> {r['error'] or r.get('values')}",
+                            f"    cell {r['cell']}: {r['check'][:80]} -> "
+                            f"{r['error'] or r.get('values')}",
                             flush=True,
                         )
     print(report(args.log))

@@ -1,8 +1,8 @@
-"""Keep each notebooks/NN_topic.md (a chapter) or A1_topic.md (an appendix), the source we edit, and its
-.ipynb twin (for Colab and nbval) in step.
+"""Keep each notebooks/NN_topic.md (a chapter) or A1_topic.md (an appendix), the
+source we edit, and its .ipynb twin (for Colab and nbval) in step.
 
-    python scripts/sync_notebooks.py          # run `jupytext --sync`, then strip outputs from the .ipynb
-    python scripts/sync_notebooks.py --check  # report differences and outputs; exit 1 if any
+    python scripts/sync_notebooks.py          # jupytext --sync, then strip outputs
+    python scripts/sync_notebooks.py --check  # list what is out of step; exit 1 if any
 
 The test suite runs the same check (tests/test_notebooks.py).
 """
@@ -22,7 +22,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def chapter_sources() -> list[Path]:
-    """The chapters (NN_topic.md), then the appendices (A1_topic.md, ...), in reading order."""
+    """Chapters (NN_topic.md), then appendices (A1_topic.md, ...), in reading order."""
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.md")) + sorted(
         NOTEBOOKS.glob("[A-Z][0-9]_*.md")
     )
@@ -37,7 +37,7 @@ def _cell_key(cell) -> tuple[str, str, tuple[str, ...]]:
 
 
 def problems(md: Path) -> list[str]:
-    """Everything wrong with the pairing of `md` and its .ipynb; empty when they are in step."""
+    """Everything wrong with the pairing of `md` and its .ipynb; empty when in step."""
     ipynb = md.with_suffix(".ipynb")
     if not ipynb.exists():
         return [f"{ipynb.name} is missing: run python scripts/sync_notebooks.py"]
@@ -52,7 +52,8 @@ def problems(md: Path) -> list[str]:
             cell.outputs or cell.execution_count is not None
         ):
             found.append(
-                f"{ipynb.name} cell {i} holds outputs: run python scripts/sync_notebooks.py"
+                f"{ipynb.name} cell {i} holds outputs: "
+                "run python scripts/sync_notebooks.py"
             )
             break
     return found

@@ -1,4 +1,6 @@
-"""Rewrite the presets table in README.md from foundry_core.PRESETS (its numbers are computed).
+"""Rewrite the presets table in README.md from foundry_core.PRESETS.
+
+The table's numbers are computed, so it is generated rather than edited by hand.
 
     python scripts/update_readme.py          # rewrite the table in place
     python scripts/update_readme.py --check  # exit 1 if the README's table is stale
@@ -48,7 +50,8 @@ def main() -> int:
     if "--check" in sys.argv:
         if updated != text:
             print(
-                "README.md's presets table is stale: run python scripts/update_readme.py"
+                "README.md's presets table is stale: "
+                "run python scripts/update_readme.py"
             )
             return 1
         return 0

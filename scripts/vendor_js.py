@@ -1,18 +1,19 @@
-"""Fetch the JavaScript the book loads from CDNs into `_vendor/`, so the site renders without network.
+"""Fetch the book's CDN JavaScript into `_vendor/`, so the site renders without network.
 
-    python scripts/vendor_js.py            # fetch (needs `npm`); replaces any earlier _vendor/
-    python scripts/vendor_js.py --check    # exit 1 unless _vendor/ holds the pinned versions
+    python scripts/vendor_js.py          # fetch with `npm`; replaces any old _vendor/
+    python scripts/vendor_js.py --check  # exit 1 if _vendor/ lacks the pinned versions
 
-The published pages load three scripts from CDNs: MathJax (Sphinx's default `mathjax_path`),
-require.js and the Jupyter widgets HTML manager (myst-nb's default `nb_ipywidgets_js`). Without
-network the formulas stay raw TeX and the widgets stay empty, so an offline build could not be
-checked. `npm pack` downloads each package as the registry's checksummed tarball (no install, no
-scripts run); we keep only the files the browser requests. The local Sphinx extension
-`book/_ext/page_scripts.py` uses `_vendor/` when it is complete, and the CDN otherwise.
+The published pages load three scripts from CDNs: MathJax (Sphinx's default
+`mathjax_path`), require.js and the Jupyter widgets HTML manager (myst-nb's default
+`nb_ipywidgets_js`). Without network the formulas stay raw TeX and the widgets stay
+empty, so an offline build could not be checked. `npm pack` downloads each package as
+the registry's checksummed tarball (no install, no scripts run); we keep only the files
+the browser requests. The local Sphinx extension `book/_ext/page_scripts.py` uses
+`_vendor/` when it is complete, and the CDN otherwise.
 
 The versions are the ones the installed Sphinx and myst-nb load by default
-(tests/test_page_scripts.py fails when an upgrade changes them). `_vendor/` is git-ignored:
-nothing third-party is committed.
+(tests/test_page_scripts.py fails when an upgrade changes them). `_vendor/` is
+git-ignored: nothing third-party is committed.
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Package:
-    """One npm package: what to fetch, which of its files to keep, and where they go under _static/."""
+    """One npm package: what to fetch, which of its files to keep, and where they go
+    under _static/."""
 
     name: str
     version: str
     folder: str  # the folder under _vendor/static/ (and so under the site's _static/)
     entry: str  # the file the pages load, relative to `folder`
-    keep: tuple[
-        str, ...
-    ]  # files to keep, relative to the tarball's package/: "a/" a folder, "*" a glob
+    # files to keep, relative to the tarball's package/: "a/" a folder, "*" a glob
+    keep: tuple[str, ...]
 
     @property
     def spec(self) -> str:
@@ -50,8 +51,9 @@ class Package:
 
 
 PACKAGES = (
-    # Sphinx loads mathjax@3/es5/tex-mml-chtml.js; 3.2.2 is the last 3.x. The component loads its
-    # fonts, TeX extensions and the accessibility/menu parts on demand, relative to its own URL.
+    # Sphinx loads mathjax@3/es5/tex-mml-chtml.js; 3.2.2 is the last 3.x. The component
+    # loads its fonts, TeX extensions and the accessibility/menu parts on demand,
+    # relative to its own URL.
     Package(
         "mathjax",
         "3.2.2",
@@ -67,9 +69,11 @@ PACKAGES = (
             "es5/sre/",
         ),
     ),
-    # myst-nb loads require.js 2.3.4 (cdnjs' minified copy; npm ships the same release unminified).
+    # myst-nb loads require.js 2.3.4 (cdnjs' minified copy; npm ships the same release
+    # unminified).
     Package("requirejs", "2.3.4", "requirejs", "require.js", ("require.js",)),
-    # myst-nb loads html-manager 1.0.6 (ipywidgets 8). The AMD bundle finds its icon fonts beside itself.
+    # myst-nb loads html-manager 1.0.6 (ipywidgets 8). The AMD bundle finds its icon
+    # fonts beside itself.
     Package(
         "@jupyter-widgets/html-manager",
         "1.0.6",
@@ -102,7 +106,7 @@ def _wanted(path: PurePosixPath, keep: tuple[str, ...]) -> bool:
 
 
 def _target(path: PurePosixPath) -> PurePosixPath:
-    """Where a kept file lands: the `es5/` and `dist/` build folders are dropped from the path."""
+    """Where a kept file lands: its path without the `es5/` or `dist/` build folder."""
     parts = path.parts
     return (
         PurePosixPath(*parts[1:])
@@ -112,7 +116,8 @@ def _target(path: PurePosixPath) -> PurePosixPath:
 
 
 def npm_pack(package: Package, workdir: Path) -> Path:
-    """Download one package's tarball with `npm pack` (the registry's integrity hash is checked)."""
+    """Download one package's tarball with `npm pack` (which checks the registry's
+    integrity hash)."""
     result = subprocess.run(
         ["npm", "pack", package.spec, "--json", "--pack-destination", str(workdir)],
         capture_output=True,
@@ -148,13 +153,14 @@ def extract(tarball: Path, package: Package, static: Path) -> int:
             count += 1
     if not (static / package.folder / package.entry).is_file():
         sys.exit(
-            f"{package.spec}: {package.entry} is not in the tarball; update PACKAGES in {__file__}"
+            f"{package.spec}: {package.entry} is not in the tarball; "
+            f"update PACKAGES in {__file__}"
         )
     return count
 
 
 def manifest() -> dict:
-    """What the Sphinx extension reads: each package's version and the file the pages load."""
+    """What the Sphinx extension reads: each package's version and the file to load."""
     return {
         package.folder: {
             "package": package.spec,
@@ -165,10 +171,12 @@ def manifest() -> dict:
 
 
 def fetch(vendor: Path = VENDOR) -> None:
-    """Fetch every package into a fresh folder, then swap it in, so a failed run leaves no half state."""
+    """Fetch every package into a fresh folder, then swap it in, so a failed run leaves
+    no half state."""
     if shutil.which("npm") is None:
         sys.exit(
-            "npm is not installed: the book will load MathJax and the widget manager from CDNs"
+            "npm is not installed: "
+            "the book will load MathJax and the widget manager from CDNs"
         )
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
@@ -186,7 +194,7 @@ def fetch(vendor: Path = VENDOR) -> None:
 
 
 def check(vendor: Path = VENDOR) -> list[str]:
-    """What is missing or stale in `vendor`; empty when it holds exactly the pinned packages."""
+    """What is missing or stale in `vendor`; empty when it holds exactly the pins."""
     path = vendor / MANIFEST
     if not path.is_file():
         return [f"{path} is missing: run python scripts/vendor_js.py"]

@@ -1,13 +1,14 @@
-"""The built book, shared by the tests of the site (tests/test_book.py, tests/test_site.py).
+"""The built book, shared by the tests of the site (tests/test_book.py, test_site.py).
 
-One build per test run, because executing every chapter is the expensive part: the book is built as
-the release is (every chapter executed with `force`, so the pages carry their figures, tables and
-widget state, and each page's "Download .ipynb" carries the outputs), with the tiny `ci` preset that
-FOUNDRY_FAST=1 selects (set in the root conftest.py), with warnings as errors, and without network,
-so what the tests see is what a reader gets from a clean clone.
+One build per test run, because executing every chapter is the expensive part. The book
+is built as the release is: every chapter executed with `force`, so the pages carry
+their figures, tables and widget state, and each page's "Download .ipynb" carries the
+outputs. It uses the tiny `ci` preset that FOUNDRY_FAST=1 selects (set in the root
+conftest.py), treats warnings as errors, and has no network, so what the tests see is
+what a reader gets from a clean clone.
 
-FOUNDRY_BOOK_HTML=path/to/_build/html checks an existing build instead (the release workflow checks
-the site it is about to publish this way).
+FOUNDRY_BOOK_HTML=path/to/_build/html checks an existing build instead (the release
+workflow checks the site it is about to publish this way).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from foundry_core.presets import course_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs a command in a new network namespace: no network, but a working loopback, which the Jupyter
-# kernels need (they talk to the build over 127.0.0.1). `ip` brings the namespace's loopback up.
+# Runs a command in a new network namespace: no network, but a working loopback, which
+# the Jupyter kernels need (they talk to the build over 127.0.0.1). `ip` brings the
+# namespace's loopback up.
 _NO_NETWORK = [
     "unshare",
     "-rn",
@@ -38,7 +40,7 @@ _NO_NETWORK = [
 
 
 def offline_prefix() -> list[str]:
-    """The prefix that cuts a command off the network, or [] where the OS does not allow it."""
+    """The prefix that cuts a command off the network, or [] where the OS forbids it."""
     if not (shutil.which("unshare") and shutil.which("ip")):
         return []
     probe = subprocess.run([*_NO_NETWORK, "true"], capture_output=True, check=False)
@@ -46,9 +48,10 @@ def offline_prefix() -> list[str]:
 
 
 def build_config(out: Path) -> Path:
-    """The project's _config.yml, written to `out` with its relative paths made absolute.
+    """The project's _config.yml, written to `out` with relative paths made absolute.
 
-    jupyter-book resolves `local_extensions` paths against the folder of the config file it is given.
+    jupyter-book resolves `local_extensions` paths against the folder of the config
+    file it is given.
     """
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "force"
@@ -62,7 +65,10 @@ def build_config(out: Path) -> Path:
 
 
 def build_book(out: Path) -> Path:
-    """Build the whole book into `out` and return its html folder; fails the test run on any warning."""
+    """Build the whole book into `out` and return its html folder.
+
+    Any warning fails the test run.
+    """
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     cmd = [
         *offline_prefix(),
@@ -76,15 +82,17 @@ def build_book(out: Path) -> Path:
         "-W",
         "--keep-going",
     ]
-    # nbval runs the chapters at FOUNDRY_SEED; the book at the next seed, so each claim meets two trajectories
+    # nbval runs the chapters at FOUNDRY_SEED, the book at the next seed: so each claim
+    # meets two trajectories
     env = {
         **os.environ,
         "FOUNDRY_FAST": "1",
         "FOUNDRY_OFFLINE": "1",
         "FOUNDRY_SEED": str(course_seed() + 1),
     }
-    # The root conftest sets MPLBACKEND=Agg for the test process; the book's kernels must keep Jupyter's
-    # inline backend, or the pages would carry no figures for the browser test to check.
+    # The root conftest sets MPLBACKEND=Agg for the test process; the book's kernels
+    # must keep Jupyter's inline backend, or the pages would carry no figures for the
+    # browser test to check.
     env.pop("MPLBACKEND", None)
     result = subprocess.run(
         cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False

@@ -1,4 +1,7 @@
-"""Post-training: chat templates and loss masks, task splits, the reward and DPO losses, bad input."""
+"""Post-training: chat templates and loss masks, task splits, reward and DPO losses.
+
+Also the errors that bad input raises.
+"""
 
 import math
 
@@ -60,7 +63,10 @@ Out, damned spot! out, I say!
 def tokenizer(tmp_path_factory):
     text = (
         PLAY * 3
-        + "Which play is this line from? What is the first word of this line? the last word\n"
+        + (
+            "Which play is this line from? "
+            "What is the first word of this line? the last word\n"
+        )
         * 5
     )
     return train_tokenizer([text], 320, tmp_path_factory.mktemp("tok"))
@@ -87,12 +93,14 @@ def test_loss_mask_covers_exactly_the_assistant_answers_and_their_end(
         ids, trained = encode_chat(tokenizer, chat, template)
         eot = template.end_of_turn(tokenizer)
         answers = [m["content"] for m in chat if m["role"] == "assistant"]
-        # every trained token is answer text or the end-of-turn that closes an answer, and all of them are
+        # every trained token is answer text or the end-of-turn that closes an answer,
+        # and all of them are
         assert [i for i, t in zip(ids, trained) if t and i == eot] == [eot] * len(
             answers
         )
         assert trained_text(tokenizer, ids, trained, eot) == "".join(answers)
-        # the trained run of each answer starts right after the assistant header and ends at end-of-turn
+        # the trained run of each answer starts right after the assistant header and
+        # ends at end-of-turn
         runs, start = [], None
         for i, t in enumerate(trained + [False]):
             if t and start is None:
@@ -104,9 +112,8 @@ def test_loss_mask_covers_exactly_the_assistant_answers_and_their_end(
         for (a, b), answer in zip(runs, answers):
             assert ids[b - 1] == eot and tokenizer.decode(ids[a : b - 1]) == answer
         prompt_ids = encode_prompt(tokenizer, chat[:-1], template)
-        assert (
-            ids[: len(prompt_ids)] == prompt_ids
-        )  # inference sees the same prefix that training saw
+        # inference sees the same prefix that training saw
+        assert ids[: len(prompt_ids)] == prompt_ids
 
 
 def test_sft_targets_are_shifted_by_one_and_an_off_by_one_is_caught(tokenizer):
@@ -115,7 +122,8 @@ def test_sft_targets_are_shifted_by_one_and_an_off_by_one_is_caught(tokenizer):
     assert len(inputs) == len(targets) == len(ids) - 1
     kept = [t for t in targets if t != IGNORE]
     assert kept == [i for i, keep in zip(ids, trained) if keep]
-    # the first trained target is predicted from the last prompt token (the newline of the header)
+    # the first trained target is predicted from the last prompt token (the newline of
+    # the header)
     first = next(i for i, t in enumerate(targets) if t != IGNORE)
     assert tokenizer.decode(inputs[: first + 1]).endswith("<|im_start|>assistant\n")
     shifted_wrong = [t if keep else IGNORE for t, keep in zip(ids[1:], trained[:-1])]
@@ -215,7 +223,7 @@ def test_bradley_terry_and_dpo_losses_match_hand_computed_values():
     assert bradley_terry_loss(chosen, rejected).item() == pytest.approx(
         expected, rel=1e-6
     )
-    # policy log-probs -3, -7 against reference -4, -6 with beta 0.5: rewards +0.5 and -0.5
+    # policy log-probs -3, -7 against reference -4, -6 with beta 0.5: rewards +0.5, -0.5
     loss, c, r = dpo_loss(
         torch.tensor([-3.0]),
         torch.tensor([-7.0]),
@@ -281,9 +289,8 @@ def test_reward_model_reads_the_last_real_token_and_starts_neutral(tokenizer):
     dataset = PairDataset(tokenizer, pairs, max_len=256)
     batch = dataset.collate([dataset[0]])
     loss, metrics = reward_loss(model, batch)
-    assert loss.item() == pytest.approx(
-        math.log(2)
-    )  # zero-initialised head: every reward is 0
+    # zero-initialised head: every reward is 0
+    assert loss.item() == pytest.approx(math.log(2))
     torch.nn.init.normal_(model.score.weight)
     ids, _, lengths = batch
     padded = model(ids, lengths)
@@ -293,9 +300,8 @@ def test_reward_model_reads_the_last_real_token_and_starts_neutral(tokenizer):
             for i in range(2)
         ]
     )
-    assert torch.allclose(
-        padded, alone, atol=1e-5
-    )  # right padding does not change the reward
+    # right padding does not change the reward
+    assert torch.allclose(padded, alone, atol=1e-5)
 
 
 def test_on_policy_pairs_pair_right_with_wrong_answers(tokenizer):
@@ -305,9 +311,8 @@ def test_on_policy_pairs_pair_right_with_wrong_answers(tokenizer):
     pairs = on_policy_pairs(model, tokenizer, splits.train, samples=3, max_new_tokens=5)
     assert pairs and all(p.kind == "on-policy" for p in pairs)
     by_prompt = {e.prompt: e for e in splits.train}
-    for (
-        p
-    ) in pairs:  # an untrained model is always wrong: the reference answer is chosen
+    # an untrained model is always wrong: the reference answer is chosen
+    for p in pairs:
         assert is_correct(by_prompt[p.prompt], p.chosen) and not is_correct(
             by_prompt[p.prompt], p.rejected
         )

@@ -1,7 +1,7 @@
-"""The book builds with warnings as errors, offline, links every chapter, and offers its notebooks.
+"""The book builds offline, warnings as errors, links every chapter, offers notebooks.
 
-The build itself is the session fixture `book_html` (tests/conftest.py): every chapter executed, as in
-a release, with the tiny `ci` preset.
+The build itself is the session fixture `book_html` (tests/conftest.py): every chapter
+executed, as in a release, with the tiny `ci` preset.
 """
 
 import re
@@ -59,10 +59,11 @@ def _download_links(page: str) -> dict[str, str]:
 
 
 def test_download_ipynb_carries_the_outputs(book_html):
-    """Each chapter's "Download .ipynb" is the executed notebook: outputs, widget state, hidden cells.
+    """Each chapter's "Download .ipynb" is the executed notebook, with all it carries.
 
-    For a MyST .md chapter, sphinx-book-theme copies the notebook myst-nb executed (jupyter_execute/)
-    into _sources/ and offers it beside the .md source, so a reader gets what the page shows.
+    That is its outputs, its widget state and its hidden cells. For a MyST .md chapter,
+    sphinx-book-theme copies the notebook myst-nb executed (jupyter_execute/) into
+    _sources/ and offers it beside the .md source, so a reader gets what the page shows.
     """
     for name in toc_files():
         if not name.startswith("notebooks/"):
@@ -93,8 +94,10 @@ def test_download_ipynb_carries_the_outputs(book_html):
 
 
 def test_chapters_that_plot_carry_their_figures(book_html):
-    """A chapter whose code draws with matplotlib shows the figures on its page (an Agg backend leaking
-    into the build's kernels would silently drop them all)."""
+    """A chapter whose code draws with matplotlib shows the figures on its page.
+
+    An Agg backend leaking into the build's kernels would silently drop them all.
+    """
     for name in toc_files():
         source = ROOT / f"{name}.md"
         if name.startswith("notebooks/") and re.search(

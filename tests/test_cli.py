@@ -1,4 +1,7 @@
-"""The command line mirrors the chapters: prepare, pretrain, generate; bad input is one clear line."""
+"""The command line mirrors the chapters: prepare, pretrain, generate.
+
+Bad input gets one clear line.
+"""
 
 import subprocess
 import sys
@@ -91,9 +94,8 @@ def test_a_run_from_the_terminal_is_the_artifact_the_chapters_load(
     from_terminal = [
         ensure(stage, preset)[0].state_dict() for stage in ("pretrained", "sft")
     ]
-    monkeypatch.setenv(
-        "FOUNDRY_ARTIFACTS", str(tmp_path / "chapters")
-    )  # the same recipe, built in-process
+    # the same recipe, built in-process
+    monkeypatch.setenv("FOUNDRY_ARTIFACTS", str(tmp_path / "chapters"))
     in_process = [
         ensure(stage, preset)[0].state_dict() for stage in ("pretrained", "sft")
     ]

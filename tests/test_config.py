@@ -1,4 +1,7 @@
-"""ModelConfig / TrainConfig: valid configs count correctly, invalid ones fail with one actionable line."""
+"""ModelConfig / TrainConfig: valid configs count correctly, invalid ones fail clearly.
+
+An invalid config fails with one actionable line.
+"""
 
 import pytest
 
@@ -77,7 +80,8 @@ def test_seq_len_must_fit_the_model():
 
 
 def test_param_counts_by_hand():
-    # d=64, 4 heads of 16, 2 kv heads -> kv width 32; SwiGLU width 176; vocab 100; 2 layers; tied.
+    # d=64, 4 heads of 16, 2 kv heads -> kv width 32; SwiGLU width 176;
+    # vocab 100; 2 layers; tied.
     cfg = ModelConfig(
         vocab_size=100, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176
     )

@@ -1,5 +1,8 @@
-"""Sources, cleaning and token datasets: real corpora load, cleaning counts what it drops, the split
-never leaks, and the loaders are deterministic."""
+"""Sources, cleaning and token datasets.
+
+Real corpora load, cleaning counts what it drops, the split never leaks, and the loaders
+are deterministic.
+"""
 
 import numpy as np
 import pytest

@@ -1,10 +1,12 @@
-"""Exact and MinHash/LSH near-duplicate detection, checked against exact Jaccard on a synthetic corpus.
+"""Exact and MinHash/LSH near-duplicate detection, checked against exact Jaccard.
 
-Threshold semantics under test (documented in foundry_core/data/dedup.py): a pair is reported when its
-*estimated* Jaccard is >= threshold, so "precision" means the share of reported pairs whose true
-Jaccard is >= threshold - 0.1 (the estimate's error band at 128 permutations), and recall is measured
+The corpus is synthetic. Threshold semantics under test (documented in
+foundry_core/data/dedup.py): a pair is reported when its *estimated* Jaccard is >=
+threshold, so "precision" means the share of reported pairs whose true Jaccard is >=
+threshold - 0.1 (the estimate's error band at 128 permutations), and recall is measured
 on pairs clearly above the threshold (true Jaccard >= max(0.8, threshold + 0.1)).
-At threshold 0.8 this is the usual pair of claims: recall on J >= 0.9, precision on J >= 0.7.
+At threshold 0.8 this is the usual pair of claims: recall on J >= 0.9, and precision
+on J >= 0.7.
 """
 
 from __future__ import annotations
@@ -57,16 +59,16 @@ def test_exact_dedup_finds_case_and_whitespace_variants():
 
 
 def test_shingles_are_stable_across_processes():
-    # Computed once with blake2b; Python's salted hash() would change these on every interpreter start.
+    # Computed once with blake2b; Python's salted hash() would change these on every
+    # interpreter start.
     got = shingles("The quick brown fox jumps over the lazy dog.")
     assert len(got) == 5 and sorted(got)[:3] == [1009995107, 1474705016, 2092225635]
     assert all(0 <= s < 2**32 for s in got)
 
 
 def test_shingles_fall_back_to_characters_for_short_texts():
-    assert (
-        len(shingles("one two three")) == len("one two three") - 5 + 1
-    )  # character 5-grams
+    # character 5-grams
+    assert len(shingles("one two three")) == len("one two three") - 5 + 1
     assert (
         len(shingles("hi")) == 1 and shingles("") == set() and shingles("?!") == set()
     )
@@ -89,9 +91,8 @@ def test_signature_is_the_exact_minimum_per_permutation():
     hasher = MinHasher(num_perm=16, seed=3)
     values = {0, 7, 2**32 - 1, 123456789, 4000000000}
     params = zip(hasher.a[:, 0].tolist(), hasher.b[:, 0].tolist())
-    expected = [
-        min((a * v + b) % MERSENNE_PRIME for v in values) for a, b in params
-    ]  # Python ints: exact
+    # Python ints: exact
+    expected = [min((a * v + b) % MERSENNE_PRIME for v in values) for a, b in params]
     assert hasher.signature(values).tolist() == expected
 
 
@@ -110,9 +111,8 @@ def test_identical_sets_give_identical_signatures():
         np.array_equal(sigs[0], sigs[1]) and estimate_jaccard(sigs[0], sigs[1]) == 1.0
     )
     assert estimate_jaccard(sigs[0], sigs[2]) < 0.2
-    assert not np.array_equal(
-        MinHasher(64, seed=2).signature(s), sigs[0]
-    )  # the seed matters
+    # the seed matters
+    assert not np.array_equal(MinHasher(64, seed=2).signature(s), sigs[0])
 
 
 def test_empty_sets_never_match():
@@ -152,7 +152,8 @@ def one_line_error(call, *args, **kwargs) -> str:
     [
         (
             dict(bands=30, rows=4),
-            "bands * rows must equal num_perm: got 30 * 4 = 120 for num_perm=128; try bands=32, rows=4",
+            "bands * rows must equal num_perm: got 30 * 4 = 120 for num_perm=128; "
+            "try bands=32, rows=4",
         ),
         (dict(bands=20, rows=5), "try bands=32, rows=4"),
         (dict(num_perm=0), "num_perm must be a positive integer, got 0"),
@@ -194,7 +195,8 @@ def test_clusters_follow_chains_and_dedup_keeps_the_lowest_index():
     assert all(i < j for i, j, _ in result.pairs)
 
 
-# --- the synthetic corpus: random made-up words, plus variants with a controlled share of words edited ---
+# --- the synthetic corpus ---
+# Random made-up words, plus variants with a controlled share of words edited.
 
 
 def make_corpus(seed: int = 1234) -> list[str]:
@@ -205,11 +207,11 @@ def make_corpus(seed: int = 1234) -> list[str]:
     )[:3000]
     docs = [[r.choice(vocab) for _ in range(N_WORDS)] for _ in range(N_BASE)]
     for _ in range(N_VARIANTS):
-        parent = docs[
-            r.randrange(len(docs))
-        ]  # sometimes a variant of a variant: chains and clusters
+        # sometimes a variant of a variant: chains and clusters
+        parent = docs[r.randrange(len(docs))]
         target = r.uniform(0.3, 0.97)
-        # A 5-gram survives when none of its 5 words is edited: J = s / (2 - s) with s = (1 - f)**5.
+        # A 5-gram survives when none of its 5 words is edited:
+        # J = s / (2 - s) with s = (1 - f)**5.
         edit_share = 1 - (2 * target / (1 + target)) ** (1 / 5)
         child = list(parent)
         for pos in r.sample(range(N_WORDS), max(1, round(edit_share * N_WORDS))):
@@ -221,7 +223,10 @@ def make_corpus(seed: int = 1234) -> list[str]:
 
 
 def true_jaccard_all_pairs(sets: list[set[int]]) -> dict[tuple[int, int], float]:
-    """Exact Jaccard of every pair sharing a shingle (an inverted index); all other pairs have 0."""
+    """Exact Jaccard of every pair sharing a shingle (via an inverted index).
+
+    All other pairs have 0.
+    """
     postings = defaultdict(list)
     for doc, s in enumerate(sets):
         for shingle in s:
@@ -254,7 +259,10 @@ def test_corpus_spans_the_interesting_range(corpus):
 
 
 def sigma(j: float, num_perm: int = 128) -> float:
-    """Standard deviation of a MinHash estimate: the share of num_perm Bernoulli(j) agreements."""
+    """Standard deviation of a MinHash estimate.
+
+    The estimate is the share of num_perm Bernoulli(j) agreements.
+    """
     return (j * (1 - j) / num_perm) ** 0.5
 
 
@@ -272,23 +280,28 @@ def test_recall_precision_and_estimates_against_exact_jaccard(corpus, cut, bands
     errors = {p: abs(est - truth.get(p, 0.0)) for p, est in reported.items()}
     within = sum(e <= 0.1 for e in errors.values()) / len(errors)
     print(
-        f"threshold={cut} bands={bands} rows={rows}: {len(reported)} pairs from {result.num_candidates} "
-        f"candidates; recall={recall:.3f} over {len(clearly_similar)} pairs, precision={precision:.3f}, "
+        f"threshold={cut} bands={bands} rows={rows}: "
+        f"{len(reported)} pairs from {result.num_candidates} candidates; "
+        f"recall={recall:.3f} over {len(clearly_similar)} pairs, "
+        f"precision={precision:.3f}, "
         f"|est - true| <= 0.1 for {within:.3f}, max {max(errors.values()):.3f}"
     )
     assert recall >= 0.9
     assert precision >= 0.95
-    # 0.1 is 2.3 sigma at J = 0.5 with 128 permutations, so a few of ~100 pairs may exceed it by chance;
-    # none may exceed 4.5 sigma, which a correct estimator does about once in 150,000 pairs.
+    # 0.1 is 2.3 sigma at J = 0.5 with 128 permutations, so a few of ~100 pairs may
+    # exceed it by chance; none may exceed 4.5 sigma, which a correct estimator does
+    # about once in 150,000 pairs.
     assert within >= 0.95
     assert all(e <= max(0.1, 4.5 * sigma(truth.get(p, 0.0))) for p, e in errors.items())
-    assert (
-        result.num_candidates < len(docs) * (len(docs) - 1) // 20
-    )  # LSH looked at < 10% of all pairs
+    # LSH looked at < 10% of all pairs
+    assert result.num_candidates < len(docs) * (len(docs) - 1) // 20
 
 
 def test_estimates_are_unbiased_with_binomial_spread(corpus):
-    """On every similar pair (not only reported ones): errors in units of sigma average ~0 with spread ~1."""
+    """Errors in units of sigma average ~0 with a spread of ~1.
+
+    This holds on every similar pair, not only on the reported ones.
+    """
     docs, truth = corpus
     sigs = MinHasher(num_perm=128, seed=0).signatures([shingles(d) for d in docs])
     z = np.array(
@@ -299,7 +312,8 @@ def test_estimates_are_unbiased_with_binomial_spread(corpus):
         ]
     )
     print(
-        f"{len(z)} pairs: mean z={z.mean():.3f}, std z={z.std():.3f}, max |z|={np.abs(z).max():.2f}"
+        f"{len(z)} pairs: mean z={z.mean():.3f}, std z={z.std():.3f}, "
+        f"max |z|={np.abs(z).max():.2f}"
     )
     assert (
         len(z) >= 150

@@ -1,5 +1,8 @@
-"""DDP and FSDP on CPU: two processes (gloo) follow the same loss curve as one process with the same global
-batch, and checkpoints saved by a sharded run are ordinary ones that resume exactly."""
+"""DDP and FSDP on CPU: two processes (gloo) match one with the same global batch.
+
+They follow the same loss curve, and checkpoints saved by a sharded run are ordinary
+ones that resume exactly.
+"""
 
 import json
 import subprocess
@@ -22,32 +25,38 @@ from foundry_core.hardware import HardwareInfo
 from foundry_core.model import Transformer
 from foundry_core.train import Trainer
 
-out, global_batch, parallel, run_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, global_batch, parallel, run_dir = (
+    sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
 launched = "WORLD_SIZE" in os.environ
 world, rank = int(os.environ.get("WORLD_SIZE", "1")), 0
 if launched:
     torch.distributed.init_process_group("gloo")
     rank = torch.distributed.get_rank()
 batch = global_batch // world  # the same global batch either way
-model = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, max_seq_len=32)
-train = TrainConfig(batch_size=batch, seq_len=32, grad_accum_steps=2, max_steps=6, warmup_steps=1, lr=3e-3,
-                    min_lr=3e-4, eval_interval=3, eval_steps=2, seed=3)
+model = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                    d_ff=96, max_seq_len=32)
+train = TrainConfig(batch_size=batch, seq_len=32, grad_accum_steps=2, max_steps=6,
+                    warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_interval=3, eval_steps=2,
+                    seed=3)
 tokens = np.array([(i * 7 + (i // 5)) % 64 for i in range(6000)], dtype=np.uint16)
 cpu = HardwareInfo("cpu", "cpu", None, False)
 
 
 def trainer(out_dir=None):
     torch.manual_seed(0)
-    return Trainer(Transformer(model), train, tokens[:5000], tokens[5000:], hardware=cpu, rank=rank,
-                   world_size=world, out_dir=out_dir, parallel=parallel)
+    return Trainer(Transformer(model), train, tokens[:5000], tokens[5000:],
+                   hardware=cpu, rank=rank, world_size=world, out_dir=out_dir,
+                   parallel=parallel)
 
 
 straight = trainer()
 losses = [h["loss"] for h in straight.fit()]
 val_losses = [h["val_loss"] for h in straight.history if "val_loss" in h]
 rank_losses = [h.get("rank_loss") for h in straight.history]
-full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in straight.model.state_dict().items()}
-# Stop half-way, save (every rank takes part), resume in a new Trainer: the run must continue exactly.
+full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v
+        for k, v in straight.model.state_dict().items()}
+# Stop half-way, save (every rank takes part), resume in a new Trainer: the run must
+# continue exactly.
 first = trainer(run_dir)
 first.fit(steps=3)
 saved = str(first.save())
@@ -56,9 +65,11 @@ second.resume()
 resumed = [h["loss"] for h in second.fit()]
 if rank == 0:
     Path = __import__("pathlib").Path
-    Path(out).write_text(json.dumps({"losses": losses, "val": val_losses, "resumed": resumed,
-                                     "rank_losses": rank_losses, "checkpoint": saved,
-                                     "norm.weight": full["norm.weight"].tolist()}))
+    Path(out).write_text(json.dumps({
+        "losses": losses, "val": val_losses, "resumed": resumed,
+        "rank_losses": rank_losses, "checkpoint": saved,
+        "norm.weight": full["norm.weight"].tolist(),
+    }))
 if launched:
     torch.distributed.destroy_process_group()
 """
@@ -109,11 +120,11 @@ def test_ddp_two_processes_match_one(runs):
     one, two = runs["one"], runs["ddp"]
     assert len(one["losses"]) == 6 and len(one["val"]) == 2
     assert_same(one["losses"], two["losses"])
-    assert_same(
-        one["val"], two["val"]
-    )  # the ranks share the validation batches and average
+    # the ranks share the validation batches and average
+    assert_same(one["val"], two["val"])
     assert_same(one["norm.weight"], two["norm.weight"])
-    # each rank saw different data: its own loss differs from the average the Trainer reports
+    # each rank saw different data: its own loss differs from the average the Trainer
+    # reports
     assert two["rank_losses"] != two["losses"] and one["rank_losses"] == [None] * 6
 
 
@@ -131,7 +142,7 @@ def test_resume_continues_exactly(runs, name):
 
 
 def test_an_fsdp_checkpoint_is_an_ordinary_one(runs, tmp_path):
-    """Saved under FSDP, the checkpoint loads into one process's model and resumes there."""
+    """An FSDP checkpoint loads into one process's model and resumes there."""
     config = ModelConfig(
         vocab_size=64,
         d_model=32,

@@ -1,4 +1,7 @@
-"""Evaluation: perplexity's windows and values, multiple choice by likelihood, contamination, bad input."""
+"""Evaluation: perplexity's windows and values, multiple choice by likelihood.
+
+Also contamination, and the errors that bad input raises.
+"""
 
 import math
 
@@ -24,8 +27,10 @@ from foundry_core.tokenizer import train_tokenizer
 VOCAB = 320
 TEXT = (
     "Who's there? Stand and unfold yourself. Long live the king, and all his court!\n"
-    "A little more than kin, and less than kind. The time is out of joint: O cursed spite,\n"
-    "Which play is this line from? What is the first word of this line? Hamlet Macbeth Othello\n"
+    "A little more than kin, and less than kind. "
+    "The time is out of joint: O cursed spite,\n"
+    "Which play is this line from? What is the first word of this line? "
+    "Hamlet Macbeth Othello\n"
 )
 
 
@@ -68,20 +73,17 @@ def test_every_token_is_scored_exactly_once(n, seq_len, stride):
     scored = [
         p for start, skip in plan for p in range(start + 1 + skip, start + seq_len + 1)
     ]
-    assert scored == list(
-        range(1, n)
-    )  # each target once, in order; token 0 has nothing to be predicted from
+    # each target once, in order; token 0 has nothing to be predicted from
+    assert scored == list(range(1, n))
     assert plan[0] == (0, 0) and all(start + seq_len < n for start, _ in plan)
-    assert all(
-        skip >= seq_len - stride for _, skip in plan[1:]
-    )  # scored with >= seq_len - stride context
+    # scored with >= seq_len - stride context
+    assert all(skip >= seq_len - stride for _, skip in plan[1:])
 
 
 def test_a_model_that_knows_nothing_has_perplexity_equal_to_its_vocabulary():
     model = make_model()
-    torch.nn.init.zeros_(
-        model.lm_head.weight
-    )  # every logit 0: the uniform distribution
+    # every logit 0: the uniform distribution
+    torch.nn.init.zeros_(model.lm_head.weight)
     for stride in (None, 5):
         assert perplexity(
             model, tokens(60), seq_len=16, batch_size=3, stride=stride
@@ -90,9 +92,8 @@ def test_a_model_that_knows_nothing_has_perplexity_equal_to_its_vocabulary():
 
 def test_stride_changes_nothing_for_a_model_without_context():
     model, ids = context_free(make_model()), tokens(45)
-    with (
-        torch.no_grad()
-    ):  # the whole text fits in one pass: the reference value, computed directly
+    # the whole text fits in one pass: the reference value, computed directly
+    with torch.no_grad():
         logprobs = model(torch.from_numpy(ids[:-1].astype(np.int64))[None])[
             0
         ].log_softmax(-1)[0]
@@ -129,9 +130,8 @@ def test_multiple_choice_picks_the_most_likely_option(tokenizer):
     ]
     end = tokenizer.piece_to_id("<|im_end|>")
 
-    def loglik(
-        prompt: str, option: str
-    ) -> tuple[float, int]:  # one sequence, no padding, no batching
+    # one sequence, no padding, no batching
+    def loglik(prompt: str, option: str) -> tuple[float, int]:
         context, answer = (
             encode_prompt(tokenizer, prompt),
             tokenizer.encode(option) + [end],
@@ -148,9 +148,8 @@ def test_multiple_choice_picks_the_most_likely_option(tokenizer):
         scores = [loglik(item.prompt, option) for option in item.options]
         assert pick == max(range(3), key=lambda i: scores[i][0])
         assert normalized == max(range(3), key=lambda i: scores[i][0] / scores[i][1])
-    assert (
-        result.picks != result.normalized_picks
-    )  # with this model the two rules disagree: both are checked
+    # with this model the two rules disagree: both are checked
+    assert result.picks != result.normalized_picks
     assert (
         result.accuracy
         == sum(p == item.answer for p, item in zip(result.picks, items)) / 2
@@ -171,13 +170,17 @@ def test_play_questions_become_choice_items():
 
 def test_contamination_finds_a_copied_item_and_not_an_unrelated_one():
     train = [
-        "Who's there? Stand and unfold yourself, for the night is cold and I am sick at heart.",
+        "Who's there? Stand and unfold yourself, "
+        "for the night is cold and I am sick at heart.",
         "Long live the king, and all his court and all his men and all his horses.",
     ]
     evals = [
-        "STAND and unfold yourself -- for the night is cold, and I am sick at heart",  # copied, re-punctuated
+        # copied, re-punctuated
+        "STAND and unfold yourself -- for the night is cold, and I am sick at heart",
         "Tomorrow and tomorrow and tomorrow creeps in this petty pace from day to day",
-        "Long live the king and all his court, said nobody at the feast that night ever",  # half copied
+        # half copied
+        "Long live the king and all his court, "
+        "said nobody at the feast that night ever",
         "Long live the king",  # shorter than n: checked as one phrase
         "",
     ]
@@ -258,13 +261,11 @@ def test_paired_difference_interval():
     same = paired_difference([1, 0, 1, 0], [1, 0, 1, 0])
     assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
     before = [0] * 100 + [1] * 100
-    better = paired_difference(
-        before, [1] * 30 + [0] * 70 + [1] * 100
-    )  # 30 of 200 questions fixed
+    # 30 of 200 questions fixed
+    better = paired_difference(before, [1] * 30 + [0] * 70 + [1] * 100)
     assert better.mean == pytest.approx(0.15) and better.low > 0 and better.high < 0.3
-    noisy = paired_difference(
-        before, [1] * 10 + [0] * 90 + [0] * 8 + [1] * 92
-    )  # +10 -8: cannot tell
+    # +10 -8: cannot tell
+    noisy = paired_difference(before, [1] * 10 + [0] * 90 + [0] * 8 + [1] * 92)
     assert noisy.low < 0 < noisy.high and "n=200" in str(noisy)
     with pytest.raises(ValueError, match="equally long"):
         paired_difference([1, 0], [1])

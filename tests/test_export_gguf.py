@@ -1,4 +1,7 @@
-"""GGUF export: llama.cpp's tensor names and shapes, the RoPE row order, metadata and tokenizer, read back."""
+"""GGUF export, read back: llama.cpp's tensor names and shapes, the RoPE row order.
+
+Also the metadata and the tokenizer.
+"""
 
 import numpy as np
 import pytest
@@ -18,7 +21,10 @@ from foundry_core.tokenizer import train_tokenizer
 
 gguf = pytest.importorskip("gguf")
 
-TEXT = "Who's there? Stand and unfold yourself. Long live the king!\nA little more than kin, and less than kind.\n"
+TEXT = (
+    "Who's there? Stand and unfold yourself. Long live the king!\n"
+    "A little more than kin, and less than kind.\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,10 @@ def field(reader, key: str):
 
 
 def interleaved_rope(x: torch.Tensor, base: float) -> torch.Tensor:
-    """llama.cpp's Llama RoPE: dimensions 2i and 2i + 1 turn together, at frequency base^(-2i/d)."""
+    """llama.cpp's Llama RoPE: dimensions 2i and 2i + 1 turn together.
+
+    They turn at frequency base^(-2i/d).
+    """
     seq, dim = x.shape[-2:]
     angles = torch.outer(
         torch.arange(seq, dtype=torch.float32), base ** (-torch.arange(0, dim, 2) / dim)
@@ -102,9 +111,8 @@ def test_gguf_file_holds_the_model(tmp_path, tokenizer, tie):
         if tie and name == "lm_head.weight":
             continue
         t = tensors[gguf_name(name)]
-        assert tuple(t.shape) == tuple(
-            reversed(param.shape)
-        )  # GGUF lists dimensions fastest first
+        # GGUF lists dimensions fastest first
+        assert tuple(t.shape) == tuple(reversed(param.shape))
         values = torch.from_numpy(np.array(t.data))
         if name.endswith(("q_proj.weight", "k_proj.weight")):
             values = from_gguf_rope_order(
@@ -145,12 +153,8 @@ def test_gguf_tokenizer_matches_ours(tmp_path, tokenizer):
     assert field(reader, "tokenizer.ggml.scores") == pytest.approx(scores)
     types = field(reader, "tokenizer.ggml.token_type")
     kinds = gguf.TokenType
-    assert types[:4] == [
-        kinds.CONTROL,
-        kinds.UNKNOWN,
-        kinds.CONTROL,
-        kinds.CONTROL,
-    ]  # <pad> <unk> <s> </s>
+    # <pad> <unk> <s> </s>
+    assert types[:4] == [kinds.CONTROL, kinds.UNKNOWN, kinds.CONTROL, kinds.CONTROL]
     assert [
         types[tokenizer.piece_to_id(p)] for p in ("<|im_start|>", "<|im_end|>")
     ] == [kinds.USER_DEFINED] * 2
@@ -194,14 +198,16 @@ def test_float16_export_and_bad_input(tmp_path, tokenizer):
 
 
 def test_transformers_reads_the_file_back_to_our_logits(tmp_path, tokenizer):
-    """An independent reader: transformers' GGUF loader undoes llama.cpp's query/key order on its own."""
+    """An independent reader: transformers' GGUF loader.
+
+    It undoes llama.cpp's query/key order on its own.
+    """
     transformers = pytest.importorskip("transformers")
     loader = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
     model = make_model(tokenizer.vocab_size, tie_embeddings=False).eval()
     with torch.no_grad():
-        for block in (
-            model.layers
-        ):  # sharp attention: a wrong RoPE pairing would change the logits clearly
+        # sharp attention: a wrong RoPE pairing would change the logits clearly
+        for block in model.layers:
             block.self_attn.q_proj.weight *= 10
             block.self_attn.k_proj.weight *= 10
     path = save_gguf(model, tokenizer, tmp_path / "m.gguf")
@@ -253,9 +259,9 @@ def test_quantized_gguf_is_smaller_and_reads_back_close(
     up = gguf.quants.dequantize(tensors["blk.0.ffn_up.weight"].data, kind)
     weight = model.layers[0].mlp.up_proj.weight.detach().numpy()
     assert up.shape == weight.shape
-    # symmetric blocks of 32 with a float16 scale. Q8_0: half a step, plus the scale's float16 rounding
-    # (2^-11 relative, times up to 127 steps). Q4_0 maps the block's signed extreme to -8, so the other
-    # side can clip at +7: up to one step.
+    # symmetric blocks of 32 with a float16 scale. Q8_0: half a step, plus the scale's
+    # float16 rounding (2^-11 relative, times up to 127 steps). Q4_0 maps the block's
+    # signed extreme to -8, so the other side can clip at +7: up to one step.
     step = np.abs(weight.reshape(weight.shape[0], -1, 32)).max(axis=-1) / (
         127 if bits == 8 else 8
     )
@@ -264,9 +270,8 @@ def test_quantized_gguf_is_smaller_and_reads_back_close(
         error <= step[..., None] * (0.57 if bits == 8 else 1.0) + 1e-6
     ).all() and error.max() > 0
     matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2)
-    saved = (
-        full.stat().st_size - small.stat().st_size
-    ) / matrices  # bytes saved per weight
+    # bytes saved per weight
+    saved = (full.stat().st_size - small.stat().st_size) / matrices
     assert abs(saved - (4 - (bits + 16 / 32) / 8)) < 0.05, saved
     with pytest.raises(ValueError, match="not offered"):
         save_gguf(model, tokenizer, tmp_path / "x.gguf", quantization="Q2_K")

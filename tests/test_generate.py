@@ -1,4 +1,7 @@
-"""Decoding: the cache changes nothing, the samplers do what their names say, bad parameters are refused."""
+"""Decoding: the cache changes nothing, the samplers do what their names say.
+
+Bad parameters are refused.
+"""
 
 import pytest
 import torch
@@ -7,7 +10,8 @@ from foundry_core import ModelConfig
 from foundry_core.generate import generate, next_token_probs, stream
 from foundry_core.model import Transformer
 
-# Untied: a random tied model mostly predicts its last input token again, which would make weak tests.
+# Untied: a random tied model mostly predicts its last input token again, which would
+# make weak tests.
 CONFIG = ModelConfig(
     vocab_size=97,
     d_model=48,
@@ -24,9 +28,8 @@ CONFIG = ModelConfig(
 def model() -> Transformer:
     torch.manual_seed(0)
     model = Transformer(CONFIG).eval()
-    with (
-        torch.no_grad()
-    ):  # sharpen the random model so that greedy choices are not near-ties
+    # sharpen the random model so that greedy choices are not near-ties
+    with torch.no_grad():
         model.lm_head.weight.mul_(20)
     return model
 
@@ -111,9 +114,8 @@ def test_padded_forward_matches_unpadded_logits(model):
         masked = model(padded, attention_mask=real)[0][:, pad:]
         unmasked = model(padded)[0][:, pad:]
     assert torch.allclose(masked, alone, atol=1e-5)
-    assert not torch.allclose(
-        unmasked, alone, atol=1e-3
-    )  # without the mask the padding leaks in
+    # without the mask the padding leaks in
+    assert not torch.allclose(unmasked, alone, atol=1e-3)
     with pytest.raises(ValueError, match="attention_mask must have shape"):
         model(padded, attention_mask=real[:, 1:])
 
@@ -162,7 +164,8 @@ def test_invalid_sampling_parameters(model, kwargs, message):
 def test_context_overflow_and_empty_prompt(model):
     with pytest.raises(
         ValueError,
-        match=r"prompt \(8 tokens\) \+ max_new_tokens \(60\) exceed the model's context of 64",
+        match=r"prompt \(8 tokens\) \+ max_new_tokens \(60\) "
+        r"exceed the model's context of 64",
     ):
         generate(model, PROMPT, 60)
     with pytest.raises(ValueError, match="non-empty list of token ids"):

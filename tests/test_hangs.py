@@ -1,7 +1,8 @@
-"""A stuck chapter fails within its configured time, with a message naming the notebook and the cell.
+"""A stuck chapter fails within its configured time, naming the notebook and the cell.
 
-Three paths: a cell that runs past the per-cell limit under nbval (what `pytest` runs) and under the
-book build (myst-nb), and a kernel left waiting for a message that never comes (foundry_core/watchdog.py).
+Three paths: a cell that runs past the per-cell limit under nbval (what `pytest` runs)
+and under the book build (myst-nb), and a kernel left waiting for a message that never
+comes (foundry_core/watchdog.py).
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ def notebook(*sources: str) -> nbformat.NotebookNode:
 def test_cell_timeout_fits_each_preset():
     assert cell_timeout(get_preset("ci")) == CELL_TIMEOUT_FLOOR  # seconds, not an hour
     cpu = PRESETS["cpu"]
-    assert (
-        cell_timeout(cpu) >= 3 * cpu.estimate_seconds()
-    )  # room for the pretraining cell on a slow CPU
+    # room for the pretraining cell on a slow CPU
+    assert cell_timeout(cpu) >= 3 * cpu.estimate_seconds()
     assert cell_timeout(PRESETS["a100"]) > cell_timeout(cpu)
 
 
@@ -49,9 +49,8 @@ def test_nbval_uses_the_ci_cell_timeout(request):
 
 def test_nbval_fails_a_hanging_cell_in_time(tmp_path):
     nbformat.write(notebook("x = 1", SLEEPER), tmp_path / "stuck.ipynb")
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\n"
-    )  # keep the project's options out of this run
+    # keep the project's options out of this run
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
     start = time.monotonic()
     result = subprocess.run(
         [
@@ -79,17 +78,21 @@ def test_nbval_fails_a_hanging_cell_in_time(tmp_path):
 
 
 def test_book_build_fails_a_hanging_cell_in_time(tmp_path):
-    """The extension's limit (here FOUNDRY_CELL_TIMEOUT=3) ends the build, naming the notebook."""
+    """The extension's limit ends the build, naming the notebook.
+
+    The limit here is FOUNDRY_CELL_TIMEOUT=3.
+    """
     (tmp_path / "stuck.md").write_text(
-        "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"
-        "  display_name: Python 3\n---\n\n# Stuck\n\n```{code-cell} ipython3\n"
-        + SLEEPER
-        + "\n```\n"
+        "---\njupytext:\n  text_representation:\n    format_name: myst\n"
+        "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+        "# Stuck\n\n```{code-cell} ipython3\n" + SLEEPER + "\n```\n"
     )
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: stuck\n")
     (tmp_path / "_config.yml").write_text(
-        "title: t\nexecute:\n  execute_notebooks: force\n  timeout: -1\nsphinx:\n  local_extensions:\n"
-        f"    cell_timeout: {ROOT / 'book' / '_ext'}\n  config:\n    nb_execution_raise_on_error: true\n"
+        "title: t\nexecute:\n  execute_notebooks: force\n  timeout: -1\n"
+        "sphinx:\n  local_extensions:\n"
+        f"    cell_timeout: {ROOT / 'book' / '_ext'}\n"
+        "  config:\n    nb_execution_raise_on_error: true\n"
     )
     env = {**os.environ, "FOUNDRY_CELL_TIMEOUT": "3"}
     start = time.monotonic()
@@ -109,7 +112,8 @@ def test_book_build_fails_a_hanging_cell_in_time(tmp_path):
 
 
 def test_idle_kernel_exits_so_a_lost_reply_fails_fast():
-    """A client waiting for a reply the kernel never got: the kernel's watchdog ends the wait in seconds."""
+    """A client waits for a reply the kernel never got: the kernel's watchdog ends the
+    wait in seconds."""
     nb = notebook("import foundry_core")
     client = NotebookClient(nb, timeout=600, kernel_name="python3")
     env = {**os.environ, "FOUNDRY_IDLE_LIMIT": "3"}
@@ -123,9 +127,8 @@ def test_idle_kernel_exits_so_a_lost_reply_fails_fast():
 
 def test_watchdog_settings_are_checked():
     assert watchdog_from_environment({}) is False
-    assert (
-        watchdog_from_environment({"FOUNDRY_IDLE_LIMIT": "5"}) is False
-    )  # not in a kernel: nothing to watch
+    # not in a kernel: nothing to watch
+    assert watchdog_from_environment({"FOUNDRY_IDLE_LIMIT": "5"}) is False
     for bad in ("soon", "0", "-3"):
         with pytest.raises(ValueError, match="FOUNDRY_IDLE_LIMIT"):
             watchdog_from_environment({"FOUNDRY_IDLE_LIMIT": bad})

@@ -115,9 +115,8 @@ def test_activations_scale_with_batch_and_shrink_with_checkpointing():
     ).activations
     per_token_part = base - loss_workspace_bytes(MODEL, 8 * 128)
     assert per_token_part == 8 * 128 * activation_bytes_per_token(MODEL, 4)
-    assert (
-        double - loss_workspace_bytes(MODEL, 16 * 128) == 2 * per_token_part
-    )  # linear in the batch
+    # linear in the batch
+    assert double - loss_workspace_bytes(MODEL, 16 * 128) == 2 * per_token_part
     ckpt = estimate_memory(
         MODEL, TrainConfig(batch_size=8, seq_len=128, grad_checkpointing=True), CPU
     ).activations
@@ -130,9 +129,8 @@ def test_loss_workspace_is_one_chunk_of_logits_plus_the_output_gradient():
         loss_workspace_bytes(MODEL, tokens)
         == 1000 * 128 * 4 + min(tokens, CHUNK_ELEMENTS // 1000) * 1000 * 10
     )
-    assert (
-        loss_workspace_bytes(MODEL, 8) == 1000 * 128 * 4 + 8 * 1000 * 10
-    )  # never more rows than tokens
+    # never more rows than tokens
+    assert loss_workspace_bytes(MODEL, 8) == 1000 * 128 * 4 + 8 * 1000 * 10
 
 
 def test_autocast_halves_matmul_activations_and_adds_weight_copies():
@@ -187,19 +185,16 @@ def test_prepare_device_keeps_fp32_matmuls_exact_on_mps_and_notes_once(
     monkeypatch.setattr(hardware, "_noted", set())
     before = torch.get_float32_matmul_precision()
     try:
-        torch.set_float32_matmul_precision(
-            "high"
-        )  # what a TF32-minded notebook might have set
+        # what a TF32-minded notebook might have set
+        torch.set_float32_matmul_precision("high")
         prepare_device(CPU)
-        assert (
-            torch.get_float32_matmul_precision() == "high"
-        )  # nothing is changed off MPS
+        # nothing is changed off MPS
+        assert torch.get_float32_matmul_precision() == "high"
         prepare_device(MAC)
         assert torch.get_float32_matmul_precision() == "highest"
         first = capsys.readouterr().out
         prepare_device(MAC)
-        assert (
-            "MPS:" in first and capsys.readouterr().out == ""
-        )  # each note once per process
+        # each note once per process
+        assert "MPS:" in first and capsys.readouterr().out == ""
     finally:
         torch.set_float32_matmul_precision(before)

@@ -1,5 +1,7 @@
-"""Measured training memory: the analytic estimate holds against a real step, and activation
-checkpointing changes memory, not the gradients."""
+"""Measured training memory: the analytic estimate holds against a real step.
+
+Activation checkpointing changes memory, not the gradients.
+"""
 
 import copy
 
@@ -12,15 +14,15 @@ from foundry_core.memory import measure_checkpointing, measure_training_memory
 from foundry_core.model import Transformer
 from foundry_core.presets import PRESETS, with_overrides
 
-CPU = HardwareInfo(
-    "cpu", "test CPU", None, bf16=False
-)  # fp32, whatever this machine's CPU can do
+# fp32, whatever this machine's CPU can do
+CPU = HardwareInfo("cpu", "test CPU", None, bf16=False)
 
 
 @pytest.mark.parametrize("name, batch_size", [("ci", None), ("cpu", 4)])
 def test_estimate_is_within_25_percent_of_the_measured_peak(name, batch_size):
-    # The `cpu` preset at batch 4 instead of 16 keeps the test short; the estimate is linear in the batch
-    # and the comparison stays real: same model, same sequence length, same loss chunking.
+    # The `cpu` preset at batch 4 instead of 16 keeps the test short; the estimate is
+    # linear in the batch and the comparison stays real: same model, same sequence
+    # length, same loss chunking.
     preset = (
         with_overrides(PRESETS[name], batch_size=batch_size)
         if batch_size
@@ -28,8 +30,9 @@ def test_estimate_is_within_25_percent_of_the_measured_peak(name, batch_size):
     )
     measured = measure_training_memory(preset.model, preset.train, CPU, steps=1)
     estimate = estimate_memory(preset.model, preset.train, CPU)
-    # The runtime term (0 on the CPU) is the CUDA context or MPS pools, which no tensor counter sees: the
-    # honest comparison is the estimate's tensors with the measured tensors.
+    # The runtime term (0 on the CPU) is the CUDA context or MPS pools, which no tensor
+    # counter sees: the honest comparison is the estimate's tensors with the measured
+    # tensors.
     estimated = estimate.total - estimate.runtime
     assert 0.75 <= measured.peak / estimated <= 1.25, measured.compare(estimate)
     activations = estimate.activations + estimate.autocast_copies
@@ -44,12 +47,12 @@ def test_resident_parts_are_counted_exactly():
     n = preset.model.num_params()
     rope_tables = 2 * preset.model.max_seq_len * preset.model.head_dim * 4
     assert measured.weights == 4 * n + rope_tables
+    # 8 bytes per weight, + a step count per parameter tensor
     assert measured.optimizer == 8 * n + 4 * len(
         list(Transformer(preset.model).parameters())
-    )  # + step counts
-    assert (
-        measured.gradients == 4 * n
-    )  # the tied embedding/output matrix has one gradient
+    )
+    # the tied embedding/output matrix has one gradient
+    assert measured.gradients == 4 * n
     assert 0 <= measured.gradients_at_peak <= measured.gradients
     assert (
         measured.peak
@@ -82,9 +85,8 @@ def test_checkpointing_trades_time_for_memory():
     assert result["time_added"] == pytest.approx(
         result["on"].step_seconds - result["off"].step_seconds
     )
-    assert (
-        "cpu_time_added_fraction" in result
-    )  # no timing asserts: speed lives in benchmarks/
+    # no timing asserts: speed lives in benchmarks/
+    assert "cpu_time_added_fraction" in result
 
 
 def test_checkpointing_gives_the_same_gradients():
@@ -96,8 +98,8 @@ def test_checkpointing_gives_the_same_gradients():
         n_kv_heads=2,
         d_ff=192,
         max_seq_len=32,
-        dropout=0.1,
-    )  # dropout: the recomputation must replay the same masks
+        dropout=0.1,  # the recomputation must replay the same masks
+    )
     torch.manual_seed(0)
     plain = Transformer(config).train()
     checkpointed = copy.deepcopy(plain)
@@ -125,7 +127,10 @@ def test_bad_input_is_a_clear_error():
 
 
 def saved_bytes(config: ModelConfig, batch: int, autocast: bool) -> int:
-    """Bytes of the distinct tensors autograd saves in one forward pass, weights and buffers excluded."""
+    """Bytes of the distinct tensors autograd saves in one forward pass.
+
+    Weights and buffers are left out.
+    """
     torch.manual_seed(0)
     model = Transformer(config).train()
     own = {
@@ -148,8 +153,11 @@ def saved_bytes(config: ModelConfig, batch: int, autocast: bool) -> int:
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16 autocast"])
 def test_layer_formula_counts_what_autograd_saves(autocast):
-    """One more layer and one more sequence add exactly layer_bytes_per_token x seq_len: the per-layer
-    formula of the estimate is the real one (weight copies and the loss's workspace cancel out)."""
+    """One more layer and one more sequence add exactly layer_bytes_per_token x seq_len.
+
+    So the estimate's per-layer formula is the real one (weight copies and the loss's
+    workspace cancel out).
+    """
     from foundry_core.memory import layer_bytes_per_token
 
     def config(layers: int) -> ModelConfig:

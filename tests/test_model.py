@@ -1,5 +1,7 @@
-"""The Transformer: equal to Hugging Face's Llama, causal, consistent with its KV cache, and strict
-about bad input."""
+"""The Transformer: equal to Hugging Face's Llama, causal, consistent with its KV cache.
+
+It is also strict about bad input.
+"""
 
 import json
 
@@ -81,8 +83,8 @@ def test_loading_a_mismatched_folder_is_a_clear_error(tmp_path):
     )
     with pytest.raises(
         ValueError,
-        match=r"does not fit this model \(d_model=128.*has shape \(211, 64\), the model "
-        r"expects \(211, 128\)",
+        match=r"does not fit this model \(d_model=128.*has shape \(211, 64\), "
+        r"the model expects \(211, 128\)",
     ):
         load_hf(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
@@ -104,12 +106,10 @@ def test_kv_cache_matches_full_forward():
     cache = KVCache(model.config, batch_size=2)
     with torch.no_grad():
         steps = [model(x[:, :12], cache=cache)[0]]  # a prompt, then
-        steps.append(
-            model(x[:, 12:20], cache=cache)[0]
-        )  # a chunk after cached tokens, then
-        steps += [
-            model(x[:, t : t + 1], cache=cache)[0] for t in range(20, 30)
-        ]  # one token at a time
+        # a chunk after cached tokens, then
+        steps.append(model(x[:, 12:20], cache=cache)[0])
+        # one token at a time
+        steps += [model(x[:, t : t + 1], cache=cache)[0] for t in range(20, 30)]
     assert cache.length == 30
     assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
 
@@ -141,9 +141,8 @@ def test_grouped_query_attention_equals_mha_with_shared_heads():
     mha = Transformer(small_config(n_kv_heads=4)).eval()
     state = gqa.state_dict()
     for name, tensor in list(state.items()):
-        if name.endswith(
-            ("k_proj.weight", "v_proj.weight")
-        ):  # each KV head serves 2 query heads
+        # each KV head serves 2 query heads
+        if name.endswith(("k_proj.weight", "v_proj.weight")):
             state[name] = (
                 tensor.view(2, 16, 64).repeat_interleave(2, dim=0).reshape(64, 64)
             )
@@ -204,8 +203,11 @@ def test_linear_cross_entropy_gradcheck_and_autocast():
 
 
 def test_fused_loss_gradients_survive_fp16_with_loss_scaling():
-    """Each row's gradient is divided by the number of rows only in the backward pass, after the loss scale:
-    divided in the forward pass, in fp16, the many tiny softmax gradients would round to zero."""
+    """Each row's gradient is divided by the number of rows only in the backward pass.
+
+    That division comes after the loss scale: divided in the forward pass, in fp16, the
+    many tiny softmax gradients would round to zero.
+    """
     torch.manual_seed(0)
     h = torch.randn(2048, 32)
     w = torch.randn(4096, 32) * 0.02
@@ -223,9 +225,8 @@ def test_fused_loss_gradients_survive_fp16_with_loss_scaling():
     reference = weight_grad(None)
     scaled = weight_grad(torch.float16, 2.0**16)
     relative = (scaled - reference).abs() / reference.abs().clamp_min(1e-30)
-    assert relative.median() < 0.01, (
-        relative.median()
-    )  # 0.17 when the division came first (measured)
+    # 0.17 when the division came first (measured)
+    assert relative.median() < 0.01, relative.median()
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -253,9 +254,8 @@ def test_scaled_residual_initialisation():
     )
     residual_std = model.layers[0].mlp.down_proj.weight.std().item()
     other_std = model.layers[0].mlp.up_proj.weight.std().item()
-    assert residual_std == pytest.approx(
-        0.02 / 4, rel=0.05
-    )  # 0.02 / sqrt(2 * 8 layers)
+    # 0.02 / sqrt(2 * 8 layers)
+    assert residual_std == pytest.approx(0.02 / 4, rel=0.05)
     assert other_std == pytest.approx(0.02, rel=0.05)
 
 
@@ -293,6 +293,7 @@ def test_bad_inputs_are_clear_errors():
     state = make_model(d_model=32, n_heads=2, n_kv_heads=1).state_dict()
     with pytest.raises(
         ValueError,
-        match=r"embed_tokens.weight has shape \(211, 32\), the model expects \(211, 64\)",
+        match=r"embed_tokens.weight has shape \(211, 32\), "
+        r"the model expects \(211, 64\)",
     ):
         model.load_weights(state)

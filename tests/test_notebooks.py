@@ -1,4 +1,7 @@
-"""Each chapter's MyST source and its .ipynb twin agree, carry no outputs, and start with the bootstrap."""
+"""Each chapter's MyST source and its .ipynb twin agree and carry no outputs.
+
+Both start with the bootstrap.
+"""
 
 import importlib.util
 from pathlib import Path

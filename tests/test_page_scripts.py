@@ -1,7 +1,8 @@
-"""The pages' JavaScript: the vendoring script's pins and extraction, the Sphinx extension's switches.
+"""The pages' JavaScript: the vendoring script's pins and extraction.
 
-These run without npm and without network: the end-to-end path (fetch, build, render) is checked by
-tests/test_site.py on the built book.
+Also the switches of the Sphinx extension. These run without npm and without network:
+the end-to-end path (fetch, build, render) is checked by tests/test_site.py on the built
+book.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = (
-        module  # dataclasses look their module up while the class is made
-    )
+    # dataclasses look their module up while the class is made
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -36,7 +36,7 @@ PINS = {package.name: package.version for package in vendor_js.PACKAGES}
 
 
 def test_pins_are_the_versions_sphinx_and_myst_nb_load():
-    """An upgrade of Sphinx or myst-nb that moves its CDN versions must move the pins too."""
+    """A Sphinx or myst-nb upgrade that moves its CDN versions must move the pins."""
     assert f"mathjax@{PINS['mathjax'].split('.')[0]}/" in MATHJAX_URL
     urls = " ".join(ipywidgets_js_factory())
     assert f"require.js/{PINS['requirejs']}/" in urls

@@ -1,4 +1,7 @@
-"""The chapter hand-off: stages build once, are reused, and a changed setting never reuses an artifact."""
+"""The chapter hand-off: stages build once and are reused.
+
+A changed setting never reuses an artifact.
+"""
 
 from dataclasses import replace
 
@@ -48,6 +51,7 @@ def test_a_changed_vocabulary_builds_a_new_tokenizer_on_the_same_corpus(artifact
 def test_unknown_stage_is_a_clear_error(artifacts):
     with pytest.raises(
         ValueError,
-        match="unknown stage 'model': choose one of corpus, tokenizer, tokens, pretrained",
+        match="unknown stage 'model': "
+        "choose one of corpus, tokenizer, tokens, pretrained",
     ):
         ensure("model", PRESETS["ci"])

@@ -1,4 +1,7 @@
-"""Presets: sized to fit their machines, chosen by a stated rule, overridable, with clear errors."""
+"""Presets: sized to fit their machines, chosen by a stated rule, overridable.
+
+Their errors are clear.
+"""
 
 import re
 
@@ -184,7 +187,10 @@ def test_foundry_threads():
 
 
 def test_the_big_labs_page_quotes_the_a100_preset_as_it_is():
-    """Appendix A2 is a plain page, so its arithmetic on the largest preset is typed in: keep it true."""
+    """Appendix A2 is a plain page, so its arithmetic on the largest preset is typed in.
+
+    This test keeps it true.
+    """
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[1] / "book" / "big_labs.md").read_text()
@@ -249,9 +255,8 @@ def test_any_setting_can_be_overridden_by_name():
     )
     assert isinstance(with_overrides(p, "train.lr=1").train.lr, float)
     assert q.align.reward == p.align.reward and with_overrides(p) == p
-    short = with_overrides(
-        p, "sft.max_steps=5"
-    )  # shorter than its warmup: the warmup shrinks with it
+    # shorter than its warmup: the warmup shrinks with it
+    short = with_overrides(p, "sft.max_steps=5")
     assert (short.align.sft.max_steps, short.align.sft.warmup_steps) == (5, 0)
 
 
@@ -304,11 +309,8 @@ def test_foundry_seed_and_dtype_reach_every_run_of_the_recipe():
     "preset, card, known",
     [
         ("a100", ("cuda", "NVIDIA A100-SXM4-80GB"), True),
-        (
-            "a100",
-            ("cuda", "NVIDIA H100 80GB HBM3"),
-            False,
-        ),  # another card: its peak is not the preset's
+        # another card: its peak is not the preset's
+        ("a100", ("cuda", "NVIDIA H100 80GB HBM3"), False),
         ("rtx4090", ("cuda", "NVIDIA GeForce RTX 4090"), True),
         ("rtx5060", ("cuda", "NVIDIA GeForce RTX 4090"), False),
         ("m4pro", ("mps", "Apple M4 Pro"), True),
@@ -339,3 +341,15 @@ def test_evaluation_settings_are_part_of_the_recipe():
         ValueError, match="EvalSettings.max_windows must be a positive integer"
     ):
         with_overrides(PRESETS["cpu"], "evaluation.max_windows=0")
+
+
+def test_quantization_settings_are_part_of_the_recipe():
+    preset = PRESETS["ci"]
+    assert preset.quantize.group_sizes == (32, 64, 128)
+    changed = with_overrides(preset, "quantize.group_sizes=(16, 32)")
+    assert changed.quantize.group_sizes == (16, 32)
+    for bad in ("quantize.group_sizes=()", "quantize.group_sizes=(32, 0)"):
+        with pytest.raises(ValueError, match="QuantSettings.group_sizes"):
+            with_overrides(preset, bad)
+    with pytest.raises(ValueError, match="did you mean 'quantize.group_sizes'"):
+        with_overrides(preset, "quantize.group_size=32")

@@ -1,5 +1,8 @@
-"""Weight-only quantization: errors within half a step, real 4-bit packing, smaller models whose logits
-stay close, exact save/load round-trips, and clear errors for bad requests."""
+"""Weight-only quantization: errors within half a step and real 4-bit packing.
+
+Also smaller models whose logits stay close, exact save/load round-trips, and clear
+errors for bad requests.
+"""
 
 import copy
 import json
@@ -67,9 +70,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def random_weight(rows: int = 48, cols: int = 128) -> torch.Tensor:
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(2))
     w[3] *= 50  # an outlier row: per-row scales keep it from coarsening the others
-    w[5, :16] += (
-        3.0  # all-positive group: the zero point must still place 0 on the grid
-    )
+    # an all-positive group: the zero point must still place 0 on the grid
+    w[5, :16] += 3.0
     w[7] = 0.0  # an all-zero row must not divide by zero
     return w
 
@@ -147,16 +149,14 @@ def test_fitting_group_sizes_divide_every_layer():
         d_ff=96,
         max_seq_len=16,
     )
-    assert fitting_group_sizes(Transformer(config)) == [
-        32
-    ]  # 64 and 128 do not divide d_ff = 96
+    # 64 and 128 do not divide d_ff = 96
+    assert fitting_group_sizes(Transformer(config)) == [32]
     assert fitting_group_sizes(Transformer(CONFIG), (16, 32, 64, 128)) == [16, 32, 64]
 
 
 def test_pack_unpack_round_trips_every_value_and_odd_lengths():
-    pairs = torch.cartesian_prod(torch.arange(16), torch.arange(16)).to(
-        torch.uint8
-    )  # all 256 (low, high)
+    # all 256 (low, high)
+    pairs = torch.cartesian_prod(torch.arange(16), torch.arange(16)).to(torch.uint8)
     packed = pack_int4(pairs)
     assert packed.shape == (256, 1) and packed.dtype == torch.uint8
     assert sorted(packed.flatten().tolist()) == list(range(256)), (
@@ -188,9 +188,10 @@ def test_quant_linear_forward_is_f_linear_of_its_dequantized_weight(scheme, grou
     assert torch.equal(layer(x), F.linear(x, layer.dequantize(), layer.bias))
     assert layer(x.bfloat16()).dtype == torch.bfloat16
     assert (layer.dequantize() - linear.weight).abs().max() < 0.02
-    buffers = {"int8": 24 * 48 + 24 * 4, "int4": 24 * 24 + 24 * 3 * (4 + 1)}[
-        scheme
-    ] + 24 * 4  # + fp32 bias
+    buffers = (
+        {"int8": 24 * 48 + 24 * 4, "int4": 24 * 24 + 24 * 3 * (4 + 1)}[scheme]
+        + 24 * 4  # fp32 bias
+    )
     assert layer.nbytes == buffers and not list(layer.parameters())
 
 
@@ -214,9 +215,8 @@ def test_quantized_logits_stay_close_and_layers_shrink(float_model, ids):
     assert fp32_bytes / linear_size_bytes(int8) >= 3.5
     assert fp32_bytes / linear_size_bytes(int4) >= 5
     buffers = sum(b.nbytes for b in float_model.buffers())
-    assert (
-        model_size_bytes(float_model) == 4 * float_model.num_params() + buffers
-    )  # tied matrix once
+    # tied matrix once
+    assert model_size_bytes(float_model) == 4 * float_model.num_params() + buffers
     assert (
         model_size_bytes(int4) < model_size_bytes(int8) < model_size_bytes(float_model)
     )

@@ -1,4 +1,4 @@
-"""The README's commands are the ones CI runs, and its presets table matches the code."""
+"""The README's commands are those CI runs, and its presets table matches the code."""
 
 import importlib.util
 from pathlib import Path

@@ -1,4 +1,7 @@
-"""`python -m foundry_core pipeline --preset ci` runs every stage from nothing and reports each one."""
+"""`python -m foundry_core pipeline --preset ci` runs every stage from nothing.
+
+It reports each one.
+"""
 
 import json
 import os
@@ -39,7 +42,8 @@ def test_the_whole_pipeline_from_an_empty_artifacts_folder(tmp_path):
     markdown = (tmp_path / "artifacts" / "ci" / "report.md").read_text()
     assert all(f"| {name} |" in markdown for name in STEPS)
     assert (tmp_path / "artifacts" / "ci" / "export" / "model.gguf").stat().st_size > 0
-    # a second run reuses every stage (nothing is trained again) and reports the same numbers
+    # a second run reuses every stage (nothing is trained again) and reports the same
+    # numbers
     again = subprocess.run(
         [sys.executable, "-m", "foundry_core", "pipeline", "--preset", "ci"],
         capture_output=True,

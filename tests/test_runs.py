@@ -1,4 +1,7 @@
-"""Run folders describe themselves: load_run rebuilds any stage's model and tokenizer from the folder."""
+"""Run folders describe themselves: load_run rebuilds any stage's model and tokenizer.
+
+It needs nothing but the folder.
+"""
 
 import json
 
@@ -10,7 +13,8 @@ from foundry_core.align import RewardModel
 from foundry_core.pipeline import TRAINED, ensure, stage_dir
 from foundry_core.runs import INFO, RUN_FORMAT, load_run, recipe
 
-# Every trained stage of the ci recipe, each a few steps long: what matters here is what the folders hold.
+# Every trained stage of the ci recipe, each a few steps long: what matters here is what
+# the folders hold.
 TINY = (
     "train.max_steps=4",
     "sft.max_steps=3",
@@ -46,9 +50,8 @@ def test_load_run_round_trips_every_stage(built, stage):
         for name, tensor in run.model.state_dict().items()
     )
     assert len(run.tokenizer) == preset.model.vocab_size and run.history[-1]["step"] > 0
-    assert (
-        load_run(run.checkpoint).checkpoint == run.checkpoint
-    )  # a checkpoint folder works too
+    # a checkpoint folder works too
+    assert load_run(run.checkpoint).checkpoint == run.checkpoint
 
 
 def test_damaged_and_old_folders_are_refused_clearly(built, tmp_path):

@@ -1,15 +1,19 @@
-"""Every page of the built site works in a real browser: headless Chromium, served from localhost, offline.
+"""Every page of the built site works in a real browser.
 
-A static check of the HTML cannot see what a reader sees: a script that throws, a figure that does not
-load, formulas left as raw TeX, widgets that stay empty because their JavaScript never came. So each
-page is opened in Chromium and checked for: no JavaScript errors, every image loaded, every formula
-typeset by MathJax, every widget rendered with its saved state, the Colab button opening the chapter's
-.ipynb. Requests that leave localhost are blocked: with `_vendor/` (scripts/vendor_js.py) the site
-must need none; without it the pages load MathJax and the widget manager from CDNs, so the math and
-widget checks skip, saying so. A full-page screenshot of each page lands in <build>/html/_screenshots/.
+The browser is headless Chromium, the site is served from localhost, and the run is
+offline. A static check of the HTML cannot see what a reader sees: a script that throws,
+a figure that does not load, formulas left as raw TeX, widgets that stay empty because
+their JavaScript never came. So each page is opened in Chromium and checked for: no
+JavaScript errors, every image loaded, every formula typeset by MathJax, every widget
+rendered with its saved state, the Colab button opening the chapter's .ipynb. Requests
+that leave localhost are blocked: with `_vendor/` (scripts/vendor_js.py) the site must
+need none; without it the pages load MathJax and the widget manager from CDNs, so the
+math and widget checks skip, saying so. A full-page screenshot of each page lands in
+<build>/html/_screenshots/.
 
-Playwright drives the system's Chromium (Debian's `chromium`, or FOUNDRY_CHROMIUM=/path/to/chrome);
-it never downloads a browser of its own. Without a Chromium the tests skip.
+Playwright drives the system's Chromium (Debian's `chromium`, or
+FOUNDRY_CHROMIUM=/path/to/chrome); it never downloads a browser of its own. Without a
+Chromium the tests skip.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ CHROMIUM_NAMES = (
     "google-chrome-stable",
     "chromium-browser",
 )
-# Playwright adds --headless itself; the rest keep a headless run quiet and self-contained.
+# Playwright adds --headless itself; the rest keep a headless run quiet and
+# self-contained.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -45,11 +50,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SPECIAL_PAGES = [
-    "index",
-    "genindex",
-    "search",
-]  # built by Sphinx beside the table of contents
+# built by Sphinx beside the table of contents
+SPECIAL_PAGES = ["index", "genindex", "search"]
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MATH_IN_SOURCE = re.compile(r"\$\$|(?<![\\$\w])\$[^$\s][^$\n]*?\$|\{math\}|\\begin\{")
@@ -66,7 +68,10 @@ PAGES = toc_files() + SPECIAL_PAGES
 
 
 def find_chromium() -> str | None:
-    """The Chromium to drive: FOUNDRY_CHROMIUM, else the first Chromium or Chrome on the PATH."""
+    """The Chromium to drive.
+
+    FOUNDRY_CHROMIUM if set, else the first Chromium or Chrome on the PATH.
+    """
     chosen = os.environ.get("FOUNDRY_CHROMIUM")
     if chosen:
         return chosen
@@ -74,7 +79,10 @@ def find_chromium() -> str | None:
 
 
 def source_has_math(name: str) -> bool:
-    """Whether a page's Markdown source, outside code blocks, writes math ($...$, $$...$$, {math})."""
+    """Whether a page's Markdown source, outside code blocks, writes math.
+
+    That is $...$, $$...$$ or {math}.
+    """
     source = ROOT / f"{name}.md"
     if not source.exists():
         return False
@@ -84,22 +92,20 @@ def source_has_math(name: str) -> bool:
     return bool(MATH_IN_SOURCE.search(prose))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # What the page promises: the widget state saved in its HTML
 
 
 @dataclass
 class WidgetExpectations:
-    """What the rendered widgets must show, read from the state that the build saved in the page."""
+    """What the rendered widgets must show, read from the state saved in the page."""
 
     views: int = 0
-    readouts: list[str] = field(
-        default_factory=list
-    )  # slider readouts, formatted as the widget does
+    # slider readouts, formatted as the widget does
+    readouts: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # Text / Textarea values
-    choices: list[str] = field(
-        default_factory=list
-    )  # the selected label of each Dropdown
+    # the selected label of each Dropdown
+    choices: list[str] = field(default_factory=list)
     outputs: int = 0  # Output widgets with saved outputs
 
 
@@ -131,7 +137,7 @@ def _shown_models(state: dict, roots: list[str]) -> Iterator[dict]:
 
 
 def widget_expectations(html: str) -> WidgetExpectations:
-    """Read the page's saved widget state and list what its displayed widgets must show."""
+    """Read the page's saved widget state: what its displayed widgets must show."""
     expected = WidgetExpectations()
     states = _scripts(html, WIDGET_STATE)
     views = _scripts(html, WIDGET_VIEW)
@@ -156,43 +162,62 @@ def widget_expectations(html: str) -> WidgetExpectations:
     return expected
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # What the browser shows
 
 # Runs in the page: everything the checks need, in one round trip.
 _INSPECT = """() => {
-  const squash = (text) => text.replace(/\\s+/g, ' ').trim();  // the widgets show spaces as no-break spaces
+  // the widgets show spaces as no-break spaces
+  const squash = (text) => text.replace(/\\s+/g, ' ').trim();
   const article = document.querySelector('article') || document.body;
   const prose = article.cloneNode(true);
-  prose.querySelectorAll('pre, code, script, style, mjx-container').forEach(e => e.remove());
+  prose.querySelectorAll('pre, code, script, style, mjx-container')
+       .forEach(e => e.remove());
   const colab = document.querySelector('a[href*="colab.research.google.com"]');
   const widgets = [...document.querySelectorAll('.widget-subarea')];
   return {
-    brokenImages: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))
-                                      .map(i => i.getAttribute('src')),
+    brokenImages: [...document.images]
+                    .filter(i => !(i.complete && i.naturalWidth > 0))
+                    .map(i => i.getAttribute('src')),
     mathElements: document.querySelectorAll('.math').length,
-    untypeset: [...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container'))
-                                                      .map(e => e.textContent.slice(0, 60)),
+    untypeset: [...document.querySelectorAll('.math')]
+                 .filter(e => !e.querySelector('mjx-container'))
+                 .map(e => e.textContent.slice(0, 60)),
     typeset: document.querySelectorAll('mjx-container').length,
     rawDollars: prose.textContent.includes('$$'),
     colab: colab ? colab.href : null,
     renderedViews: widgets.filter(e => e.querySelector('.jupyter-widgets')).length,
-    readouts: [...document.querySelectorAll('.widget-readout')].map(e => squash(e.value ?? e.textContent)),
-    texts: [...document.querySelectorAll('.jupyter-widgets input[type=text], .jupyter-widgets textarea')]
+    readouts: [...document.querySelectorAll('.widget-readout')]
+                .map(e => squash(e.value ?? e.textContent)),
+    texts: [...document.querySelectorAll(
+              '.jupyter-widgets input[type=text], .jupyter-widgets textarea')]
              .map(e => squash(e.value)),
     choices: [...document.querySelectorAll('.jupyter-widgets select')]
-               .map(s => s.selectedIndex >= 0 ? squash(s.options[s.selectedIndex].textContent) : null),
+               .map(s => s.selectedIndex >= 0
+                         ? squash(s.options[s.selectedIndex].textContent)
+                         : null),
     outputs: [...document.querySelectorAll('.widget-output')]
-               .filter(e => e.textContent.trim() || e.querySelector('img, svg, table')).length,
+               .filter(e => e.textContent.trim() || e.querySelector('img, svg, table'))
+               .length,
+    // code blocks (source and printed output) wider than the page column: their
+    // longest line, which the reader would have to scroll to see
+    overflowing: [...article.querySelectorAll('pre')]
+                   .filter(p => p.scrollWidth > p.clientWidth + 1)
+                   .map(p => p.innerText.split('\\n')
+                              .reduce((a, b) => (b.length > a.length ? b : a), '')
+                              .slice(0, 100)),
   };
 }"""
 
-# Runs in the page: whether the widget manager has rendered every saved view and Output widget.
+# Runs in the page: whether the widget manager has rendered every saved view and
+# Output widget.
 _WIDGETS_RENDERED = """(expected) => {
   const areas = [...document.querySelectorAll('.widget-subarea')];
   const outputs = [...document.querySelectorAll('.widget-output')]
-                    .filter(e => e.textContent.trim() || e.querySelector('img, svg, table'));
-  return areas.length >= expected.views && areas.every(e => e.querySelector('.jupyter-widgets'))
+                    .filter(e => e.textContent.trim()
+                                 || e.querySelector('img, svg, table'));
+  return areas.length >= expected.views
+         && areas.every(e => e.querySelector('.jupyter-widgets'))
          && outputs.length >= expected.outputs;
 }"""
 _IMAGES_SETTLED = "() => [...document.images].every(i => i.complete)"
@@ -200,13 +225,12 @@ _IMAGES_SETTLED = "() => [...document.images].every(i => i.complete)"
 
 @dataclass
 class Visit:
-    """One page as Chromium showed it: what went wrong while loading, and what the DOM holds."""
+    """One page as Chromium showed it: loading errors, and what the DOM holds."""
 
     base: str  # the site's URL: requests elsewhere are blocked and listed in `external`
-    console: list[tuple[str, str]] = field(
-        default_factory=list
-    )  # (error message, its source URL)
-    # (a blocked request logs a console error too: it is reported once, as external)
+    # (error message, its source URL); a blocked request logs a console error too, but
+    # it is reported once, as external
+    console: list[tuple[str, str]] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)  # uncaught exceptions
     external: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # local requests that failed
@@ -245,7 +269,10 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site(book_html: Path) -> Iterator[str]:
-    """The built site served over HTTP on localhost (file:// URLs would change how scripts load)."""
+    """The built site served over HTTP on localhost.
+
+    file:// URLs would change how scripts load.
+    """
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(book_html))
     )
@@ -288,9 +315,10 @@ def visit(
     screenshot: Path,
     redirect: str | None = None,
 ) -> Visit:
-    """Open one page, wait until MathJax and the widgets are done, look at the DOM, take a screenshot.
+    """Open a page, wait for MathJax and widgets, look at the DOM, take a screenshot.
 
-    `redirect`: the URL a page that only redirects (index.html) must lead to; the checks then apply there.
+    `redirect`: the URL a page that only redirects (index.html) must lead to; the checks
+    then apply there.
     """
     result = Visit(base)
     page = browser.new_page()
@@ -304,7 +332,8 @@ def visit(
         if redirect:
             page.wait_for_url(redirect, wait_until="load")
         page.evaluate(
-            "async () => { if (window.MathJax?.startup?.promise) await MathJax.startup.promise; }"
+            "async () => { "
+            "if (window.MathJax?.startup?.promise) await MathJax.startup.promise; }"
         )
         if widgets.views and not result.external:
             page.wait_for_function(
@@ -322,12 +351,12 @@ def visit(
 
 
 def _site_is_vendored(book_html: Path) -> bool:
-    """Whether the build serves MathJax itself (book/_ext/page_scripts.py found _vendor/)."""
+    """Whether the build serves MathJax itself (page_scripts.py found _vendor/)."""
     return (book_html / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
 
 
 def test_every_page_is_checked(book_html):
-    """The pages below are every page the build made, so none goes unchecked in the browser."""
+    """PAGES lists every page the build made, so none goes unchecked in the browser."""
     built = {
         p.relative_to(book_html).with_suffix("").as_posix()
         for p in book_html.rglob("*.html")
@@ -337,7 +366,7 @@ def test_every_page_is_checked(book_html):
 
 
 def _redirect_target(html: str) -> str | None:
-    """The page that a redirect-only page (index.html) sends the reader to, without .html."""
+    """Where a redirect-only page (index.html) sends the reader, without .html."""
     found = re.search(
         r'http-equiv="Refresh" content="0; url=([^"]+)\.html"',
         html,
@@ -347,7 +376,10 @@ def _redirect_target(html: str) -> str | None:
 
 
 def loading_problems(result: Visit, vendored: bool) -> list[str]:
-    """What went wrong while the page loaded: scripts, console, requests, images, the offline rule."""
+    """What went wrong while the page loaded.
+
+    That covers scripts, the console, requests, images and the offline rule.
+    """
     problems = [f"uncaught JavaScript error: {error}" for error in result.page_errors]
     problems += [
         f"console error: {text} ({source})"
@@ -375,7 +407,7 @@ def math_problems(dom: dict, expects_math: bool) -> list[str]:
 
 
 def widget_problems(expected: WidgetExpectations, dom: dict) -> list[str]:
-    """Saved widget views that were not rendered, or that do not show their saved values."""
+    """Saved widget views that were not rendered, or do not show their saved values."""
     problems = []
     if dom["renderedViews"] < expected.views:
         problems.append(f"{dom['renderedViews']} of {expected.views} widgets rendered")
@@ -387,16 +419,16 @@ def widget_problems(expected: WidgetExpectations, dom: dict) -> list[str]:
         ]
     if dom["outputs"] < expected.outputs:
         problems.append(
-            f"{expected.outputs} Output widgets saved outputs, {dom['outputs']} show them"
+            f"{expected.outputs} Output widgets saved outputs, "
+            f"{dom['outputs']} show them"
         )
     return problems
 
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_in_the_browser(name, book_html, site, browser):
-    shown = (
-        _redirect_target((book_html / f"{name}.html").read_text()) or name
-    )  # the checks apply here
+    # the page the checks apply to: a redirect's target, else the page itself
+    shown = _redirect_target((book_html / f"{name}.html").read_text()) or name
     html = (book_html / f"{shown}.html").read_text()
     widgets = widget_expectations(html)
     vendored = _site_is_vendored(book_html)
@@ -417,6 +449,10 @@ def test_page_in_the_browser(name, book_html, site, browser):
         problems.append(
             f"the Colab button opens {dom['colab']}, not the chapter's .ipynb"
         )
+    problems += [
+        f"a code block is wider than the page column at 1280 px: {line!r}"
+        for line in dom["overflowing"]
+    ]
     expects_math = source_has_math(shown)
     checks_skipped = (
         expects_math or dom["mathElements"] or widgets.views
@@ -426,6 +462,8 @@ def test_page_in_the_browser(name, book_html, site, browser):
     assert problems == [], f"{name}: " + "\n".join(problems)
     if checks_skipped:
         pytest.skip(
-            "math and widgets not checked: the site loads MathJax and the widget manager from "
-            "CDNs, which this offline test blocks (run python scripts/vendor_js.py, then rebuild)"
+            "math and widgets not checked: "
+            "the site loads MathJax and the widget manager from CDNs, "
+            "which this offline test blocks "
+            "(run python scripts/vendor_js.py, then rebuild)"
         )

@@ -7,6 +7,7 @@ columns, the width of a code block in the book (tests/test_site.py checks the pa
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -43,4 +44,30 @@ def test_ruff_format_is_applied():
     assert result.returncode == 0, (
         "some files are not formatted: run `ruff format .` (for a chapter, then "
         "`python scripts/sync_notebooks.py` to carry it to the .md)\n" + result.stdout
+    )
+
+
+PACKAGE = ROOT / "foundry_core"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_modules_and_functions_stay_small():
+    """A reader should be able to hold a module, and a function, in their head."""
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        name = path.relative_to(ROOT)
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_big.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_big.append(
+                        f"{name}:{node.lineno} {node.name}(): {length} lines"
+                    )
+    assert not too_big, (
+        f"over {MAX_MODULE_LINES} lines per module or {MAX_FUNCTION_LINES} per "
+        "function; split along a seam:\n" + "\n".join(too_big)
     )

@@ -1,5 +1,7 @@
-"""Tokenizer: exact round trips, fixed special ids, reproducible training, clear errors, and a teaching BPE
-whose every recorded count survives an independent recount."""
+"""Tokenizer: exact round trips, fixed special ids, reproducible training, clear errors.
+
+Also a teaching BPE whose every recorded count survives an independent recount.
+"""
 
 import random
 import string
@@ -22,10 +24,11 @@ from foundry_core.tokenizer import (
 
 VOCAB = 480
 WORDS = (
-    "the a of and to in is model token tokens train training data language small large learn learned "
-    "byte pair merge merges text word words vocabulary count counts frequent split whitespace space "
-    "newline chapter course reader python tensor layer attention embedding output input loss step "
-    "quick brown fox jumps over lazy dog lower lowest newer wider"
+    "the a of and to in is model token tokens train training data language small large "
+    "learn learned byte pair merge merges text word words vocabulary count counts "
+    "frequent split whitespace space newline chapter course reader python tensor layer "
+    "attention embedding output input loss step quick brown fox jumps over lazy dog "
+    "lower lowest newer wider"
 ).split()
 CHINESE = [
     "我们在学习如何训练一个小型语言模型。",
@@ -36,7 +39,10 @@ EMOJI = ["😀", "🎉", "🚀", "👍", "🤖"]
 
 
 def make_corpus(seed: int = 0) -> list[str]:
-    """A few hundred English-like lines with digits, indentation, Chinese, emoji and chat-formatted turns."""
+    """A few hundred English-like lines, with digits, indentation, Chinese and emoji.
+
+    Some are chat-formatted turns.
+    """
     rng = random.Random(seed)
     docs = []
     for k in range(400):
@@ -49,7 +55,8 @@ def make_corpus(seed: int = 0) -> list[str]:
             line += " " + rng.choice(CHINESE)
         docs.append(line)
     docs += [
-        f"<|im_start|>user\n{rng.choice(WORDS)} ?<|im_end|>\n<|im_start|>assistant\n{rng.choice(WORDS)}<|im_end|>"
+        f"<|im_start|>user\n{rng.choice(WORDS)} ?<|im_end|>\n"
+        f"<|im_start|>assistant\n{rng.choice(WORDS)}<|im_end|>"
         for _ in range(20)
     ]
     return docs
@@ -70,9 +77,8 @@ def random_text(rng: random.Random, length: int) -> str:
     kinds = [
         lambda: rng.choice(string.ascii_letters + string.digits + string.punctuation),
         lambda: chr(rng.randint(0xA0, 0xFF)),  # Latin-1
-        lambda: chr(
-            rng.randint(0x4E00, 0x9FFF)
-        ),  # CJK, mostly unseen in training: byte fallback
+        # CJK, mostly unseen in training: byte fallback
+        lambda: chr(rng.randint(0x4E00, 0x9FFF)),
         lambda: chr(rng.randint(0x1F300, 0x1FAFF)),  # emoji
         lambda: rng.choice([" ", "  ", "\t", "\n", "\r\n", "\u3000", "\xa0", "\u2028"]),
         lambda: rng.choice(
@@ -101,7 +107,7 @@ def one_line_error(error_type, func, *args, **kwargs) -> str:
     return message
 
 
-# ------------------------------------------------------------------------- SentencePiece tokenizer
+# -------------------------------------------------------------- SentencePiece tokenizer
 
 
 def test_round_trip_random_unicode(tok):
@@ -121,7 +127,8 @@ def test_round_trip_random_unicode(tok):
         "two  spaces,\tthree   spaces and a tab\n\nblank line\r\nwindows line",
         "我们在学习如何训练一个小型语言模型。😀🎉 and English 🚀",
         "unseen: 龘靐齉 🦄 👨‍👩‍👧 🇫🇷",
-        "café vs cafe\u0301 vs ＣＡＦＥ",  # identity normalization: NFC, NFD and fullwidth all kept as typed
+        # identity normalization: NFC, NFD and fullwidth all kept as typed
+        "café vs cafe\u0301 vs ＣＡＦＥ",
         "the meta symbol \u2581 is not a space",
         "    def f(x):\n        return x  # indented code\n",
         "digits 12345 and 3.14159",
@@ -154,11 +161,15 @@ def test_id_conventions(tok):
 def test_special_tokens_are_single_ids(tok):
     for name in SPECIAL_TOKENS:
         assert tok.encode(name) == [tok.piece_to_id(name)]
-    chat = "<|im_start|>user\nwhat is a token?<|im_end|>\n<|im_start|>assistant\nA piece of text.<|im_end|>"
+    chat = (
+        "<|im_start|>user\nwhat is a token?<|im_end|>\n"
+        "<|im_start|>assistant\nA piece of text.<|im_end|>"
+    )
     ids = tok.encode(chat)
     assert ids.count(4) == 2 and ids.count(5) == 2 and ids[0] == 4 and ids[-1] == 5
     assert tok.decode(ids) == chat
-    # the control pieces written as text stay text: a user cannot forge an end-of-sequence
+    # the control pieces written as text stay text: a user cannot forge an
+    # end-of-sequence
     assert not {0, 1, 2, 3} & set(tok.encode("<s></s><pad><unk>"))
 
 
@@ -174,18 +185,16 @@ def test_training_is_deterministic(tmp_path, corpus, tok):
         == again.model_proto
         == via_file.model_proto
     )
-    assert not [
-        p for p in (tmp_path / "again").iterdir() if p.name != MODEL_FILENAME
-    ]  # no temp files left
+    # no temp files left
+    assert not [p for p in (tmp_path / "again").iterdir() if p.name != MODEL_FILENAME]
 
 
 def test_save_load_and_batch(tmp_path, tok):
     texts = [random_text(random.Random(k), 30) for k in range(50)] + ["a\u2581b", ""]
     path = tok.save(tmp_path / "copy.model")
     loaded = Tokenizer.load(path)
-    assert (
-        Tokenizer.load(tok.save(tmp_path)).model_proto == tok.model_proto
-    )  # a directory means tokenizer.model
+    # a directory means tokenizer.model
+    assert Tokenizer.load(tok.save(tmp_path)).model_proto == tok.model_proto
     assert loaded.encode_batch(texts) == [tok.encode(t) for t in texts]
     assert tok.encode_batch(texts, bos=True, eos=True) == [
         tok.encode(t, bos=True, eos=True) for t in texts
@@ -197,13 +206,11 @@ def test_save_load_and_batch(tmp_path, tok):
 
 def test_long_lines_are_not_dropped(tmp_path):
     rng = random.Random(0)
-    line = " ".join(
-        rng.choice(WORDS) for _ in range(2000)
-    )  # far over SentencePiece's 4192-byte default
+    # far over SentencePiece's 4192-byte default
+    line = " ".join(rng.choice(WORDS) for _ in range(2000))
     assert len(line.encode()) > 4192
-    tok = train_tokenizer(
-        [line], VOCAB, tmp_path
-    )  # dropped, the corpus would be empty and training would fail
+    # dropped, the corpus would be empty and training would fail
+    tok = train_tokenizer([line], VOCAB, tmp_path)
     assert len(tok.encode(line)) < len(line.encode()) / 2
 
 
@@ -231,9 +238,8 @@ def test_errors_are_one_actionable_line(tmp_path, corpus, tok):
         and "smaller vocab_size" in message
     )
     most = int(message.split("at most ")[1].split()[0])
-    assert (
-        train_tokenizer(small, most, tmp_path).vocab_size == most
-    )  # the reported maximum is real
+    # the reported maximum is real
+    assert train_tokenizer(small, most, tmp_path).vocab_size == most
     message = one_line_error(ValueError, tok.check_compatible, VOCAB + 1)
     assert f"tokenizer has {VOCAB} tokens but the model expects {VOCAB + 1}" in message
     tok.check_compatible(VOCAB)
@@ -245,13 +251,19 @@ def test_errors_are_one_actionable_line(tmp_path, corpus, tok):
     )
 
 
-# ------------------------------------------------------------------------- teaching BPE
+# -------------------------------------------------------------- teaching BPE
 
-TOY = "low low low low low lower lower newest newest newest newest newest newest widest widest widest"
+TOY = (
+    "low low low low low lower lower "
+    "newest newest newest newest newest newest widest widest widest"
+)
 
 
 def recount(text: str, merges: list[Merge]) -> list[Counter]:
-    """Independent replay: every word occurrence as its own list, pairs counted one by one before each merge."""
+    """Independent replay: every word occurrence as its own list.
+
+    Before each merge, the pairs are counted one by one.
+    """
     words = [[bytes([b]) for b in w.encode()] for w in split_words(text)]
     counts_before_each = []
     for merge in merges:
@@ -282,7 +294,8 @@ def test_pair_counts_weights_words_by_frequency():
 
 def test_bpe_first_merge_is_most_frequent_pair():
     model = train_bpe(TOY, 10)
-    # by hand: "es" and "st" both occur 6 (newest) + 3 (widest) = 9 times; the tie goes to (b"e", b"s")
+    # by hand: "es" and "st" both occur 6 (newest) + 3 (widest) = 9 times; the tie goes
+    # to (b"e", b"s")
     assert model.merges[0] == Merge((b"e", b"s"), b"es", 9)
     counts = recount(TOY, model.merges[:1])[0]
     best = max(counts.values())

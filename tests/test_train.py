@@ -1,5 +1,7 @@
-"""The Trainer: it learns, resumes exactly (in a fresh process), survives a crash mid-checkpoint, and
-stops cleanly on a NaN loss."""
+"""The Trainer: it learns and resumes exactly (in a fresh process).
+
+It also survives a crash mid-checkpoint and stops cleanly on a NaN loss.
+"""
 
 import json
 import subprocess
@@ -45,7 +47,8 @@ TRAIN = TrainConfig(
     eval_steps=2,
     seed=5,
 )
-# A learnable sequence: a repeating pattern with noise, so the loss can fall below the unigram entropy.
+# A learnable sequence: a repeating pattern with noise, so the loss can fall below the
+# unigram entropy.
 TOKENS = np.array([(i * 7 + (i // 5)) % 64 for i in range(6000)], dtype=np.uint16)
 
 
@@ -63,15 +66,13 @@ def make_trainer(out_dir=None, config: TrainConfig = TRAIN, **kwargs) -> Trainer
 
 
 def test_learning_rate_schedule():
-    assert lr_at(0, TRAIN) == pytest.approx(
-        TRAIN.lr / 2
-    )  # warmup: (step + 1) / warmup_steps
+    # warmup: (step + 1) / warmup_steps
+    assert lr_at(0, TRAIN) == pytest.approx(TRAIN.lr / 2)
     assert lr_at(1, TRAIN) == pytest.approx(TRAIN.lr)
     assert lr_at(TRAIN.max_steps, TRAIN) == pytest.approx(TRAIN.min_lr)
     values = [lr_at(s, TRAIN) for s in range(2, TRAIN.max_steps + 1)]
-    assert all(
-        a >= b for a, b in zip(values, values[1:])
-    )  # cosine decays monotonically
+    # cosine decays monotonically
+    assert all(a >= b for a, b in zip(values, values[1:]))
 
 
 def test_weight_decay_skips_norms_and_embeddings():
@@ -117,9 +118,8 @@ def test_resume_in_a_fresh_process_is_exact(tmp_path):
     first = make_trainer(out_dir=tmp_path / "run")
     first.fit(steps=TRAIN.max_steps // 2)
     first.save()
-    torch.manual_seed(
-        12345
-    )  # what a fresh process would have: nothing of the first half's state
+    # what a fresh process would have: nothing of the first half's state
+    torch.manual_seed(12345)
     script = RESUME_SCRIPT.format(
         tests=str(Path(__file__).parent),
         out=str(tmp_path / "run"),
@@ -129,15 +129,13 @@ def test_resume_in_a_fresh_process_is_exact(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     resumed_losses = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (
-        resumed_losses == straight_losses
-    )  # the history is restored, then extended identically
+    # the history is restored, then extended identically
+    assert resumed_losses == straight_losses
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(tensor, resumed[name]), name
-    logged = read_history(
-        tmp_path / "run"
-    )  # the run's curves as data: each step once, across both processes
+    # the run's curves as data: each step once, across both processes
+    logged = read_history(tmp_path / "run")
     assert [h["step"] for h in logged] == list(range(1, TRAIN.max_steps + 1))
     assert [h["loss"] for h in logged] == straight_losses
 
@@ -147,9 +145,8 @@ def test_history_file_restarts_at_the_checkpoint_a_run_resumes_from(tmp_path):
     trainer.fit(steps=6)
     assert read_history(tmp_path) == trainer.history
     again = make_trainer(out_dir=tmp_path)
-    again.resume(
-        list_checkpoints(tmp_path)[0]
-    )  # step 2: steps 3-6 of the first attempt are gone
+    # step 2: steps 3-6 of the first attempt are gone
+    again.resume(list_checkpoints(tmp_path)[0])
     assert [h["step"] for h in read_history(tmp_path)] == [1, 2]
     with pytest.raises(FileNotFoundError, match="history.jsonl not found"):
         read_history(tmp_path / "elsewhere")

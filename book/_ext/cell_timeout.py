@@ -1,11 +1,12 @@
-"""How long a chapter's cell may run in the book build, and what happens when one is stuck.
+"""How long a chapter's cell may run in the book build, and what happens if one sticks.
 
-Jupyter Book applies one per-cell timeout to every chapter. The right value depends on the preset:
-seconds at the tiny `ci` preset, the length of a whole pretraining run at the `cpu` preset, hours on
-the biggest GPU preset. Unless `_config.yml` sets a positive `execute.timeout` (or the environment
-FOUNDRY_CELL_TIMEOUT), this extension sets it to `foundry_core.presets.cell_timeout` of the preset
-the build picks. It also sets FOUNDRY_IDLE_LIMIT for the build's kernels (foundry_core/watchdog.py):
-a kernel left waiting for a cell that never comes exits, so a lost message fails the build within
+Jupyter Book applies one per-cell timeout to every chapter. The right value depends on
+the preset: seconds at the tiny `ci` preset, the length of a whole pretraining run at
+the `cpu` preset, hours on the biggest GPU preset. Unless `_config.yml` sets a positive
+`execute.timeout` (or the environment FOUNDRY_CELL_TIMEOUT), this extension sets it to
+`foundry_core.presets.cell_timeout` of the preset the build picks. It also sets
+FOUNDRY_IDLE_LIMIT for the build's kernels (foundry_core/watchdog.py): a kernel left
+waiting for a cell that never comes exits, so a lost message fails the build within
 minutes instead of waiting for the timeout.
 """
 
@@ -31,7 +32,8 @@ def set_cell_timeout(app: Sphinx, config: Config) -> None:
     if override:
         if not override.isdigit() or int(override) < 1:
             raise ValueError(
-                f"FOUNDRY_CELL_TIMEOUT must be a positive number of seconds, got {override!r}"
+                "FOUNDRY_CELL_TIMEOUT must be a positive number of seconds, "
+                f"got {override!r}"
             )
         chosen = int(override)
     elif not chosen or chosen <= 0:

@@ -1,20 +1,23 @@
-"""The JavaScript of every page: served by the site itself when it can be, and free of errors.
+"""The JavaScript of every page: served by the site itself when it can be, error-free.
 
-1. Offline. The pages load MathJax (Sphinx's `mathjax_path`), require.js and the Jupyter widget
-   manager (myst-nb's `nb_ipywidgets_js`) from CDNs, so a site opened without network shows raw TeX
-   and empty widgets, and a test in a sandbox can check neither. `python scripts/vendor_js.py`
-   fetches them into the git-ignored `_vendor/`; when it is complete, this extension copies them into
-   the site's `_static/` and points the pages there. Without `_vendor/` the CDNs stay.
-2. Widgets. Before the widget manager, each widget page gets a short script that tells require.js
-   where the manager lives, so that it finds its icon fonts (else it looks beside the page: six 404s),
-   and lets the widget labels typeset with MathJax 3 (ipywidgets 8 calls MathJax 2's
-   `MathJax.Hub.Queue`: an uncaught TypeError on every page that has both math and a widget).
-3. Duplicates. Sphinx 7, which Jupyter Book 1 requires, writes an inline script twice when an
-   extension adds it after the builder started (fixed in Sphinx 8.2, sphinx-doc/sphinx#13402):
-   sphinx-thebe's `const THEBE_JS_URL` then throws "has already been declared" on every page.
+1. Offline. The pages load MathJax (Sphinx's `mathjax_path`), require.js and the Jupyter
+   widget manager (myst-nb's `nb_ipywidgets_js`) from CDNs, so a site opened without
+   network shows raw TeX and empty widgets, and a test in a sandbox can check neither.
+   `python scripts/vendor_js.py` fetches them into the git-ignored `_vendor/`; when it
+   is complete, this extension copies them into the site's `_static/` and points the
+   pages there. Without `_vendor/` the CDNs stay.
+2. Widgets. Before the widget manager, each widget page gets a short script that tells
+   require.js where the manager lives, so that it finds its icon fonts (else it looks
+   beside the page: six 404s), and lets the widget labels typeset with MathJax 3
+   (ipywidgets 8 calls MathJax 2's `MathJax.Hub.Queue`: an uncaught TypeError on every
+   page that has both math and a widget).
+3. Duplicates. Sphinx 7, which Jupyter Book 1 requires, writes an inline script twice
+   when an extension adds it after the builder started (fixed in Sphinx 8.2,
+   sphinx-doc/sphinx#13402): sphinx-thebe's `const THEBE_JS_URL` then throws "has
+   already been declared" on every page.
 
-Settings a user chose in `_config.yml` win: only values still at their defaults are replaced.
-tests/test_site.py checks the result in Chromium.
+Settings a user chose in `_config.yml` win: only values still at their defaults are
+replaced. tests/test_site.py checks the result in Chromium.
 """
 
 from __future__ import annotations
@@ -32,15 +35,18 @@ logger = logging.getLogger(__name__)
 
 VENDOR = "_vendor"
 
-# Runs before require.js and the widget manager; %s is the widget manager's folder (a URL, or
-# "{root}..." from the site root). require.js gives each module the URL it would load it from, and each
-# of the bundle's modules finds its icon fonts beside that URL: by default beside the page, where there
-# are none.
+# Runs before require.js and the widget manager; %s is the widget manager's folder (a
+# URL, or "{root}..." from the site root). require.js gives each module the URL it
+# would load it from, and each of the bundle's modules finds its icon fonts beside that
+# URL: by default beside the page, where there are none. A backslash at the end of a
+# line joins the next line to it, so the page gets the long lines unbroken.
 _WIDGET_SETUP = """(() => {
   const root = document.documentElement.dataset.content_root || "";
   const dist = new URL(%s.replace("{root}", root), document.baseURI).href;
-  const paths = {"@jupyter-widgets/html-manager/dist": dist};  // each bundled module, placed in dist/
-  for (const name of ["base", "controls", "html-manager"]) paths[`@jupyter-widgets/${name}`] = `${dist}/${name}`;
+  const paths = {"@jupyter-widgets/html-manager/dist": dist};  \
+// each bundled module, placed in dist/
+  for (const name of ["base", "controls", "html-manager"]) \
+paths[`@jupyter-widgets/${name}`] = `${dist}/${name}`;
   if (typeof window.require === "function") window.require.config({paths});
   else window.require = {paths};
   window.addEventListener("load", () => {
@@ -53,10 +59,11 @@ _WIDGET_SETUP = """(() => {
 
 
 def vendored_entries(vendor: Path) -> dict[str, str] | None:
-    """The entry script of each vendored package (relative to _static/), or None if not vendored.
+    """The entry script of each vendored package (relative to _static/), or None.
 
-    A `_vendor/` whose manifest names a file that is missing is broken, not absent: that is a warning
-    (an error under `-W`), so a half-fetched folder never passes silently for the CDN.
+    None means nothing is vendored. A `_vendor/` whose manifest names a file that is
+    missing is broken, not absent: that is a warning (an error under `-W`), so a
+    half-fetched folder never passes silently for the CDN.
     """
     manifest = vendor / "manifest.json"
     if not manifest.is_file():
@@ -90,13 +97,14 @@ def _myst_nb_default_widgets_js() -> dict | None:
 def widget_scripts(scripts: dict[str, dict], assets: str) -> dict[str, dict]:
     """`scripts` (require.js, then the widget manager) with the setup script in front.
 
-    myst-nb adds each entry with `app.add_js_file(key, **attributes)`; the key '' makes it inline.
+    myst-nb adds each entry with `app.add_js_file(key, **attributes)`; the key ''
+    makes it inline.
     """
     return {"": {"body": _WIDGET_SETUP % json.dumps(assets)}, **scripts}
 
 
 def use_page_scripts(app: Sphinx, config: Config) -> None:
-    """On `config-inited`: vendored copies where `_vendor/` has them, and the widget setup script."""
+    """On `config-inited`: use vendored copies if any; add the widget setup script."""
     entries = vendored_entries(Path(app.srcdir) / VENDOR)
     if entries is not None:
         config.html_static_path = [
@@ -110,7 +118,8 @@ def use_page_scripts(app: Sphinx, config: Config) -> None:
         )
     else:
         logger.info(
-            "page_scripts: no complete %s/, MathJax and the widget manager come from CDNs",
+            "page_scripts: no complete %s/, "
+            "MathJax and the widget manager come from CDNs",
             VENDOR,
         )
 
@@ -134,7 +143,10 @@ def use_page_scripts(app: Sphinx, config: Config) -> None:
 
 
 def _script_key(script: Any) -> tuple:
-    """What makes two script entries the same <script> tag (None and '' both mean 'inline')."""
+    """What makes two script entries the same <script> tag.
+
+    None and '' both mean 'inline'.
+    """
     if isinstance(script, str):
         return (script, 500, ())
     attributes = tuple(sorted(getattr(script, "attributes", {}).items()))
@@ -148,7 +160,7 @@ def _script_key(script: Any) -> tuple:
 def drop_duplicate_scripts(
     app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
 ) -> None:
-    """On `html-page-context`, after the other extensions added their per-page scripts."""
+    """On `html-page-context`, after the other extensions added per-page scripts."""
     scripts = context.get("script_files")
     if not scripts:
         return

@@ -1,9 +1,11 @@
-"""Chat templates: how a conversation becomes one token sequence, and which of its tokens are trained.
+"""Chat templates: how a conversation becomes one token sequence, and which of its
+tokens are trained.
 
-A chat model sees a conversation as plain tokens with markers around each turn. The template fixes those
-markers; training and inference must use the same one, or the model meets a format it never saw.
-Rendering produces segments, each flagged as trained or not, and each segment is tokenized on its own,
-so the loss mask follows from the template itself instead of being guessed back from the text.
+A chat model sees a conversation as plain tokens with markers around each turn. The
+template fixes those markers; training and inference must use the same one, or the
+model meets a format it never saw. Rendering produces segments, each flagged as trained
+or not, and each segment is tokenized on its own, so the loss mask follows from the
+template itself instead of being guessed back from the text.
 """
 
 from __future__ import annotations
@@ -15,23 +17,22 @@ from ..tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant")
 Message = dict  # {"role": "user" | "assistant" | "system", "content": str}
-Segment = tuple[
-    str | int, bool
-]  # text (or one token id) and whether the loss is computed on it
+# text (or one token id) and whether the loss is computed on it
+Segment = tuple[str | int, bool]
 
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    """Turn markers around each message. `end_of_turn` closes an assistant answer and is trained too,
-    because the model must learn to say when it is done; generation stops on it."""
+    """Turn markers around each message. `end_of_turn` closes an assistant answer and is
+    trained too, because the model must learn to say when it is done; generation stops
+    on it."""
 
     name: str
     header: Callable[[str], str]  # text before a message of this role
     footer: str  # text after every message (not trained)
     end_of_turn: Callable[[Tokenizer], int]
-    close_every_turn: bool = (
-        True  # False: only assistant turns end with end_of_turn (Alpaca)
-    )
+    # False: only assistant turns end with end_of_turn (Alpaca)
+    close_every_turn: bool = True
 
     def segments(
         self, messages: Sequence[Message], add_generation_prompt: bool = False
@@ -43,9 +44,8 @@ class ChatTemplate:
             out.append((self.header(message["role"]), False))
             out.append((message["content"], trained))
             if trained or self.close_every_turn:
-                out.append(
-                    (EOT, trained)
-                )  # placeholder for the template's end-of-turn id
+                # a placeholder for the template's end-of-turn id
+                out.append((EOT, trained))
             if self.footer:
                 out.append((self.footer, False))
         if add_generation_prompt:
@@ -69,7 +69,8 @@ def _alpaca_header(role: str) -> str:
 CHATML = ChatTemplate(
     "chatml", _chatml_header, "\n", lambda tok: tok.piece_to_id("<|im_end|>")
 )
-# Alpaca has no turn tokens of its own: a turn ends with the tokenizer's end-of-text token.
+# Alpaca has no turn tokens of its own: a turn ends with the tokenizer's end-of-text
+# token.
 ALPACA = ChatTemplate(
     "alpaca", _alpaca_header, "\n\n", lambda tok: tok.eos_id, close_every_turn=False
 )
@@ -97,7 +98,8 @@ def check_messages(messages: Sequence[Message], need_assistant: bool) -> None:
             or not isinstance(m.get("content"), str)
         ):
             raise ValueError(
-                f"message {i} must be a dict with role in {ROLES} and a string content, got {m!r}"
+                f"message {i} must be a dict with role in {ROLES} and a string "
+                f"content, got {m!r}"
             )
     if need_assistant and not any(m["role"] == "assistant" for m in messages):
         raise ValueError(
@@ -111,7 +113,8 @@ def render(
     template: str | ChatTemplate = CHATML,
     add_generation_prompt: bool = False,
 ) -> str:
-    """The chat as text, with the end-of-turn token written as <eot>: for reading, not for tokenizing."""
+    """The chat as text, with the end-of-turn token written as <eot>: for reading, not
+    for tokenizing."""
     parts = get_template(template).segments(messages, add_generation_prompt)
     return "".join("<eot>" if text == EOT else text for text, _ in parts)
 
@@ -122,8 +125,9 @@ def encode_chat(
     template: str | ChatTemplate = CHATML,
     add_generation_prompt: bool = False,
 ) -> tuple[list[int], list[bool]]:
-    """Token ids of the chat and, for each, whether the SFT loss is computed on it (assistant content
-    and its end-of-turn token: yes; markers, system and user text: no)."""
+    """Token ids of the chat and, for each, whether the SFT loss is computed on it
+    (assistant content and its end-of-turn token: yes; markers, system and user
+    text: no)."""
     template = get_template(template)
     ids: list[int] = []
     trained: list[bool] = []
@@ -141,7 +145,7 @@ def encode_prompt(
     messages: Sequence[Message] | str,
     template: str | ChatTemplate = CHATML,
 ) -> list[int]:
-    """The ids a model continues to answer: the chat so far, then the assistant header."""
+    """The prompt ids a model continues: the chat so far, then the assistant header."""
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     return encode_chat(tokenizer, messages, template, add_generation_prompt=True)[0]

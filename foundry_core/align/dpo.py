@@ -1,10 +1,12 @@
-"""Direct preference optimisation (DPO): learn from preference pairs without a reward model.
+"""Direct preference optimisation (DPO): learn from preference pairs without a reward
+model.
 
-The RLHF objective (maximise reward, stay close to a reference model with a KL penalty of strength
-beta) has a closed-form optimum, and inverting it expresses the reward through the policy itself:
-r(x, y) = beta * log(pi(y|x) / pi_ref(y|x)) + a term that cancels in a pair. Putting this implicit reward
-into the Bradley-Terry loss gives a plain classification loss on the policy's log-probabilities.
-The reference model is frozen; its log-probabilities are computed once, before training.
+The RLHF objective (maximise reward, stay close to a reference model with a KL penalty
+of strength beta) has a closed-form optimum, and inverting it expresses the reward
+through the policy itself: r(x, y) = beta * log(pi(y|x) / pi_ref(y|x)) + a term that
+cancels in a pair. Putting this implicit reward into the Bradley-Terry loss gives a
+plain classification loss on the policy's log-probabilities. The reference model is
+frozen; its log-probabilities are computed once, before training.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ def dpo_loss(
     reference_rejected: torch.Tensor,
     beta: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The DPO loss and the implicit rewards beta * (log pi - log pi_ref) of chosen and rejected answers.
+    """The DPO loss and the implicit rewards beta * (log pi - log pi_ref) of the chosen
+    and the rejected answers.
 
-    loss = -log sigmoid(reward_chosen - reward_rejected). With the policy equal to the reference both
-    rewards are 0 and the loss is log 2; it falls as the policy moves probability towards chosen answers.
+    loss = -log sigmoid(reward_chosen - reward_rejected). With the policy equal to the
+    reference both rewards are 0 and the loss is log 2; it falls as the policy moves
+    probability towards the chosen answers.
     """
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
@@ -45,7 +49,8 @@ def dpo_loss(
 def add_reference_logprobs(
     reference: Transformer, dataset: PairDataset, batch_size: int = 64
 ) -> None:
-    """Score every pair once under the frozen reference model and store it in the dataset."""
+    """Score every pair once under the frozen reference model and store the scores in
+    the dataset."""
     reference.eval()
     device = next(reference.parameters()).device
     dataset.reference = None
@@ -63,11 +68,13 @@ def add_reference_logprobs(
 
 
 def make_dpo_loss(beta: float, nll_weight: float = 0.0):
-    """Loss function for the Trainer on PairDataset batches that carry reference log-probs.
+    """Loss function for the Trainer on PairDataset batches that carry reference
+    log-probs.
 
-    DPO only widens the gap between chosen and rejected answers; it can do so while the chosen answers
-    themselves become less likely, which hurts a small model's answers. `nll_weight` > 0 adds the SFT loss
-    on the chosen answers (per token), which keeps them likely (Pang et al., 2024).
+    DPO only widens the gap between chosen and rejected answers; it can do so while the
+    chosen answers themselves become less likely, which hurts a small model's answers.
+    `nll_weight` > 0 adds the SFT loss on the chosen answers (per token), which keeps
+    them likely (Pang et al., 2024).
     """
 
     def loss_fn(
@@ -75,7 +82,8 @@ def make_dpo_loss(beta: float, nll_weight: float = 0.0):
     ) -> tuple[torch.Tensor, dict]:
         if len(batch) < 4:
             raise ValueError(
-                "DPO needs the reference log-probs: call add_reference_logprobs(reference, dataset)"
+                "DPO needs the reference log-probs: "
+                "call add_reference_logprobs(reference, dataset)"
             )
         ids, answer, _, reference = batch
         policy_chosen, policy_rejected = sequence_logprobs(model, ids, answer).chunk(2)

@@ -1,4 +1,5 @@
-"""Preference pairs as tensors: the reward model and DPO both read a chosen and a rejected chat."""
+"""Preference pairs as tensors: the reward model and DPO both read a chosen and a
+rejected chat."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from .tasks import PreferencePair, drop_ties
 
 
 class PairDataset(Dataset):
-    """Each pair encoded twice (prompt + chosen, prompt + rejected), with the answer-token mask.
+    """Each pair encoded twice (prompt + chosen, prompt + rejected), with the
+    answer-token mask.
 
-    A batch stacks the B chosen chats, then the B rejected ones: (ids (2B, L), answer mask (2B, L),
-    lengths (2B,)), so one forward pass scores both halves. Pairs with identical answers and pairs too
-    long for the context are dropped; `dropped` counts them by reason.
+    A batch stacks the B chosen chats, then the B rejected ones: (ids (2B, L), answer
+    mask (2B, L), lengths (2B,)), so one forward pass scores both halves. Pairs with
+    identical answers and pairs too long for the context are dropped; `dropped` counts
+    them by reason.
     """
 
     def __init__(
@@ -50,9 +53,8 @@ class PairDataset(Dataset):
             self.items.append(encoded)
         if not self.items:
             raise ValueError(f"no usable preference pairs (dropped: {self.dropped})")
-        self.reference: torch.Tensor | None = (
-            None  # (len, 2) log-probs under the reference model, for DPO
-        )
+        # (len, 2) log-probs under the reference model, for DPO
+        self.reference: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.items)

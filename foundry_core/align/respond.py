@@ -26,8 +26,8 @@ def answer(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> list[str]:
-    """The model's reply to each prompt, generated in batches (prompts of any lengths, left-padded), up to
-    the template's end-of-turn token."""
+    """The model's reply to each prompt, generated in batches (prompts of any lengths,
+    left-padded), up to the template's end-of-turn token."""
     template = get_template(template)
     stop = template.end_of_turn(tokenizer)
     replies = []
@@ -63,7 +63,7 @@ def grade(
 
 
 def well_formed_share(graded: Sequence[Graded], plays: Sequence[str]) -> float:
-    """The share of answers of the right kind (see tasks.is_well_formed), right or wrong."""
+    """The share of answers of the right kind (tasks.is_well_formed), right or wrong."""
     return sum(is_well_formed(g.example, g.response, plays) for g in graded) / len(
         graded
     )
@@ -87,10 +87,12 @@ def on_policy_pairs(
     seed: int = 0,
     **kwargs,
 ) -> list[PreferencePair]:
-    """Preference pairs from the model's own mistakes: sample answers to each prompt, score them by rule,
-    and pair a correct one (a sampled one if any, else the reference) with a sampled wrong one.
+    """Preference pairs from the model's own mistakes: sample answers to each prompt,
+    score them by rule, and pair a correct one (a sampled one if any, else the
+    reference) with a sampled wrong one.
 
-    These teach DPO exactly the errors this model makes; prompts it always answers right give no pair.
+    These teach DPO exactly the errors this model makes; prompts it always answers right
+    give no pair.
     """
     generator = torch.Generator().manual_seed(seed)
     prompts = [e.prompt for e in examples for _ in range(samples)]

@@ -1,9 +1,11 @@
-"""A reward model: the pretrained Transformer with a scalar head, trained on preference pairs.
+"""A reward model: the pretrained Transformer with a scalar head, trained on preference
+pairs.
 
-It reads a whole chat and outputs one number, read at the last token (by then the model has seen the
-prompt and the full answer). Bradley-Terry models the chance that a person prefers answer a over b as
-sigmoid(r(a) - r(b)); maximising the likelihood of the observed preferences gives the loss below. Only
-the difference of rewards matters, so their absolute level is arbitrary.
+It reads a whole chat and outputs one number, read at the last token (by then the model
+has seen the prompt and the full answer). Bradley-Terry models the chance that a person
+prefers answer a over b as sigmoid(r(a) - r(b)); maximising the likelihood of the
+observed preferences gives the loss below. Only the difference of rewards matters, so
+their absolute level is arbitrary.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.score.weight)  # start neutral: every answer scores 0
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """One reward per sequence, (batch,), read at each sequence's last real token (right padding)."""
+        """One reward per sequence, (batch,), read at each sequence's last real token
+        (right padding)."""
         hidden = self.backbone.hidden_states(ids)
         last = hidden[torch.arange(ids.shape[0], device=ids.device), lengths - 1]
         return self.score(last).squeeze(-1).float()
@@ -41,20 +44,23 @@ class RewardModel(nn.Module):
         )
         if "score.weight" not in state:
             raise ValueError(
-                f"{source} has no reward head (score.weight): is it a reward model checkpoint?"
+                f"{source} has no reward head (score.weight): "
+                "is it a reward model checkpoint?"
             )
         self.score.weight.data.copy_(state["score.weight"])
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    """-log sigmoid(r_chosen - r_rejected), averaged: small when chosen answers outscore rejected ones."""
+    """-log sigmoid(r_chosen - r_rejected), averaged: small when the chosen answers
+    outscore the rejected ones."""
     return -F.logsigmoid(chosen - rejected).mean()
 
 
 def reward_loss(
     model: nn.Module, batch: tuple[torch.Tensor, ...]
 ) -> tuple[torch.Tensor, dict]:
-    """Loss function for the Trainer on PairDataset batches, with pairwise accuracy and mean margin."""
+    """Loss function for the Trainer on PairDataset batches, with pairwise accuracy and
+    mean margin."""
     ids, _, lengths = batch[:3]
     rewards = model(ids, lengths)
     chosen, rejected = rewards.chunk(2)
@@ -69,7 +75,7 @@ def reward_loss(
 def score_pairs(
     model: RewardModel, dataset, batch_size: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of the chosen and of the rejected answer of every pair in a PairDataset."""
+    """Rewards of the chosen and the rejected answer of every pair in a PairDataset."""
     model.eval()
     device = next(model.parameters()).device
     chosen, rejected = [], []
@@ -106,7 +112,8 @@ def score_answers(
     too_long = [i for i, r in enumerate(rows) if len(r) > model.config.max_seq_len]
     if too_long:
         raise ValueError(
-            f"{len(too_long)} answers do not fit the context ({model.config.max_seq_len} tokens), "
+            f"{len(too_long)} answers do not fit the context "
+            f"({model.config.max_seq_len} tokens), "
             f"the first is number {too_long[0]}"
         )
     out = []

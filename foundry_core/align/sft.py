@@ -1,9 +1,11 @@
-"""Supervised fine-tuning: next-token training on chats, with the loss on the assistant's tokens only.
+"""Supervised fine-tuning: next-token training on chats, with the loss on the
+assistant's tokens only.
 
-The model already knows the language from pretraining; SFT teaches it the format of a conversation and
-the kind of answers wanted. Training on the prompt tokens too would spend capacity on predicting the
-user's questions, which the model never has to write, so their targets are set to -100 (ignored).
-Batches are padded to their longest chat; the padding's targets are ignored as well.
+The model already knows the language from pretraining; SFT teaches it the format of a
+conversation and the kind of answers wanted. Training on the prompt tokens too would
+spend capacity on predicting the user's questions, which the model never has to write,
+so their targets are set to -100 (ignored). Batches are padded to their longest chat;
+the padding's targets are ignored as well.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ def example_chat(example: Example) -> list[Message]:
 def sft_targets(
     ids: Sequence[int], trained: Sequence[bool]
 ) -> tuple[list[int], list[int]]:
-    """Inputs and targets for next-token training: position i predicts token i + 1, which counts only if
-    that token is trained (assistant content or its end-of-turn)."""
+    """Inputs and targets for next-token training: position i predicts token i + 1,
+    which counts only if that token is trained (assistant content or end-of-turn)."""
     return list(ids[:-1]), [
         t if keep else IGNORE for t, keep in zip(ids[1:], trained[1:])
     ]
 
 
 class ChatDataset(Dataset):
-    """Tokenized chats as (inputs, targets); chats longer than the context are dropped and counted."""
+    """Tokenized chats as (inputs, targets); chats longer than the context are dropped
+    and counted."""
 
     def __init__(
         self,
@@ -55,7 +58,8 @@ class ChatDataset(Dataset):
             self.items.append(sft_targets(ids, trained))
         if not self.items:
             raise ValueError(
-                f"all {self.dropped} chats are longer than the context ({max_len} tokens)"
+                f"all {self.dropped} chats are longer than the context "
+                f"({max_len} tokens)"
             )
 
     def __len__(self) -> int:

@@ -1,10 +1,12 @@
-"""Instruction tasks with checkable answers, built from the plays the model was pretrained on.
+"""Instruction tasks with checkable answers, built from the plays the model was
+pretrained on.
 
-Each task turns one line of a play into a question whose answer a rule can check: which play the line
-is from (knowledge the model may have picked up in pretraining), and its first or last word (reading
-the prompt and following the instruction). Lines are split into train and held-out sets by a hash of
-their text, so a held-out line is never trained on, under any task, and a repeated line ("Ay, my lord.")
-always falls on the same side.
+Each task turns one line of a play into a question whose answer a rule can check: which
+play the line is from (knowledge the model may have picked up in pretraining), and its
+first or last word (reading the prompt and following the instruction). Lines are split
+into train and held-out sets by a hash of their text, so a held-out line is never
+trained on, under any task, and a repeated line ("Ay, my lord.") always falls on the
+same side.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from typing import Callable, Sequence
 
 from ..data.sources import Document
 
-_SPEAKER = re.compile(
-    r"^([A-Z][A-Za-z' ]{0,28})\.$"
-)  # "Ham." or "LADY MACBETH." on a line of its own
+# "Ham." or "LADY MACBETH." on a line of its own
+_SPEAKER = re.compile(r"^([A-Z][A-Za-z' ]{0,28})\.$")
 _FIRST_ACT = re.compile(r"\n(ACT|Act) [IV1]")  # the cast list comes before it
 _PUNCTUATION = '.,;:!?-"()[]'
 
@@ -49,7 +50,8 @@ class Example:
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """Two answers to one prompt, the better one first. `kind` says how the worse one was made."""
+    """Two answers to one prompt, the better one first. `kind` says how the worse one
+    was made."""
 
     prompt: str
     chosen: str
@@ -61,10 +63,11 @@ class PreferencePair:
 def play_lines(
     documents: Sequence[Document], min_words: int = 3, max_words: int = 10
 ) -> list[Line]:
-    """Every spoken line of min_words..max_words words, from speeches that start with a speaker's name.
+    """Every spoken line of min_words..max_words words, from speeches that start with a
+    speaker's name.
 
-    Poems (no speakers), stage directions (in brackets) and the cast lists at the head of each play
-    (names in capitals) give no lines.
+    Poems (no speakers), stage directions (in brackets) and the cast lists at the head
+    of each play (names in capitals) give no lines.
     """
     lines = []
     for doc in documents:
@@ -92,7 +95,7 @@ def play_lines(
 
 
 def is_held_out(line: Line, fraction: float) -> bool:
-    """A stable split by the line's text: the same text always lands on the same side."""
+    """A stable split by the line's text: equal texts always land on the same side."""
     digest = hashlib.sha256(" ".join(line.words).lower().encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
@@ -138,7 +141,8 @@ def build_tasks(
     seed: int = 0,
     tasks: Sequence[str] = tuple(TASKS),
 ) -> TaskSplits:
-    """Examples of every task from disjoint train and held-out lines, drawn reproducibly from `seed`."""
+    """Examples of every task from disjoint train and held-out lines, drawn
+    reproducibly from `seed`."""
     lines = play_lines(documents)
     if not lines:
         raise ValueError(
@@ -153,7 +157,8 @@ def build_tasks(
     for held, count in ((False, train_per_task), (True, test_per_task)):
         if len(pools[held]) < count:
             raise ValueError(
-                f"only {len(pools[held])} {'held-out' if held else 'training'} lines for "
+                f"only {len(pools[held])} "
+                f"{'held-out' if held else 'training'} lines for "
                 f"{count} examples per task: ask for fewer"
             )
         splits[held] = [
@@ -170,13 +175,15 @@ def normalize_answer(text: str) -> str:
 
 
 def is_correct(example: Example, response: str) -> bool:
-    """The rule: the response is the reference answer, nothing more (case and outer punctuation aside)."""
+    """The rule: the response is the reference answer, nothing more (case and outer
+    punctuation aside)."""
     return normalize_answer(response) == normalize_answer(example.answer)
 
 
 def is_well_formed(example: Example, response: str, plays: Sequence[str]) -> bool:
-    """A weaker rule: the response is the right kind of answer (one of the plays, or one word of the line),
-    right or wrong. Rambling, empty or invented answers fail it."""
+    """A weaker rule: the response is the right kind of answer (one of the plays, or
+    one word of the line), right or wrong. Rambling, empty or invented answers
+    fail it."""
     options = plays if example.task == "play" else example.line.words
     return normalize_answer(response) in {normalize_answer(o) for o in options}
 
@@ -186,8 +193,9 @@ def wrong_answer(
 ) -> tuple[str, str]:
     """A realistic wrong answer and what kind of mistake it is.
 
-    The kinds are the mistakes a small model really makes: a wrong play, the word from the wrong end
-    of the line, or the right answer followed by rambling the reader did not ask for.
+    The kinds are the mistakes a small model really makes: a wrong play, the word from
+    the wrong end of the line, or the right answer followed by rambling the reader did
+    not ask for.
     """
     words = example.line.words
     if rng.random() < 0.25:
@@ -203,7 +211,8 @@ def wrong_answer(
 def preference_pairs(
     examples: Sequence[Example], plays: Sequence[str], seed: int = 0
 ) -> list[PreferencePair]:
-    """One pair per example: the reference answer is chosen, a realistic wrong one rejected."""
+    """One pair per example: the reference answer is chosen, a realistic wrong
+    one rejected."""
     rng = random.Random(seed)
     pairs = []
     for ex in examples:
@@ -213,8 +222,8 @@ def preference_pairs(
 
 
 def drop_ties(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
-    """Pairs whose two answers are the same teach nothing (and make DPO's loss constant): drop them,
-    returning how many were dropped so the caller can say so."""
+    """Pairs whose two answers are the same teach nothing (and make DPO's loss
+    constant): drop them, returning how many were dropped so the caller can say so."""
     kept = [
         p for p in pairs if normalize_answer(p.chosen) != normalize_answer(p.rejected)
     ]

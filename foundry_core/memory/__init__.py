@@ -1,6 +1,6 @@
-"""Training memory, estimated and measured: `estimate` counts the bytes from the shapes alone (what a
-preset needs, before anything is built); `measure` runs real training steps and holds the estimate to
-account."""
+"""Training memory, estimated and measured: `estimate` counts the bytes from the shapes
+alone (what a preset needs, before anything is built); `measure` runs real training
+steps and holds the estimate to account."""
 
 from .estimate import (
     ZERO_STAGES,

@@ -1,9 +1,9 @@
 """How much memory training needs, counted from the shapes alone (no model is built).
 
-Weights, gradients and AdamW's two moments follow from the parameter count; autocast keeps low-precision
-copies of the weights; activations are what each block keeps for its backward pass, per token; the
-runtime (CUDA context, MPS) adds a fixed overhead. memory.measure holds these numbers to account with
-real training steps.
+Weights, gradients and AdamW's two moments follow from the parameter count; autocast
+keeps low-precision copies of the weights; activations are what each block keeps for
+its backward pass, per token; the runtime (CUDA context, MPS) adds a fixed overhead.
+memory.measure holds these numbers to account with real training steps.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def layer_bytes_per_token(
     attention_scores: bool = False,
     seq_len: int | None = None,
 ) -> int:
-    """Bytes one Transformer block keeps for its backward pass per token (see activation_bytes_per_token)."""
+    """Bytes one Transformer block keeps for its backward pass per token
+    (see activation_bytes_per_token)."""
     d, f = model.d_model, model.d_ff
     norm_outputs = 2 * d * 4 if act_bytes == 4 else 5 * d * act_bytes
     total = (
@@ -76,29 +77,34 @@ def activation_bytes_per_token(
     attention_scores: bool = False,
     seq_len: int | None = None,
 ) -> int:
-    """Bytes kept for the backward pass per token of a micro-batch, counted tensor by tensor.
+    """Bytes kept for the backward pass per token of a micro-batch, counted tensor by
+    tensor.
 
-    Per layer (layer_bytes_per_token; d = d_model, f = d_ff, kv = key/value width, `act_bytes` 2 under
-    autocast and 4 in fp32):
-      - each RMSNorm's input and its normalised tensor before the gain, in fp32 (the gain's gradient
-        needs the latter):                                               4 d x 4 bytes
-      - the RMSNorm outputs as the matmuls read them: in fp32 the two outputs themselves (2 d x 4);
-        under autocast every matmul casts its input on its own, so q, k and v each keep a 16-bit copy
-        of the first norm's output and gate and up of the second's:     5 d x 2 bytes
+    Per layer (layer_bytes_per_token; d = d_model, f = d_ff, kv = key/value width,
+    `act_bytes` 2 under autocast and 4 in fp32):
+      - each RMSNorm's input and its normalised tensor before the gain, in fp32
+        (the gain's gradient needs the latter):                  4 d x 4 bytes
+      - the RMSNorm outputs as the matmuls read them: in fp32 the two outputs
+        themselves (2 d x 4); under autocast every matmul casts its input on its
+        own, so q, k and v each keep a 16-bit copy of the first norm's output and
+        gate and up of the second's:                             5 d x 2 bytes
       - attention's query and output (d each), key and value (kv each): 2 d + 2 kv
-      - the SwiGLU gate, up, SiLU(gate) and their product:              4 f
-      - statistics in fp32: attention's log-sum-exp per head, each norm's 1/rms: (n_heads + 2) x 4 bytes
-      - with dropout, two one-byte masks; with the math attention path (MPS), the T x T scores and
-        probabilities per head
-    Rotary embedding keeps nothing per token: its gradient needs only the cos/sin tables.
-    After the last layer: the final norm's input and normalised tensor and the loss's gradient for the
-    hidden states, 3 d x 4 bytes (fp32 even under autocast: the residual stream is fp32). The logits are
-    never stored whole (losses.linear_cross_entropy); see loss_workspace_bytes.
-    tests/test_memory.py checks the per-layer count against the tensors autograd really saves.
+      - the SwiGLU gate, up, SiLU(gate) and their product:       4 f
+      - statistics in fp32: attention's log-sum-exp per head, each norm's 1/rms:
+                                                                 (n_heads + 2) x 4 bytes
+      - with dropout, two one-byte masks; with the math attention path (MPS), the
+        T x T scores and probabilities per head
+    Rotary embedding keeps nothing per token: its gradient needs only the cos/sin
+    tables. After the last layer: the final norm's input and normalised tensor and the
+    loss's gradient for the hidden states, 3 d x 4 bytes (fp32 even under autocast: the
+    residual stream is fp32). The logits are never stored whole
+    (losses.linear_cross_entropy); see loss_workspace_bytes.
+    tests/test_memory.py checks the per-layer count against the tensors autograd really
+    saves.
 
-    With activation checkpointing only each layer's input (fp32) survives the forward pass, plus one
-    layer while the backward pass recomputes it. This follows the method of Korthikanti et al. (2022),
-    adapted to RoPE + GQA + SwiGLU.
+    With activation checkpointing only each layer's input (fp32) survives the forward
+    pass, plus one layer while the backward pass recomputes it. This follows the method
+    of Korthikanti et al. (2022), adapted to RoPE + GQA + SwiGLU.
     """
     d = model.d_model
     per_layer = layer_bytes_per_token(model, act_bytes, attention_scores, seq_len)
@@ -111,8 +117,9 @@ def activation_bytes_per_token(
 
 
 def loss_workspace_bytes(model: ModelConfig, tokens: int) -> int:
-    """Memory of the fused loss beyond the per-token part: the output weight's gradient, made in the
-    forward pass, and one chunk's logits, log-probabilities and 16-bit gradient at a time."""
+    """Memory of the fused loss beyond the per-token part: the output weight's
+    gradient, made in the forward pass, and one chunk's logits, log-probabilities and
+    16-bit gradient at a time."""
     chunk_rows = min(tokens, max(16, CHUNK_ELEMENTS // model.vocab_size))
     return model.vocab_size * model.d_model * 4 + chunk_rows * model.vocab_size * (
         4 + 4 + 2
@@ -124,11 +131,13 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Peak memory of one training step with AdamW, as the sum of its parts.
 
-    fp32 master weights (4 bytes/param), fp32 gradients (4), AdamW's two moments (8), under autocast a
-    16-bit copy of every matmul weight (2), the micro-batch's activations, and the runtime's own overhead.
-    A slight upper bound: the backward pass frees activations while it makes the gradients, so the two
-    never peak together (memory.measure_training_memory measures the real peak).
-    `info` is the machine, or just a device kind ("cuda", "mps", "cpu") for a hypothetical one.
+    fp32 master weights (4 bytes/param), fp32 gradients (4), AdamW's two moments (8),
+    under autocast a 16-bit copy of every matmul weight (2), the micro-batch's
+    activations, and the runtime's own overhead. A slight upper bound: the backward
+    pass frees activations while it makes the gradients, so the two never peak
+    together (memory.measure_training_memory measures the real peak).
+    `info` is the machine, or just a device kind ("cuda", "mps", "cpu") for a
+    hypothetical one.
     """
     device = info if isinstance(info, str) else info.device
     if device not in DEVICES:
@@ -147,8 +156,9 @@ def estimate_memory(
     )
     workspace = loss_workspace_bytes(model, tokens)
     if train.grad_checkpointing:
-        # The loss's workspace is alive at the end of the forward pass, the recomputed layer only later,
-        # in the backward pass: they never coexist, so only the larger one adds to the peak.
+        # The loss's workspace is alive at the end of the forward pass, the recomputed
+        # layer only later, in the backward pass: they never coexist, so only the larger
+        # one adds to the peak.
         one_layer = tokens * layer_bytes_per_token(model, act_bytes, **scores)
         activations += max(0, workspace - one_layer)
     else:
@@ -174,12 +184,14 @@ ZERO_STAGES = {
 def sharded_memory(
     estimate: MemoryEstimate, world_size: int, stage: int
 ) -> dict[str, int]:
-    """Per-device bytes of `estimate` when `world_size` devices share one run with ZeRO stage `stage`.
+    """Per-device bytes of `estimate` when `world_size` devices share one run with ZeRO
+    stage `stage`.
 
-    Each stage splits one more kind of state into world_size shards (Rajbhandari et al., 2020): stage 1 the
-    AdamW moments, stage 2 also the gradients, stage 3 also the weights (and their 16-bit autocast
-    copies, made per block from the gathered weights). Activations belong to each device's own
-    micro-batch and are never divided. The brief all-gather buffer of one block under stage 3 is ignored.
+    Each stage splits one more kind of state into world_size shards (Rajbhandari et
+    al., 2020): stage 1 the AdamW moments, stage 2 also the gradients, stage 3 also the
+    weights (and their 16-bit autocast copies, made per block from the gathered
+    weights). Activations belong to each device's own micro-batch and are never
+    divided. The brief all-gather buffer of one block under stage 3 is ignored.
     """
     if stage not in ZERO_STAGES:
         raise ValueError(

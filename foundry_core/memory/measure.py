@@ -1,19 +1,24 @@
-"""Where a training step's memory goes, measured, to hold the analytic estimate to account.
+"""Where a training step's memory goes, measured, to hold the analytic estimate to
+account.
 
-`memory.estimate.estimate_memory` counts bytes from shapes. This module runs real Trainer steps and measures:
+`memory.estimate.estimate_memory` counts bytes from shapes. This module runs real
+Trainer steps and measures:
 
-- on CUDA, with the allocator's own counter (`torch.cuda.max_memory_allocated`), restarted after each
-  gradient so that we also know how many gradients existed at the peak;
-- on the CPU, which has no such counter, with `torch.profiler(profile_memory=True)`: it records every
-  allocation and free made through PyTorch's CPU allocator, and replaying them in time order gives the
-  bytes alive at each moment, hence the peak. The process's resident size (RSS) would also count the
-  Python heap, the BLAS library's buffers and pages the C allocator keeps after a free: too noisy;
-- on Apple MPS, which has no peak counter either, by sampling the allocated bytes at the end of the
-  forward pass and after each gradient: a lower bound.
+- on CUDA, with the allocator's own counter (`torch.cuda.max_memory_allocated`),
+  restarted after each gradient so that we also know how many gradients existed at the
+  peak;
+- on the CPU, which has no such counter, with `torch.profiler(profile_memory=True)`: it
+  records every allocation and free made through PyTorch's CPU allocator, and replaying
+  them in time order gives the bytes alive at each moment, hence the peak. The
+  process's resident size (RSS) would also count the Python heap, the BLAS library's
+  buffers and pages the C allocator keeps after a free: too noisy;
+- on Apple MPS, which has no peak counter either, by sampling the allocated bytes at the
+  end of the forward pass and after each gradient: a lower bound.
 
-Weights, buffers and AdamW's moments are alive before the step and are counted tensor by tensor; what
-the step adds on top of them is measured. The step is measured after a warm-up step, so that AdamW's
-moments exist, as they do for every step of a run but the first.
+Weights, buffers and AdamW's moments are alive before the step and are counted tensor by
+tensor; what the step adds on top of them is measured. The step is measured after a
+warm-up step, so that AdamW's moments exist, as they do for every step of a run but the
+first.
 """
 
 from __future__ import annotations
@@ -37,48 +42,49 @@ from ..train import Trainer
 from .estimate import MemoryEstimate
 
 MIB = 1024**2
-_GRADIENT_MARK = (
-    "foundry:gradient"  # profiler marker: a parameter's gradient has just been made
-)
+# a profiler marker: a parameter's gradient has just been made
+_GRADIENT_MARK = "foundry:gradient"
 
 
 @dataclass(frozen=True)
 class MeasuredMemory:
     """One training step's memory on a real device, in bytes, and its time.
 
-    At the peak, memory holds the weights and AdamW's moments (alive all along), the gradients made so
-    far (`gradients_at_peak`) and `activations`: everything else the step holds at that moment, mostly
-    what the forward pass saved for the backward pass, plus the loss's workspace and the temporaries
-    of the operation running then.
+    At the peak, memory holds the weights and AdamW's moments (alive all along), the
+    gradients made so far (`gradients_at_peak`) and `activations`: everything else the
+    step holds at that moment, mostly what the forward pass saved for the backward
+    pass, plus the loss's workspace and the temporaries of the operation running then.
     """
 
     device: str
     method: str  # how the step's bytes were seen
     weights: int  # parameters and buffers (counted)
     optimizer: int  # AdamW's two moments and step counters (counted)
-    gradients: (
-        int  # all .grad tensors the backward pass made (counted as they were made)
-    )
+    # all .grad tensors the backward pass made (counted as they were made)
+    gradients: int
     gradients_at_peak: int  # those already made at the moment of the peak (measured)
     activations: int  # the rest of the peak (measured)
     peak: int  # the most bytes alive at once during the step (measured)
-    step_seconds: (
-        float  # median wall time of the timed steps (run without the profiler)
-    )
-    step_cpu_seconds: float  # median CPU time of this process in those steps: on a shared machine, with one
-    # thread, the work a step does, without the time spent waiting for a core (every thread counts)
+    # median wall time of the timed steps (run without the profiler)
+    step_seconds: float
+    # median CPU time of this process in those steps: on a shared machine, with one
+    # thread, the work a step does, without the time spent waiting for a core (every
+    # thread counts)
+    step_cpu_seconds: float
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def compare(self, estimate: MemoryEstimate) -> list[dict[str, object]]:
-        """The estimate next to the measurement, part by part, in MiB: rows for a table or a chart.
+        """The estimate next to the measurement, part by part, in MiB: rows for a table
+        or a chart.
 
-        The estimate's runtime term (CUDA context, MPS pools) is left out: neither the allocator's counter
-        nor the profiler sees it, so the honest comparison is tensors with tensors. The measured
-        activations include the 16-bit weight copies autocast keeps for the backward pass, so they are set
-        against the estimate's activations plus its autocast copies. The estimate counts every gradient at
-        the peak; the measurement shows how many really were there.
+        The estimate's runtime term (CUDA context, MPS pools) is left out: neither the
+        allocator's counter nor the profiler sees it, so the honest comparison is
+        tensors with tensors. The measured activations include the 16-bit weight copies
+        autocast keeps for the backward pass, so they are set against the estimate's
+        activations plus its autocast copies. The estimate counts every gradient at the
+        peak; the measurement shows how many really were there.
         """
         pairs = {
             "weights": (estimate.weights, self.weights),
@@ -118,7 +124,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tenso
 def _synthetic_batches(
     model: ModelConfig, train: TrainConfig, device: torch.device
 ) -> Iterator[tuple]:
-    """The same random (inputs, targets) batch forever: memory and time depend on shapes, not tokens."""
+    """The same random (inputs, targets) batch forever: memory and time depend on
+    shapes, not tokens."""
     generator = torch.Generator().manual_seed(train.seed)
     window = torch.randint(
         0, model.vocab_size, (train.batch_size, train.seq_len + 1), generator=generator
@@ -136,7 +143,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _on_each_gradient(model: torch.nn.Module, callback: Callable[[int], None]) -> list:
-    """Call `callback(bytes of the new gradient)` whenever the backward pass finishes a parameter's gradient."""
+    """Call `callback(bytes of the new gradient)` whenever the backward pass finishes a
+    parameter's gradient."""
     return [
         p.register_post_accumulate_grad_hook(
             lambda p: callback(p.grad.untyped_storage().nbytes())
@@ -148,7 +156,8 @@ def _on_each_gradient(model: torch.nn.Module, callback: Callable[[int], None]) -
 
 @contextlib.contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for a moment: quiets C++ libraries that print to it directly."""
+    """Send file descriptor 2 to /dev/null for a moment: quiets C++ libraries that
+    print to it directly."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
@@ -161,8 +170,9 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, int]:
-    """(peak above the start, gradient bytes at the peak, all gradient bytes): the profiler's allocation
-    events replayed in time order, with a marker event for each gradient made."""
+    """(peak above the start, gradient bytes at the peak, all gradient bytes): the
+    profiler's allocation events replayed in time order, with a marker event for each
+    gradient made."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     sizes: list[int] = []
@@ -174,9 +184,8 @@ def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, 
 
     hooks = _on_each_gradient(trainer.model, mark)
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with (
-        _native_stderr_silenced()
-    ):  # the profiler's library prints a line as it starts and stops
+    # the profiler's library prints a line as it starts and stops
+    with _native_stderr_silenced():
         prof.__enter__()
     try:
         trainer.train_step(batches)
@@ -201,9 +210,8 @@ def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, 
         elif event.name() == _GRADIENT_MARK:
             timeline.append((event.start_ns(), 0, True))
     live = peak = made = grads = grads_at_peak = 0
-    for _, nbytes, is_gradient in sorted(
-        timeline, key=lambda item: item[0]
-    ):  # stable for equal times
+    # a stable sort: events at equal times keep their order
+    for _, nbytes, is_gradient in sorted(timeline, key=lambda item: item[0]):
         if is_gradient:
             grads += sizes[made]
             made += 1
@@ -216,18 +224,19 @@ def _peak_on_cpu(trainer: Trainer, batches: Iterator[tuple]) -> tuple[int, int, 
 def _peak_on_accelerator(
     trainer: Trainer, batches: Iterator[tuple]
 ) -> tuple[int, int, int]:
-    """(peak above the start, gradient bytes at the peak, all gradient bytes) from the device's counters.
+    """(peak above the start, gradient bytes at the peak, all gradient bytes) from the
+    device's counters.
 
-    CUDA: the allocator's peak counter, read and restarted as each gradient is made, so each stretch
-    between two gradients has its own peak. MPS: the allocated bytes sampled at the same moments.
+    CUDA: the allocator's peak counter, read and restarted as each gradient is made, so
+    each stretch between two gradients has its own peak. MPS: the allocated bytes
+    sampled at the same moments.
     """
     cuda = trainer.device.type == "cuda"
     allocated = (
         torch.cuda.memory_allocated if cuda else torch.mps.current_allocated_memory
     )
-    stretches: list[
-        tuple[int, int]
-    ] = []  # (peak bytes of the stretch, gradient bytes made before it)
+    # (peak bytes of the stretch, gradient bytes made before it)
+    stretches: list[tuple[int, int]] = []
     grads = 0
 
     def close_stretch(nbytes: int) -> None:
@@ -272,7 +281,10 @@ def _timed_steps(
 METHODS = {
     "cpu": "torch.profiler memory events, replayed in time order",
     "cuda": "torch.cuda.max_memory_allocated",
-    "mps": "torch.mps.current_allocated_memory, sampled (a lower bound: MPS has no peak counter)",
+    "mps": (
+        "torch.mps.current_allocated_memory, sampled "
+        "(a lower bound: MPS has no peak counter)"
+    ),
 }
 
 
@@ -282,15 +294,18 @@ def measure_training_memory(
     hardware: HardwareInfo | str = "cpu",
     steps: int = 2,
 ) -> MeasuredMemory:
-    """Peak memory and time of one real Trainer step: a warm-up step, one measured step, `steps` timed ones.
+    """Peak memory and time of one real Trainer step: a warm-up step, one measured
+    step, `steps` timed ones.
 
-    `hardware` is a device kind ("cpu", "cuda", "mps") or a HardwareInfo; the precision follows from it
-    and train_config.dtype, as in training. Memory depends on shapes only, so the batch is random tokens.
-    See the module docstring for how each device is measured.
+    `hardware` is a device kind ("cpu", "cuda", "mps") or a HardwareInfo; the precision
+    follows from it and train_config.dtype, as in training. Memory depends on shapes
+    only, so the batch is random tokens. See the module docstring for how each device
+    is measured.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(
-            f"steps must be a positive integer (timed steps after the measured one), got {steps!r}"
+            "steps must be a positive integer (timed steps after the measured one), "
+            f"got {steps!r}"
         )
     info = detect(hardware) if isinstance(hardware, str) else hardware
     torch.manual_seed(train_config.seed)
@@ -299,9 +314,8 @@ def measure_training_memory(
         max_steps=steps + 2,
         warmup_steps=min(train_config.warmup_steps, 1),
     )
-    tokens = np.zeros(
-        train_config.seq_len + 1, dtype=np.uint32
-    )  # the Trainer needs data; never read here
+    # the Trainer needs data; never read here
+    tokens = np.zeros(train_config.seq_len + 1, dtype=np.uint32)
     trainer = Trainer(Transformer(model_config), config, tokens, hardware=info)
     batches = _synthetic_batches(model_config, train_config, trainer.device)
     trainer.train_step(batches)  # warm-up: AdamW's moments now exist
@@ -334,9 +348,9 @@ def measure_checkpointing(
 ) -> dict[str, object]:
     """Activation checkpointing's trade: the same step measured with it off and on.
 
-    Returns both measurements ("off", "on"), the peak memory checkpointing saved and the step time it
-    added, in bytes and seconds and as fractions of the step without it (wall time, and CPU time, which
-    a shared machine disturbs less).
+    Returns both measurements ("off", "on"), the peak memory checkpointing saved and
+    the step time it added, in bytes and seconds and as fractions of the step without
+    it (wall time, and CPU time, which a shared machine disturbs less).
     """
     off = measure_training_memory(
         model_config, replace(train_config, grad_checkpointing=False), hardware, steps

@@ -1,4 +1,5 @@
-"""Figures for the post-training chapters (6-8): loss masks, accuracies, margins and the beta sweep."""
+"""Figures for the post-training chapters (6-8): loss masks, accuracies, margins and the
+beta sweep."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def _finish(fig, ax, title: str, legend_size: int = 8):
 
 
 def loss_mask_html(tokenizer, ids: Sequence[int], trained: Sequence[bool]) -> str:
-    """Every token of a chat; the ones the loss is computed on in bold on green, the others grey."""
+    """Every token of a chat; the ones the loss is computed on in bold on green, the
+    others grey."""
     import html
 
     spans = []
@@ -31,16 +33,21 @@ def loss_mask_html(tokenizer, ids: Sequence[int], trained: Sequence[bool]) -> st
             else "background:#eeeeee;color:#777"
         )
         spans.append(
-            f'<span style="{style};font-family:monospace;margin-right:1px">{shown}</span>'
+            f'<span style="{style};font-family:monospace;margin-right:1px">'
+            f"{shown}</span>"
         )
-    legend = '<div style="font-size:85%">green, bold: trained (loss computed); grey: context only</div>'
+    legend = (
+        '<div style="font-size:85%">'
+        "green, bold: trained (loss computed); grey: context only</div>"
+    )
     return '<div style="line-height:1.9">' + "".join(spans) + "</div>" + legend
 
 
 def plot_accuracy(
     results: Mapping[str, Mapping[str, float]], title: str = "held-out accuracy"
 ):
-    """Grouped bars: one group per task, one bar per model (e.g. {"base": {...}, "SFT": {...}})."""
+    """Grouped bars: one group per task, one bar per model (e.g. {"base": {...},
+    "SFT": {...}})."""
     import matplotlib.pyplot as plt
 
     models = list(results)
@@ -61,7 +68,8 @@ def plot_margins(
     margins: Mapping[str, Sequence[float]],
     title: str = "reward margin on held-out pairs",
 ):
-    """Histograms of r(chosen) - r(rejected), one per kind of pair; right of 0 is a correct ranking."""
+    """Histograms of r(chosen) - r(rejected), one per kind of pair; right of 0 is a
+    correct ranking."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))

@@ -1,4 +1,5 @@
-"""Figures of chapter 10: the quantization grid, the rounding errors, and size against quality and speed."""
+"""Figures of chapter 10: the quantization grid, the rounding errors, and size against
+quality and speed."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from ..quantize import (
 
 
 def plot_quantization_grid(row: torch.Tensor, group_size: int = 32, groups: int = 2):
-    """The first `groups` groups of one weight row: the float values, where int8 and int4 put them, and
-    the 16 levels each int4 group may use (its own scale and zero point give each group its own ladder)."""
+    """The first `groups` groups of one weight row: the float values, where int8 and
+    int4 put them, and the 16 levels each int4 group may use (its own scale and zero
+    point give each group its own ladder)."""
     w = row.detach().float()[None, : group_size * groups]
     int8 = dequantize_int8(*quantize_tensor_int8(w))[0]
     packed, scales, zeros = quantize_tensor_int4(w, group_size)
@@ -49,8 +51,9 @@ def plot_quantization_grid(row: torch.Tensor, group_size: int = 32, groups: int 
 
 
 def plot_error_histograms(errors: dict[str, tuple[torch.Tensor, torch.Tensor]]):
-    """For each scheme, the histogram of (rounding error / step size) over every weight: flat between
-    -0.5 and +0.5 if rounding behaves, as it should for weights spread over many steps."""
+    """For each scheme, the histogram of (rounding error / step size) over every
+    weight: flat between -0.5 and +0.5 if rounding behaves, as it should for weights
+    spread over many steps."""
     fig, axes = plt.subplots(
         1, len(errors), figsize=(3.6 * len(errors), 3), sharey=True, squeeze=False
     )
@@ -68,7 +71,8 @@ def plot_error_histograms(errors: dict[str, tuple[torch.Tensor, torch.Tensor]]):
 
 
 def plot_layer_errors(errors: dict[str, dict[str, float]]):
-    """Relative error ||W_q - W|| / ||W|| of every quantized layer, one bar per scheme (log scale)."""
+    """Relative error ||W_q - W|| / ||W|| of every quantized layer, one bar per scheme
+    (log scale)."""
     layers = list(next(iter(errors.values())))
     width = 0.8 / len(errors)
     fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * len(layers)), 3.6))
@@ -90,7 +94,8 @@ def plot_layer_errors(errors: dict[str, dict[str, float]]):
 
 
 def plot_size_quality_speed(rows: Sequence[dict]):
-    """Left: model size against perplexity (down and left is better). Right: decoding time per token."""
+    """Left: model size against perplexity (down and left is better). Right: decoding
+    time per token."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, row in enumerate(rows):
         left.scatter(row["model MB"], row["perplexity"], color=f"C{i}", s=40)

@@ -1,15 +1,16 @@
-"""Interactive controls for the chapters. Each has a static twin in viz (plots.py), because the published book
-has no kernel to run widgets."""
+"""Interactive controls for the chapters. Each has a static twin in viz,
+because the published book has no kernel to run widgets."""
 
 from __future__ import annotations
 
 from ..hardware import choose_precision
 from ..presets import EXAMPLE_MACHINES, select_preset
-from .plots import markdown_table
+from .tables import markdown_table
 
 
 def preset_explorer():
-    """Pick a machine; see the preset chosen for it, its precision, model size, memory and time."""
+    """Pick a machine; see the preset chosen for it, its precision, model size, memory
+    and time."""
     import ipywidgets as widgets
     from IPython.display import Markdown, display
 
@@ -29,8 +30,8 @@ def preset_explorer():
         with out:
             display(
                 Markdown(
-                    f"**{preset.name}**: {choice.reason}.  \nPrecision: {precision.reason}.\n\n"
-                    + markdown_table(rows)
+                    f"**{preset.name}**: {choice.reason}.  \n"
+                    f"Precision: {precision.reason}.\n\n" + markdown_table(rows)
                 )
             )
 
@@ -42,14 +43,15 @@ def preset_explorer():
 def attention_explorer(model, encode, labels, text: str):
     """Type a text, pick a layer and a head, see who attends to whom.
 
-    `encode(text)` gives a list of token ids, `labels(ids)` the strings to print on the axes.
+    `encode(text)` gives a list of token ids, `labels(ids)` the strings to print on the
+    axes.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     import torch
     from IPython.display import display
 
-    from .plots import plot_attention
+    from .model_plots import plot_attention
 
     n_layers, n_heads = model.config.n_layers, model.config.n_heads
     box = widgets.Text(value=text, description="text", layout={"width": "90%"})
@@ -78,8 +80,8 @@ def bpe_explorer(model, text: str):
     import ipywidgets as widgets
     from IPython.display import HTML, display
 
-    from ..tokenizer import BPEModel
-    from .plots import tokens_html
+    from ..bpe import BPEModel
+    from .data_plots import tokens_html
 
     slider = widgets.IntSlider(0, 0, len(model.merges), description="merges")
     out = widgets.Output()
@@ -92,7 +94,8 @@ def bpe_explorer(model, text: str):
         ]
         latest = model.merges[slider.value - 1] if slider.value else None
         note = (
-            f"last merge: {latest.pair[0]!r} + {latest.pair[1]!r} (seen {latest.count} times)"
+            f"last merge: {latest.pair[0]!r} + {latest.pair[1]!r} "
+            f"(seen {latest.count} times)"
             if latest
             else ""
         )
@@ -106,7 +109,8 @@ def bpe_explorer(model, text: str):
 
 
 def sampling_explorer(model, tokenizer, prompt: str, max_new_tokens: int = 60):
-    """Prompt, temperature, top-k and top-p sliders; shows a sample (seeded, so a change shows its effect)."""
+    """Prompt, temperature, top-k and top-p sliders; shows a sample (seeded, so a change
+    shows its effect)."""
     import ipywidgets as widgets
     import torch
 

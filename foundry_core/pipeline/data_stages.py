@@ -1,0 +1,101 @@
+"""The data stages: the cleaned corpus (chapter 1), the tokenizer (chapter 2) and the
+token files (chapter 4 reads them), built with the functions those chapters teach."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..data import (
+    Document,
+    clean_documents,
+    load_corpus,
+    split_documents,
+    write_tokens,
+)
+from ..data.dedup import exact_dedup, minhash_dedup
+from ..presets import Preset
+from ..tokenizer import Tokenizer, train_tokenizer
+from .store import _build_once, stage_dir
+
+
+def _save_documents(documents: list[Document], path: Path) -> None:
+    path.write_text(
+        "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents)
+    )
+
+
+def _load_documents(path: Path) -> list[Document]:
+    return [Document(**json.loads(line)) for line in path.read_text().splitlines()]
+
+
+def ensure_corpus(preset: Preset) -> tuple[list[Document], list[Document]]:
+    """Load, clean, drop exact and near duplicates, split by document: (train, val)."""
+    settings = preset.data
+    folder = stage_dir("corpus", preset)
+
+    def build(tmp: Path) -> None:
+        documents = load_corpus(settings.corpus)[: settings.max_documents]
+        documents, report = clean_documents(documents)
+        keep, _ = exact_dedup([d.text for d in documents])
+        documents = [documents[i] for i in keep]
+        keep, _ = minhash_dedup(
+            [d.text for d in documents],
+            k=settings.shingle_words,
+            threshold=settings.near_dup_threshold,
+            seed=settings.seed,
+        )
+        documents = [documents[i] for i in keep]
+        train, val = split_documents(documents, settings.val_fraction, settings.seed)
+        _save_documents(train, tmp / "train.jsonl")
+        _save_documents(val, tmp / "val.jsonl")
+        (tmp / "report.json").write_text(
+            json.dumps(
+                {
+                    "lines_removed": report.lines_removed,
+                    "docs_removed": report.docs_removed,
+                }
+            )
+        )
+
+    _build_once(folder, build)
+    return _load_documents(folder / "train.jsonl"), _load_documents(
+        folder / "val.jsonl"
+    )
+
+
+def ensure_tokenizer(preset: Preset) -> Tokenizer:
+    """A SentencePiece BPE tokenizer with the preset's vocabulary size, trained on the
+    training split."""
+    folder = stage_dir("tokenizer", preset)
+
+    def build(tmp: Path) -> None:
+        train, _ = ensure_corpus(preset)
+        train_tokenizer([d.text for d in train], preset.model.vocab_size, tmp)
+
+    _build_once(folder, build)
+    tokenizer = Tokenizer.load(folder / "tokenizer.model")
+    tokenizer.check_compatible(preset.model.vocab_size)
+    return tokenizer
+
+
+def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
+    """Paths of the train and validation token files (documents separated by the
+    end-of-text id)."""
+    folder = stage_dir("tokens", preset)
+
+    def build(tmp: Path) -> None:
+        tokenizer = ensure_tokenizer(preset)
+        train, val = ensure_corpus(preset)
+        for name, documents in (("train", train), ("val", val)):
+            write_tokens(
+                documents,
+                tokenizer.encode,
+                tmp / f"{name}.bin",
+                len(tokenizer),
+                tokenizer.eos_id,
+            )
+
+    _build_once(folder, build)
+    return folder / "train.bin", folder / "val.bin"

@@ -1,0 +1,149 @@
+"""Pretraining as a stage (chapter 4), and the helpers every trained stage shares.
+
+The chapters (`ensure_pretrained`) and the command line (`python -m foundry_core
+pretrain`, under torchrun too) start from the same `pretrain_trainer`, so the same
+recipe gives the same model whichever way it was trained.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints
+from ..config import TrainConfig
+from ..data import (
+    read_tokens,
+)
+from ..hardware import detect
+from ..model import Transformer
+from ..presets import Preset, known_peak_tflops
+from ..runs import INFO, TOKENIZER, describe_run, is_described, load_run
+from ..train import Trainer
+from .data_stages import ensure_tokenizer, ensure_tokens
+from .store import _build_once, pretrained_dir, stage_dir
+
+# evenly spaced checkpoints kept by a pretraining run (chapter 4 loads each)
+PRETRAIN_CHECKPOINTS = 4
+
+
+def pretrain_trainer(preset: Preset, out_dir: Path, **trainer_kwargs) -> Trainer:
+    """The Trainer of the preset's pretraining run, checkpointing into `out_dir`.
+
+    The chapters (ensure_pretrained) and the command line (`python -m foundry_core
+    pretrain`, also under torchrun) both start here, so the same recipe gives the same
+    model whichever way it was trained.
+    """
+    train_path, val_path = ensure_tokens(preset)
+    torch.manual_seed(preset.train.seed)
+    trainer_kwargs.setdefault(
+        "checkpoint_interval", max(1, preset.train.max_steps // PRETRAIN_CHECKPOINTS)
+    )
+    info = trainer_kwargs.setdefault("hardware", detect())
+    # with a known peak, the Trainer records MFU
+    trainer_kwargs.setdefault("peak_tflops", known_peak_tflops(preset, info))
+    return Trainer(
+        Transformer(preset.model),
+        preset.train,
+        read_tokens(train_path),
+        read_tokens(val_path),
+        out_dir=out_dir,
+        keep_checkpoints=PRETRAIN_CHECKPOINTS,
+        **trainer_kwargs,
+    )
+
+
+def finish_pretraining(trainer: Trainer) -> Path:
+    """Save the last step unless the checkpoint plan just did; return its checkpoint.
+    Decided from the step alone, so every rank of a torchrun job takes the same branch
+    (save() is collective)."""
+    if trainer.step % trainer.checkpoint_interval:
+        return trainer.save()
+    return checkpoint_dir(trainer.out_dir, trainer.step)
+
+
+def publish_pretrained(preset: Preset, run_dir: Path) -> Path | None:
+    """Make a finished pretraining run from the command line the one chapters load.
+
+    Copied into artifacts/<preset>/pretrained-<key> like any built stage (atomically,
+    never over an existing one). Only a run that reached the recipe's max_steps is
+    published: a shorter run is not the recipe's model.
+    """
+    if latest_checkpoint(run_dir) != checkpoint_dir(run_dir, preset.train.max_steps):
+        return None
+
+    def build(tmp: Path) -> None:
+        for checkpoint in list_checkpoints(run_dir):
+            shutil.copytree(checkpoint, tmp / checkpoint.name)
+        for name in ("history.jsonl", INFO, TOKENIZER):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, tmp / name)
+
+    return _build_once(pretrained_dir(preset), build)
+
+
+def ensure_pretrained(
+    preset: Preset, callbacks: tuple = (), progress: bool = False
+) -> tuple[Transformer, list[dict]]:
+    """The pretrained model and its history; trains it (chapter 4) if not there yet.
+
+    Training writes PRETRAIN_CHECKPOINTS evenly spaced checkpoints into the run folder,
+    which is renamed into place only when the run has finished, so a half-trained model
+    is never taken for a finished one.
+    """
+    folder = pretrained_dir(preset)
+
+    def build(tmp: Path) -> None:
+        describe_run(tmp, "pretrained", preset, ensure_tokenizer(preset))
+        trainer = pretrain_trainer(preset, tmp, callbacks=callbacks, progress=progress)
+        trainer.fit()
+        finish_pretraining(trainer)
+
+    _build_once(folder, build)
+    return _load_stage("pretrained", preset)
+
+
+def _train_stage(
+    stage: str,
+    preset: Preset,
+    model: torch.nn.Module,
+    config: TrainConfig,
+    train,
+    val,
+    callbacks,
+    progress: bool,
+    **trainer_kwargs,
+) -> None:
+    folder = stage_dir(stage, preset)
+
+    def build(tmp: Path) -> None:
+        describe_run(tmp, stage, preset, ensure_tokenizer(preset))
+        torch.manual_seed(config.seed)
+        trainer = Trainer(
+            model,
+            config,
+            train,
+            val,
+            out_dir=tmp,
+            keep_checkpoints=1,
+            callbacks=callbacks,
+            progress=progress,
+            **trainer_kwargs,
+        )
+        trainer.fit()
+        trainer.save()
+
+    _build_once(folder, build)
+
+
+def _load_stage(stage: str, preset: Preset) -> tuple[torch.nn.Module, list[dict]]:
+    """A built stage's model (from the configuration saved with it) and its training
+    history."""
+    folder = stage_dir(stage, preset)
+    # built before run folders described themselves: same key, same content
+    if not is_described(folder):
+        describe_run(folder, stage, preset, ensure_tokenizer(preset))
+    run = load_run(folder)
+    return run.model, run.history

@@ -1,0 +1,144 @@
+"""Where each stage's artifact lives, and how it is written.
+
+A stage's folder is artifacts/<preset>/<stage>-<key>, the key hashing every setting
+that shaped the artifact and the keys of the stages it was built from: change a setting
+and a new artifact is built, never a stale one reused. `stage_dir` is the one place that
+says so. Each artifact is built into a temporary folder that is renamed into place only
+when complete, so an interrupted build leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from ..config import TrainConfig
+from ..fileio import atomic_directory
+from ..presets import Preset
+
+
+def artifacts_root() -> Path:
+    """$FOUNDRY_ARTIFACTS, else artifacts/ at the root of this clone (git-ignored)."""
+    if os.environ.get("FOUNDRY_ARTIFACTS"):
+        return Path(os.environ["FOUNDRY_ARTIFACTS"])
+    return Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def _key(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build` into a temporary sibling of `folder` and rename it into place, unless
+    it exists."""
+    if not folder.exists():
+        with atomic_directory(folder) as tmp:
+            build(tmp)
+    return folder
+
+
+def corpus_key(preset: Preset) -> dict:
+    return {"stage": "corpus", **asdict(preset.data)}
+
+
+def tokenizer_key(preset: Preset) -> dict:
+    return {
+        "stage": "tokenizer",
+        "vocab_size": preset.model.vocab_size,
+        "corpus": _key(corpus_key(preset)),
+    }
+
+
+def tokens_key(preset: Preset) -> dict:
+    return {"stage": "tokens", "tokenizer": _key(tokenizer_key(preset))}
+
+
+def pretrained_key(preset: Preset) -> dict:
+    return {
+        "stage": "pretrained",
+        "tokens": _key(tokens_key(preset)),
+        "model": preset.model.to_dict(),
+        "train": preset.train.to_dict(),
+    }
+
+
+# What each post-training stage's artifact depends on, beyond the task data every one of
+# them shares.
+_ALIGN_FIELDS = {
+    "sft": ("sft",),
+    "reward": ("sft", "reward"),
+    "dpo-data": ("sft", "on_policy_prompts", "samples", "offline_pairs"),
+    "dpo": (
+        "sft",
+        "dpo",
+        "on_policy_prompts",
+        "samples",
+        "offline_pairs",
+        "nll_weight",
+    ),
+}
+
+
+def stage_dir(stage: str, preset: Preset) -> Path:
+    """The one place that says where a stage's artifact lives:
+    artifacts/<preset>/<stage>-<key>, the key hashing every setting that shaped it and
+    the keys of the stages it was built from."""
+    keys = {
+        "corpus": corpus_key,
+        "tokenizer": tokenizer_key,
+        "tokens": tokens_key,
+        "pretrained": pretrained_key,
+    }
+    if stage in keys:
+        name = f"{stage}-{_key(keys[stage](preset))}"
+    elif stage in _ALIGN_FIELDS:
+        name = f"{stage}-{_align_key(preset, stage, *_ALIGN_FIELDS[stage])}"
+        if stage == "dpo":
+            name += f"-beta{preset.align.beta:g}"
+    else:
+        raise ValueError(
+            f"stage '{stage}' has no folder: "
+            f"choose one of {', '.join([*keys, *_ALIGN_FIELDS])}"
+        )
+    return artifacts_root() / preset.name / name
+
+
+# Post-training artifacts are keyed by their settings; bump this when a change to the
+# task, template or pair-making code changes what a stage builds, so no stale artifact
+# is reused.
+ALIGN_VERSION = 1
+
+
+def _align_key(preset: Preset, stage: str, *fields: str) -> str:
+    settings = preset.align
+    values = {
+        f: getattr(settings, f)
+        for f in (
+            "train_per_task",
+            "test_per_task",
+            "held_out",
+            "template",
+            "seed",
+            "max_new_tokens",
+            *fields,
+        )
+    }
+    values = {
+        k: v.to_dict() if isinstance(v, TrainConfig) else v for k, v in values.items()
+    }
+    return _key(
+        {
+            "stage": stage,
+            "version": ALIGN_VERSION,
+            "pretrained": stage_dir("pretrained", preset).name,
+            **values,
+        }
+    )
+
+
+def pretrained_dir(preset: Preset) -> Path:
+    return stage_dir("pretrained", preset)
