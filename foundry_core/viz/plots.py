@@ -2,8 +2,7 @@
 
 Memory and parameters per preset, the learning-rate schedule, and `plot_curves`, the
 training-curve plot every chapter uses. The tables and the other chapters' figures live
-in tables.py, data_plots.py and model_plots.py; they are imported here too, so
-`from foundry_core.viz.plots import X` keeps working for every X it used to hold.
+in tables.py, data_plots.py and model_plots.py.
 """
 
 from __future__ import annotations
@@ -13,46 +12,6 @@ from typing import Iterable, Mapping, Sequence
 from ..hardware import GIB
 from ..memory.estimate import MemoryEstimate
 from ..presets import HEADROOM, USABLE_FRACTION, Preset
-from .data_plots import (
-    TOKEN_COLORS,
-    plot_bpe_progress,
-    plot_compression,
-    plot_corpus_stats,
-    plot_jaccard_estimates,
-    tokens_html,
-)
-from .model_plots import (
-    plot_activation_functions,
-    plot_attention,
-    plot_kv_cache,
-    plot_next_token,
-    plot_rope,
-)
-from .tables import MarkdownText, markdown_table, preset_choice_rows, show_source
-
-__all__ = [
-    "LiveLoss",
-    "MEMORY_PARTS",
-    "MarkdownText",
-    "TOKEN_COLORS",
-    "markdown_table",
-    "plot_activation_functions",
-    "plot_attention",
-    "plot_bpe_progress",
-    "plot_compression",
-    "plot_corpus_stats",
-    "plot_curves",
-    "plot_jaccard_estimates",
-    "plot_kv_cache",
-    "plot_lr_schedule",
-    "plot_memory_estimates",
-    "plot_next_token",
-    "plot_param_breakdown",
-    "plot_rope",
-    "preset_choice_rows",
-    "show_source",
-    "tokens_html",
-]
 
 MEMORY_PARTS = tuple(MemoryEstimate.__dataclass_fields__)
 
