@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_options(p)
     p.add_argument(
         "--out",
-        help="folder for report.md and the exports (default: artifacts/<preset>)",
+        help="folder for report.md and report.json (default: artifacts/<preset>)",
     )
     p.set_defaults(handler=run_pipeline)
     return parser

@@ -9,7 +9,6 @@ user who wants the whole course's result at once.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,14 +21,10 @@ from . import pipeline
 from .align import accuracy_by_task, grade
 from .data import read_tokens
 from .evaluate import contamination, perplexity
-from .export import save_gguf, save_hf
 from .hardware import detect
 from .presets import Preset, course_seed
 from .quantize import (
-    fitting_group_sizes,
     linear_size_bytes,
-    quantize_model,
-    save_quantized,
 )
 
 
@@ -81,7 +76,7 @@ STEPS = (
     "reward",
     "dpo",
     "evaluation",
-    "quantize",
+    "quantized",
     "export",
 )
 
@@ -161,38 +156,26 @@ class _Steps:
             "of them mostly inside SFT training lines": len(leak.flagged),
         }
 
-    def quantize(self) -> dict:
+    def quantized(self) -> dict:
         model = self.models["dpo"]
-        candidates = self.preset.quantize.group_sizes
-        fitting = fitting_group_sizes(model, candidates)
-        if not fitting:
-            raise ValueError(
-                f"no int4 group size of {candidates} divides every layer width of "
-                "this model: set quantize.group_sizes"
-            )
-        group = max(fitting)  # the fewest scales: int4 at its smallest
-        metrics = {
+        quantized = pipeline.ensure_quantized(self.preset)
+        int4 = f"int4 g{quantized.group_size}"
+        return {
             "fp32 MB": linear_size_bytes(model) / 1e6,
             "fp32 perplexity": self._perplexity(model),
+            "int8 MB": linear_size_bytes(quantized.int8) / 1e6,
+            "int8 perplexity": self._perplexity(quantized.int8),
+            f"{int4} MB": linear_size_bytes(quantized.int4) / 1e6,
+            f"{int4} perplexity": self._perplexity(quantized.int4),
+            "folder": str(pipeline.stage_dir("quantized", self.preset)),
         }
-        for scheme in ("int8", "int4"):
-            quantized = quantize_model(copy.deepcopy(model), scheme, group)
-            label = scheme if scheme == "int8" else f"int4 g{group}"
-            metrics[f"{label} MB"] = linear_size_bytes(quantized) / 1e6
-            metrics[f"{label} perplexity"] = self._perplexity(quantized)
-            save_quantized(quantized, self.out / "export" / f"dpo-{scheme}")
-        return metrics
 
     def export(self) -> dict:
-        hf = save_hf(self.models["dpo"], self.out / "export" / "hf")
-        self.text_tokenizer.save(hf / "tokenizer.model")
-        gguf = save_gguf(
-            self.models["dpo"], self.text_tokenizer, self.out / "export" / "model.gguf"
-        )
+        files = pipeline.ensure_export(self.preset)
         return {
-            "hugging face folder": str(hf),
-            "gguf file": str(gguf),
-            "gguf MB": gguf.stat().st_size / 1e6,
+            "hugging face folder": str(files.hf),
+            "gguf file": str(files.gguf),
+            "gguf MB": files.gguf.stat().st_size / 1e6,
         }
 
     def _perplexity(self, model) -> float:

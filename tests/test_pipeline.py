@@ -9,7 +9,7 @@ import pytest
 
 from foundry_core import PRESETS
 from foundry_core.data import read_tokens
-from foundry_core.pipeline import ensure
+from foundry_core.pipeline import Corpus, TokenFiles, ensure, stage_summary
 
 
 @pytest.fixture()
@@ -37,6 +37,20 @@ def test_tokens_are_built_once_and_reused(artifacts):
         and train_path.stat().st_mtime_ns == stamp
     )
     assert not [p for p in artifacts.rglob(".*")], "temporary folders left behind"
+
+
+def test_each_stage_returns_its_own_type_and_says_what_it_holds(artifacts):
+    preset = PRESETS["ci"]
+    corpus, tokens = ensure("corpus", preset), ensure("tokens", preset)
+    assert isinstance(corpus, Corpus) and isinstance(tokens, TokenFiles)
+    assert corpus.validation == corpus[1] and tokens.validation == tokens[1]
+    assert stage_summary("corpus", preset, corpus)["train documents"] == len(
+        corpus.train
+    )
+    summary = stage_summary("tokens", preset, tokens)
+    assert summary["validation tokens"] == len(read_tokens(tokens.validation))
+    vocabulary = stage_summary("tokenizer", preset, ensure("tokenizer", preset))
+    assert vocabulary["vocabulary"] == preset.model.vocab_size
 
 
 def test_a_changed_vocabulary_builds_a_new_tokenizer_on_the_same_corpus(artifacts):

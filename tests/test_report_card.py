@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from foundry_core.report_card import STEPS
 
@@ -33,7 +34,7 @@ def test_the_whole_pipeline_from_an_empty_artifacts_folder(tmp_path):
         metrics["sft"]["held-out accuracy (SFT)"]
         > metrics["sft"]["held-out accuracy (base)"]
     )
-    assert metrics["quantize"]["int8 MB"] * 3.5 <= metrics["quantize"]["fp32 MB"]
+    assert metrics["quantized"]["int8 MB"] * 3.5 <= metrics["quantized"]["fp32 MB"]
     evaluation = metrics["evaluation"]
     assert (
         evaluation["of them mostly inside SFT training lines"]
@@ -41,7 +42,10 @@ def test_the_whole_pipeline_from_an_empty_artifacts_folder(tmp_path):
     )
     markdown = (tmp_path / "artifacts" / "ci" / "report.md").read_text()
     assert all(f"| {name} |" in markdown for name in STEPS)
-    assert (tmp_path / "artifacts" / "ci" / "export" / "model.gguf").stat().st_size > 0
+    # the exports are a cached stage like any other
+    gguf = Path(metrics["export"]["gguf file"])
+    assert gguf.parent.name.startswith("export-") and gguf.stat().st_size > 0
+    assert (gguf.parent / "hf" / "tokenizer.model").is_file()
     # a second run reuses every stage (nothing is trained again) and reports the same
     # numbers
     again = subprocess.run(

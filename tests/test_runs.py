@@ -10,7 +10,13 @@ import torch
 
 from foundry_core import get_preset, with_overrides
 from foundry_core.align import RewardModel
-from foundry_core.pipeline import TRAINED, ensure, stage_dir
+from foundry_core.pipeline import (
+    TRAINED,
+    TrainedStage,
+    ensure,
+    stage_dir,
+    stage_summary,
+)
 from foundry_core.runs import INFO, RUN_FORMAT, load_run, recipe
 
 # Every trained stage of the ci recipe, each a few steps long: what matters here is what
@@ -52,6 +58,17 @@ def test_load_run_round_trips_every_stage(built, stage):
     assert len(run.tokenizer) == preset.model.vocab_size and run.history[-1]["step"] > 0
     # a checkpoint folder works too
     assert load_run(run.checkpoint).checkpoint == run.checkpoint
+
+
+@pytest.mark.parametrize("stage", TRAINED)
+def test_a_trained_stage_is_its_model_and_history(built, stage):
+    preset, models, folders = built
+    result = ensure(stage, preset)  # built by the fixture: loaded from the cache
+    assert isinstance(result, TrainedStage) and result.history == result[1]
+    summary = stage_summary(stage, preset, result)
+    assert summary["folder"] == str(folders[stage])
+    steps = 4 if stage == "pretrained" else 3
+    assert summary["step"] == result.history[-1]["step"] == steps
 
 
 def test_damaged_and_old_folders_are_refused_clearly(built, tmp_path):

@@ -9,8 +9,9 @@ themselves are in data_stages.py, pretrain.py and align_stages.py.
 
 from __future__ import annotations
 
-from ..data import read_tokens
+from ..align import TaskSplits
 from ..presets import Preset, pick_preset
+from ..tokenizer import Tokenizer
 from .align_stages import (
     dpo_pairs,
     ensure_dpo,
@@ -20,6 +21,13 @@ from .align_stages import (
     preference_data,
 )
 from .data_stages import ensure_corpus, ensure_tokenizer, ensure_tokens
+from .deploy_stages import (
+    ExportFiles,
+    QuantizedModels,
+    ensure_export,
+    ensure_quantized,
+    int4_group_size,
+)
 from .pretrain import (
     PRETRAIN_CHECKPOINTS,
     ensure_pretrained,
@@ -27,6 +35,7 @@ from .pretrain import (
     pretrain_trainer,
     publish_pretrained,
 )
+from .results import Corpus, TokenFiles, TrainedStage
 from .store import (
     ALIGN_VERSION,
     artifacts_root,
@@ -40,6 +49,11 @@ from .store import (
 
 __all__ = [
     "ALIGN_VERSION",
+    "Corpus",
+    "ExportFiles",
+    "QuantizedModels",
+    "TokenFiles",
+    "TrainedStage",
     "PRETRAIN_CHECKPOINTS",
     "STAGES",
     "TRAINED",
@@ -49,6 +63,9 @@ __all__ = [
     "ensure",
     "ensure_corpus",
     "ensure_dpo",
+    "ensure_export",
+    "ensure_quantized",
+    "int4_group_size",
     "ensure_pretrained",
     "ensure_reward",
     "ensure_sft",
@@ -76,14 +93,31 @@ STAGES = (
     "sft",
     "reward",
     "dpo",
+    "quantized",
+    "export",
 )
 
 TRAINED = ("pretrained", "sft", "reward", "dpo")  # the stages that run a Trainer
 
 
-def ensure(stage: str, preset: Preset | None = None, progress: bool = False):
+def ensure(
+    stage: str, preset: Preset | None = None, progress: bool = False
+) -> (
+    Corpus
+    | Tokenizer
+    | TokenFiles
+    | TaskSplits
+    | TrainedStage
+    | QuantizedModels
+    | ExportFiles
+):
     """The artifact of `stage` for `preset` (default: the preset picked for this
-    machine); `progress` shows a progress bar while a trained stage builds."""
+    machine); `progress` shows a progress bar while a trained stage builds.
+
+    One type per stage: corpus a `Corpus`, tokenizer a `Tokenizer`, tokens
+    `TokenFiles`, tasks `TaskSplits`, and every trained stage (pretrained, sft, reward,
+    dpo) a `TrainedStage` (model, history); quantized `QuantizedModels`, export
+    `ExportFiles`."""
     preset = preset or pick_preset()
     builders = {
         "corpus": ensure_corpus,
@@ -94,6 +128,8 @@ def ensure(stage: str, preset: Preset | None = None, progress: bool = False):
         "sft": ensure_sft,
         "reward": ensure_reward,
         "dpo": ensure_dpo,
+        "quantized": ensure_quantized,
+        "export": ensure_export,
     }
     if stage not in builders:
         raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
@@ -103,27 +139,16 @@ def ensure(stage: str, preset: Preset | None = None, progress: bool = False):
 
 
 def stage_summary(stage: str, preset: Preset, result) -> dict:
-    """What a built stage holds, in a few numbers (`ensure`'s result for `stage`)."""
+    """What a built stage holds, in a few numbers (`result`: what `ensure` returned)."""
     summary: dict = {"stage": stage}
     if stage != "tasks":
         summary["folder"] = str(stage_dir(stage, preset))
-    if stage in TRAINED:
-        last = result[1][-1] if result[1] else {}
-        shown = ("step", "loss", "val_loss", "val_accuracy", "val_margin")
-        for key in shown:
-            if key in last:
-                value = last[key]
-                summary[key] = round(value, 4) if isinstance(value, float) else value
-    elif stage == "corpus":
-        summary["train documents"] = len(result[0])
-        summary["validation documents"] = len(result[1])
-    elif stage == "tokenizer":
+    if isinstance(result, Tokenizer):
         summary["vocabulary"] = len(result)
-    elif stage == "tokens":
-        summary["train tokens"] = len(read_tokens(result[0]))
-        summary["validation tokens"] = len(read_tokens(result[1]))
-    elif stage == "tasks":
+    elif isinstance(result, TaskSplits):
         summary["train"] = len(result.train)
         summary["held out"] = len(result.test)
         summary["plays"] = len(result.plays)
+    else:
+        summary.update(result.summary())
     return summary

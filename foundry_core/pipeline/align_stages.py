@@ -24,10 +24,10 @@ from ..align import (
     preference_pairs,
     reward_loss,
 )
-from ..model import Transformer
 from ..presets import Preset
 from .data_stages import ensure_corpus, ensure_tokenizer
 from .pretrain import _load_stage, _train_stage, ensure_pretrained
+from .results import TrainedStage
 from .store import _build_once, stage_dir
 
 
@@ -61,7 +61,7 @@ def ensure_tasks(preset: Preset) -> TaskSplits:
 
 def ensure_sft(
     preset: Preset, callbacks: tuple = (), progress: bool = False
-) -> tuple[Transformer, list[dict]]:
+) -> TrainedStage:
     """The pretrained model fine-tuned on the instruction tasks (chapter 6), and its
     history."""
     settings = preset.align
@@ -97,7 +97,7 @@ def preference_data(preset: Preset) -> tuple[list, list]:
 
 def ensure_reward(
     preset: Preset, callbacks: tuple = (), progress: bool = False
-) -> tuple[RewardModel, list[dict]]:
+) -> TrainedStage:
     """A reward model started from the SFT model and trained on the preference pairs
     (chapter 7)."""
     settings = preset.align
@@ -203,7 +203,7 @@ def ensure_dpo(
     callbacks: tuple = (),
     progress: bool = False,
     beta: float | None = None,
-) -> tuple[Transformer, list[dict]]:
+) -> TrainedStage:
     """The SFT model after DPO against a frozen copy of itself (chapter 8); `beta`
     overrides the preset's."""
     settings = preset.align

@@ -17,6 +17,7 @@ from ..data import (
 from ..data.dedup import exact_dedup, minhash_dedup
 from ..presets import Preset
 from ..tokenizer import Tokenizer, train_tokenizer
+from .results import Corpus, TokenFiles
 from .store import _build_once, stage_dir
 
 
@@ -30,7 +31,7 @@ def _load_documents(path: Path) -> list[Document]:
     return [Document(**json.loads(line)) for line in path.read_text().splitlines()]
 
 
-def ensure_corpus(preset: Preset) -> tuple[list[Document], list[Document]]:
+def ensure_corpus(preset: Preset) -> Corpus:
     """Load, clean, drop exact and near duplicates, split by document: (train, val)."""
     settings = preset.data
     folder = stage_dir("corpus", preset)
@@ -60,8 +61,8 @@ def ensure_corpus(preset: Preset) -> tuple[list[Document], list[Document]]:
         )
 
     _build_once(folder, build)
-    return _load_documents(folder / "train.jsonl"), _load_documents(
-        folder / "val.jsonl"
+    return Corpus(
+        _load_documents(folder / "train.jsonl"), _load_documents(folder / "val.jsonl")
     )
 
 
@@ -80,7 +81,7 @@ def ensure_tokenizer(preset: Preset) -> Tokenizer:
     return tokenizer
 
 
-def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
+def ensure_tokens(preset: Preset) -> TokenFiles:
     """Paths of the train and validation token files (documents separated by the
     end-of-text id)."""
     folder = stage_dir("tokens", preset)
@@ -98,4 +99,4 @@ def ensure_tokens(preset: Preset) -> tuple[Path, Path]:
             )
 
     _build_once(folder, build)
-    return folder / "train.bin", folder / "val.bin"
+    return TokenFiles(folder / "train.bin", folder / "val.bin")

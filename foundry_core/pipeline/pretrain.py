@@ -23,6 +23,7 @@ from ..presets import Preset, known_peak_tflops
 from ..runs import INFO, TOKENIZER, describe_run, is_described, load_run
 from ..train import Trainer
 from .data_stages import ensure_tokenizer, ensure_tokens
+from .results import TrainedStage
 from .store import _build_once, pretrained_dir, stage_dir
 
 # evenly spaced checkpoints kept by a pretraining run (chapter 4 loads each)
@@ -86,7 +87,7 @@ def publish_pretrained(preset: Preset, run_dir: Path) -> Path | None:
 
 def ensure_pretrained(
     preset: Preset, callbacks: tuple = (), progress: bool = False
-) -> tuple[Transformer, list[dict]]:
+) -> TrainedStage:
     """The pretrained model and its history; trains it (chapter 4) if not there yet.
 
     Training writes PRETRAIN_CHECKPOINTS evenly spaced checkpoints into the run folder,
@@ -138,7 +139,7 @@ def _train_stage(
     _build_once(folder, build)
 
 
-def _load_stage(stage: str, preset: Preset) -> tuple[torch.nn.Module, list[dict]]:
+def _load_stage(stage: str, preset: Preset) -> TrainedStage:
     """A built stage's model (from the configuration saved with it) and its training
     history."""
     folder = stage_dir(stage, preset)
@@ -146,4 +147,4 @@ def _load_stage(stage: str, preset: Preset) -> tuple[torch.nn.Module, list[dict]
     if not is_described(folder):
         describe_run(folder, stage, preset, ensure_tokenizer(preset))
     run = load_run(folder)
-    return run.model, run.history
+    return TrainedStage(run.model, run.history)

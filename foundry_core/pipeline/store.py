@@ -83,6 +83,27 @@ _ALIGN_FIELDS = {
 }
 
 
+def quantized_key(preset: Preset) -> dict:
+    return {
+        "stage": "quantized",
+        "version": DEPLOY_VERSION,
+        "dpo": stage_dir("dpo", preset).name,
+        **preset.quantize.to_dict(),
+    }
+
+
+def export_key(preset: Preset) -> dict:
+    return {
+        "stage": "export",
+        "version": DEPLOY_VERSION,
+        "dpo": stage_dir("dpo", preset).name,
+    }
+
+
+# Bump when a change to the quantization or export code changes the files they write.
+DEPLOY_VERSION = 1
+
+
 def stage_dir(stage: str, preset: Preset) -> Path:
     """The one place that says where a stage's artifact lives:
     artifacts/<preset>/<stage>-<key>, the key hashing every setting that shaped it and
@@ -92,6 +113,8 @@ def stage_dir(stage: str, preset: Preset) -> Path:
         "tokenizer": tokenizer_key,
         "tokens": tokens_key,
         "pretrained": pretrained_key,
+        "quantized": quantized_key,
+        "export": export_key,
     }
     if stage in keys:
         name = f"{stage}-{_key(keys[stage](preset))}"

@@ -1,0 +1,70 @@
+"""The exercise checkers: the library's own answer passes, every usual mistake fails
+with its own hint, and a stub is "not done yet", never a traceback."""
+
+import pytest
+
+from foundry_core.exercises import check, exercises
+from foundry_core.exercises.check import REGISTRY
+
+EXERCISES = exercises()
+
+
+def test_the_course_has_exercises_in_several_chapters():
+    assert len(EXERCISES) >= 11
+    assert {e.chapter for e in EXERCISES} >= {"01", "02", "03", "04"}
+    assert all(e.mistakes for e in EXERCISES), "every checker knows a usual mistake"
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_the_reference_answer_passes(exercise):
+    result = check(exercise.name, exercise.reference, quiet=True)
+    assert result and result.status == "passed", result.message
+    assert len(result.checked) == len(exercise.cases())
+
+
+MISTAKES = [(e, m) for e in EXERCISES for m in e.mistakes]
+
+
+@pytest.mark.parametrize(
+    "exercise, mistake",
+    MISTAKES,
+    ids=[f"{e.name}-{i}" for i, (e, _) in enumerate(MISTAKES)],
+)
+def test_each_usual_mistake_fails_with_its_hint(exercise, mistake):
+    result = check(exercise.name, mistake.wrong, quiet=True)
+    assert not result and result.status == "failed"
+    assert f"hint: {mistake.hint}" in result.message, result.message
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_a_stub_is_not_done_yet(exercise):
+    def raises(*args):
+        raise NotImplementedError
+
+    def ellipsis(*args): ...
+
+    for stub in (raises, ellipsis):
+        result = check(exercise.name, stub, quiet=True)
+        assert result.status == "not done" and "not done yet" in result.message
+
+
+def test_an_error_in_the_readers_code_is_reported_not_raised(capsys):
+    def broken(set_a, set_b):
+        return len(set_a & set_b) / 0
+
+    result = check("jaccard", broken)
+    assert not result
+    assert "it raised ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_a_wrong_shape_is_named():
+    import torch
+
+    result = check("rmsnorm", lambda x, w, eps: torch.zeros(3), quiet=True)
+    assert "expected shape" in result.message
+
+
+def test_an_unknown_exercise_lists_the_known_ones():
+    with pytest.raises(ValueError, match="no exercise called 'rms'"):
+        check("rms", print)
+    assert "rmsnorm" in REGISTRY
