@@ -10,7 +10,8 @@ differs and a hint aimed at the usual mistake. A function that is still a stub
 lists them all.
 """
 
-from . import basics, training, transformer  # noqa: F401  (they register themselves)
+# importing the exercise modules registers their exercises
+from . import alignment, basics, chat, measure, training, transformer  # noqa: F401
 from .check import REGISTRY, Exercise, Result, check
 from .training import ADAMW
 

@@ -3,13 +3,20 @@ training step. Each is checked against the library function the chapter shows.""
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 
 import numpy as np
 import torch
 
 from ..bpe import merge_pair, pair_counts
-from ..data.dedup import MinHasher, estimate_jaccard, jaccard, shingles
+from ..data.dedup import (
+    MinHasher,
+    estimate_jaccard,
+    jaccard,
+    normalize_for_dedup,
+    shingles,
+)
 from .check import Case, Exercise, Mistake, register
 
 
@@ -178,6 +185,45 @@ register(
                 "after merging a pair, skip both of its tokens: "
                 "'aaa' with (a, a) is (aa, a), each byte used once",
                 _merge_overlapping,
+            ),
+        ],
+    )
+)
+
+
+def _normalize_cases() -> list[Case]:
+    return [
+        Case("case and punctuation", ("To be, or not to be: that is the question!",)),
+        Case("runs of spaces, tabs and newlines", ("  to\tbe\n\n or   not ",)),
+        Case("full-width letters (NFKC folds them)", ("ＴＯ ＢＥ",)),
+    ]
+
+
+register(
+    Exercise(
+        "normalize_for_dedup",
+        "01",
+        "Normalize text before hashing, so trivial edits do not hide a copy",
+        "easy",
+        "normalize_for_dedup(text) -> str   # NFKC, lower case, no punctuation, "
+        "single spaces",
+        normalize_for_dedup,
+        _normalize_cases,
+        [
+            Mistake(
+                "lower-case the text too: 'To' and 'to' are the same word",
+                lambda t: " ".join(
+                    "".join(c for c in t if c.isalnum() or c.isspace()).split()
+                ),
+            ),
+            Mistake(
+                "collapse every run of whitespace (spaces, tabs, newlines) into one "
+                "space and strip the ends: ' '.join(text.split())",
+                lambda t: "".join(
+                    c
+                    for c in unicodedata.normalize("NFKC", t).lower()
+                    if c.isalnum() or c.isspace()
+                ),
             ),
         ],
     )

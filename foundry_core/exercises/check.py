@@ -145,7 +145,9 @@ def _difference(got: Any, expected: Any, atol: float) -> str:
             return f"expected a tensor, got {type(got).__name__}"
         if got.shape != expected.shape:
             return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-        if not torch.allclose(got.double(), expected.double(), atol=atol, rtol=1e-4):
+        if not torch.allclose(
+            got.double(), expected.double(), atol=atol, rtol=1e-4, equal_nan=True
+        ):
             gap = (got.double() - expected.double()).abs()
             at = np.unravel_index(int(gap.argmax()), tuple(gap.shape))
             return (
@@ -162,6 +164,8 @@ def _difference(got: Any, expected: Any, atol: float) -> str:
                 return f"item {index}: {problem}"
         return ""
     if isinstance(expected, float):
+        if got == expected:  # also equal infinities
+            return ""
         try:
             close = abs(float(got) - expected) <= atol + 1e-6 * abs(expected)
         except (TypeError, ValueError):

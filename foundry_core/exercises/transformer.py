@@ -8,6 +8,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from ..config import ModelConfig
+from ..kv_cache import kv_cache_bytes
 from ..layers import apply_rope, rope_tables
 from ..model import explicit_attention
 from .check import Case, Exercise, Mistake, register
@@ -228,6 +230,42 @@ register(
                 "query heads 0 and 1 share key/value head 0: repeat_interleave, "
                 "not repeat",
                 lambda q, k, v: _attention(q, k, v, interleave=False),
+            ),
+        ],
+    )
+)
+
+
+def _kv_cases() -> list[Case]:
+    gqa = ModelConfig(
+        vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192
+    )
+    mha = ModelConfig(
+        vocab_size=512, d_model=64, n_layers=3, n_heads=4, n_kv_heads=4, d_ff=192
+    )
+    return [
+        Case("2 layers, 4 query heads sharing 2 KV heads, bf16", (gqa, 1, 128, 2)),
+        Case("3 layers of plain multi-head attention, batch 8, fp32", (mha, 8, 64, 4)),
+    ]
+
+
+register(
+    Exercise(
+        "kv_cache_bytes",
+        "03",
+        "The memory of a KV cache, and what grouped KV heads save",
+        "easy",
+        "kv_cache_bytes(config, batch_size, seq_len, bytes_per_value) -> int",
+        kv_cache_bytes,
+        _kv_cases,
+        [
+            Mistake(
+                "only the key/value heads are cached: n_kv_heads, not n_heads",
+                lambda c, b, t, n: 2 * c.n_layers * b * t * c.n_heads * c.head_dim * n,
+            ),
+            Mistake(
+                "the cache holds keys and values: twice the size of either",
+                lambda c, b, t, n: c.n_layers * b * t * c.n_kv_heads * c.head_dim * n,
             ),
         ],
     )
