@@ -92,6 +92,14 @@ def source_has_math(name: str) -> bool:
     return bool(MATH_IN_SOURCE.search(prose))
 
 
+def solution_cells(name: str) -> int:
+    """How many exercise solutions (cells tagged `solution`) a page's source has."""
+    source = ROOT / f"{name}.md"
+    if not source.exists():
+        return 0
+    return len(re.findall(r"^:tags: \[.*\bsolution\b.*\]$", source.read_text(), re.M))
+
+
 # --------------------------------------------------------------------------------------
 # What the page promises: the widget state saved in its HTML
 
@@ -199,6 +207,10 @@ _INSPECT = """() => {
     outputs: [...document.querySelectorAll('.widget-output')]
                .filter(e => e.textContent.trim() || e.querySelector('img, svg, table'))
                .length,
+    // each exercise solution: folded (a closed <details>) until the reader opens it
+    solutionsFolded: [...document.querySelectorAll('.cell.tag_solution')]
+                       .map(c => { const d = c.querySelector('details');
+                                   return Boolean(d) && !d.open; }),
     // code blocks (source and printed output) wider than the page column: their
     // longest line, which the reader would have to scroll to see
     overflowing: [...article.querySelectorAll('pre')]
@@ -453,6 +465,12 @@ def test_page_in_the_browser(name, book_html, site, browser):
         f"a code block is wider than the page column at 1280 px: {line!r}"
         for line in dom["overflowing"]
     ]
+    folded = dom["solutionsFolded"]
+    if len(folded) != solution_cells(shown) or not all(folded):
+        problems.append(
+            f"{sum(folded)} of {solution_cells(shown)} exercise solutions are folded "
+            f"({len(folded)} on the page)"
+        )
     expects_math = source_has_math(shown)
     checks_skipped = (
         expects_math or dom["mathElements"] or widgets.views
