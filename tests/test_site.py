@@ -215,7 +215,7 @@ _INSPECT = """() => {
     // longest line, which the reader would have to scroll to see
     overflowing: [...article.querySelectorAll('pre')]
                    .filter(p => p.scrollWidth > p.clientWidth + 1)
-                   .map(p => p.innerText.split('\\n')
+                   .map(p => (p.innerText || p.textContent).split('\\n')
                               .reduce((a, b) => (b.length > a.length ? b : a), '')
                               .slice(0, 100)),
   };

@@ -71,8 +71,8 @@ def top_p_reference(probs: torch.Tensor, p: float) -> torch.Tensor:
 def _top_p_cases() -> list[Case]:
     probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.1, 0.6, 0.05, 0.2]])
     return [
-        Case("p = 0.8 on two distributions", (probs, 0.8)),
-        Case("p = 0.5 (exactly the best token's mass)", (probs, 0.5)),
+        Case("p = 0.75 on two distributions", (probs, 0.75)),
+        Case("p = 0.55 (a little over the best token's mass)", (probs, 0.55)),
         Case("p = 0.01 (the best token always stays)", (probs, 0.01)),
     ]
 
