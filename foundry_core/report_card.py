@@ -85,8 +85,8 @@ class _Steps:
     """One method per step, each returning the numbers a reader would look at; a later
     step reuses what an earlier one loaded (the models, the validation tokens)."""
 
-    def __init__(self, preset: Preset, out: Path):
-        self.preset, self.out = preset, out
+    def __init__(self, preset: Preset):
+        self.preset = preset
         self.documents = pipeline.ensure_corpus(preset)
         self.text_tokenizer = pipeline.ensure_tokenizer(preset)
         self.val_tokens = read_tokens(pipeline.ensure_tokens(preset)[1])
@@ -207,7 +207,7 @@ def run_all(
     card = ReportCard(preset, _describe_hardware())
     started = time.perf_counter()
     # builds the data stages, which the first three steps report
-    steps = _Steps(preset, out)
+    steps = _Steps(preset)
     for number, name in enumerate(STEPS, 1):
         metrics = getattr(steps, name)()
         seconds, started = time.perf_counter() - started, time.perf_counter()

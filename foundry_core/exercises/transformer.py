@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..kv_cache import kv_cache_bytes
-from ..layers import apply_rope, rope_tables
+from ..layers import RMSNorm, apply_rope, rope_tables
 from ..model import explicit_attention
 from .check import Case, Exercise, Mistake, register
 
@@ -25,8 +25,11 @@ def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
 def rmsnorm_reference(
     x: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    """What layers.RMSNorm computes, as a function."""
-    return weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    """layers.RMSNorm, with the given weight, as a function."""
+    norm = RMSNorm(x.shape[-1], eps)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        return norm(x)
 
 
 def _rmsnorm_cases() -> list[Case]:
