@@ -56,7 +56,7 @@ class Trainer(Resumable):
     The data is a token stream (a numpy array, cut into random windows: pretraining) or
     any Dataset of tensor tuples, drawn in a seeded random order, epoch after epoch, and
     batched by its `collate` method when it has one (SFT, reward model, DPO). `loss_fn`
-    turns a batch into a loss.
+    turns a batch into a loss, `schedule` a step into its learning rate.
 
     Under torchrun (world_size > 1), `parallel` says how the processes share the work:
     "ddp" replicates the model and averages gradients, "fsdp" shards weights, gradients
@@ -81,6 +81,7 @@ class Trainer(Resumable):
         progress: bool = False,
         loss_fn: LossFn = language_model_loss,
         parallel: str = "ddp",
+        schedule: Callable[[int, TrainConfig], float] = lr_at,
     ):
         check_compatible(model.config, config)
         par.check_parallel(parallel, world_size)
@@ -103,6 +104,8 @@ class Trainer(Resumable):
         self.peak_tflops, self.callbacks = peak_tflops, callbacks
         self.progress = progress
         self.loss_fn = loss_fn
+        # the learning rate of each step; chapter 04's exercise swaps in the reader's
+        self.schedule = schedule
         self.train_data, self.val_data = self._datasets(train_tokens, val_tokens)
         if parallel == "fsdp":
             # before the optimizer, which must hold the shards, not whole tensors
@@ -154,7 +157,7 @@ class Trainer(Resumable):
     def train_step(self, batches) -> dict:
         """Accumulate gradients over grad_accum_steps micro-batches, clip, and step."""
         config = self.config
-        lr = lr_at(self.step, config)
+        lr = self.schedule(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses, metrics, tokens = [], {}, 0

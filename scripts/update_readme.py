@@ -1,9 +1,10 @@
-"""Rewrite the presets table in README.md from foundry_core.PRESETS.
+"""Rewrite the computed parts of README.md: the presets table from foundry_core.PRESETS,
+and the exercise count of each chapter from foundry_core.exercises.
 
-The table's numbers are computed, so it is generated rather than edited by hand.
+Their numbers are computed, so they are generated rather than edited by hand.
 
-    python scripts/update_readme.py          # rewrite the table in place
-    python scripts/update_readme.py --check  # exit 1 if the README's table is stale
+    python scripts/update_readme.py          # rewrite them in place
+    python scripts/update_readme.py --check  # exit 1 if the README is stale
 
 tests/test_readme.py runs the check.
 """
@@ -17,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from foundry_core import PRESETS  # noqa: E402
+from foundry_core.exercises import exercises  # noqa: E402
 from foundry_core.viz import markdown_table  # noqa: E402
 
 START, END = "<!-- presets:start -->", "<!-- presets:end -->"
+CHAPTERS_START, CHAPTERS_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
 COLUMNS = (
     "preset",
     "hardware",
@@ -37,10 +40,36 @@ def presets_table() -> str:
     return markdown_table(rows)
 
 
+def exercise_count(chapter: str) -> str:
+    """'5 (1 swap it in)' for a chapter with exercises, '' for one without."""
+    ours = [e for e in exercises() if e.chapter == chapter]
+    swaps = sum(e.adapt is not None for e in ours)
+    if not ours:
+        return ""
+    return f"{len(ours)}" + (f" ({swaps} swap it in)" if swaps else "")
+
+
+def chapters_table(old: str) -> str:
+    """The chapter table with each row's exercise count recomputed."""
+    lines = old.strip().splitlines()
+    rows = []
+    for line in lines[2:]:
+        chapter, topic = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        rows.append(
+            {"chapter": chapter, "topic": topic, "exercises": exercise_count(chapter)}
+        )
+    return markdown_table(rows)
+
+
+def _replace(text: str, start: str, end: str, make) -> str:
+    head, rest = text.split(start, 1)
+    old, tail = rest.split(end, 1)
+    return f"{head}{start}\n{make(old)}\n{end}{tail}"
+
+
 def with_table(readme: str) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{presets_table()}\n{END}{tail}"
+    readme = _replace(readme, START, END, lambda _: presets_table())
+    return _replace(readme, CHAPTERS_START, CHAPTERS_END, chapters_table)
 
 
 def main() -> int:

@@ -67,14 +67,15 @@ def add_reference_logprobs(
     dataset.reference = torch.cat(out)
 
 
-def make_dpo_loss(beta: float, nll_weight: float = 0.0):
+def make_dpo_loss(beta: float, nll_weight: float = 0.0, pair_loss=dpo_loss):
     """Loss function for the Trainer on PairDataset batches that carry reference
     log-probs.
 
     DPO only widens the gap between chosen and rejected answers; it can do so while the
     chosen answers themselves become less likely, which hurts a small model's answers.
     `nll_weight` > 0 adds the SFT loss on the chosen answers (per token), which keeps
-    them likely (Pang et al., 2024).
+    them likely (Pang et al., 2024). `pair_loss` computes the loss and the rewards from
+    the four log-probs (chapter 08's exercise swaps in the reader's own).
     """
 
     def loss_fn(
@@ -88,7 +89,7 @@ def make_dpo_loss(beta: float, nll_weight: float = 0.0):
         ids, answer, _, reference = batch
         policy_chosen, policy_rejected = sequence_logprobs(model, ids, answer).chunk(2)
         reference_chosen, reference_rejected = reference.chunk(2)
-        loss, chosen, rejected = dpo_loss(
+        loss, chosen, rejected = pair_loss(
             policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta
         )
         if nll_weight:

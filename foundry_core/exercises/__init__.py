@@ -11,7 +11,7 @@ lists them all.
 """
 
 # importing the exercise modules registers their exercises
-from . import alignment, basics, chat, measure, training, transformer  # noqa: F401
+from . import alignment, basics, chat, measure, swap, training, transformer  # noqa: F401
 from .check import REGISTRY, Exercise, Result, check
 from .training import ADAMW
 

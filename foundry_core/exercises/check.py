@@ -47,6 +47,12 @@ class Exercise:
     mistakes: Sequence[Mistake] = ()
     hint: str = "compare your steps with the chapter's explanation"
     atol: float = 1e-5
+    # "Swap it in": `adapt` turns a piece (the reader's, the reference, a mistake) into
+    # what is compared: a short run with that piece inside the library's model or
+    # trainer.
+    adapt: Callable[[Callable], Callable] | None = None
+    # names entry i of a compared list in messages ("step 3" of a run)
+    item: Callable[[int], str] = "item {}".format
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,13 @@ def check(name: str, function: Callable, quiet: bool = False) -> Result:
 def _run(exercise: Exercise, function: Callable) -> Result:
     if not callable(function):
         return Result(exercise.name, "failed", f"{exercise.name}: pass the function")
+    reference = exercise.reference
+    if exercise.adapt is not None:
+        function = exercise.adapt(_stub_guard(function))
+        reference = exercise.adapt(reference)
     checked = []
     for number, case in enumerate(exercise.cases()):
-        expected = exercise.reference(*copy.deepcopy(case.args))
+        expected = reference(*copy.deepcopy(case.args))
         try:
             got = function(*copy.deepcopy(case.args))
         except NotImplementedError:
@@ -104,7 +114,7 @@ def _run(exercise: Exercise, function: Callable) -> Result:
             )
         if number == 0 and (got is None or got is Ellipsis):
             return _not_done(exercise)
-        problem = _difference(got, expected, exercise.atol)
+        problem = _difference(got, expected, exercise.atol, exercise.item)
         if problem:
             return _failed(exercise, case, problem, got)
         checked.append(case.what)
@@ -112,6 +122,19 @@ def _run(exercise: Exercise, function: Callable) -> Result:
         f"✓ {exercise.name}: passed all {len(checked)} cases ({'; '.join(checked)})"
     )
     return Result(exercise.name, "passed", message, tuple(checked))
+
+
+def _stub_guard(piece: Callable) -> Callable:
+    """The reader's piece, raising NotImplementedError while it is still a stub (a body
+    of `...` returns None), so that a run with it in place stops with "not done"."""
+
+    def guarded(*args):
+        out = piece(*args)
+        if out is None or out is Ellipsis:
+            raise NotImplementedError
+        return out
+
+    return guarded
 
 
 def _not_done(exercise: Exercise) -> Result:
@@ -127,18 +150,23 @@ def _failed(exercise: Exercise, case: Case, problem: str, got: Any) -> Result:
     hint = exercise.hint
     if got is not None:
         for mistake in exercise.mistakes:
+            make_it = mistake.wrong
+            if exercise.adapt is not None:
+                make_it = exercise.adapt(make_it)
             try:
-                wrong = mistake.wrong(*copy.deepcopy(case.args))
+                wrong = make_it(*copy.deepcopy(case.args))
             except Exception:
                 continue
-            if not _difference(got, wrong, exercise.atol):
+            if not _difference(got, wrong, exercise.atol, exercise.item):
                 hint = mistake.hint
                 break
     message = f"✗ {exercise.name}: wrong on {case.what}: {problem}\n  hint: {hint}"
     return Result(exercise.name, "failed", message)
 
 
-def _difference(got: Any, expected: Any, atol: float) -> str:
+def _difference(
+    got: Any, expected: Any, atol: float, item: Callable[[int], str] = "item {}".format
+) -> str:
     """'' when `got` matches `expected`, else what differs, in a line."""
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
@@ -161,7 +189,7 @@ def _difference(got: Any, expected: Any, atol: float) -> str:
         for index, (g, e) in enumerate(zip(got, expected)):
             problem = _difference(g, e, atol)
             if problem:
-                return f"item {index}: {problem}"
+                return f"{item(index)}: {problem}"
         return ""
     if isinstance(expected, float):
         if got == expected:  # also equal infinities
