@@ -203,3 +203,27 @@ def test_a_piece_that_breaks_gradients_fails_the_swap():
     assert result.status == "failed", result.message
     assert "does not require grad" in result.message
     assert "hint: the loss must stay a tensor" in result.message
+
+
+def test_every_stub_is_not_done_yet_in_a_fresh_kernel():
+    """What a reader of the notebook sees: each chapter's stub, run in a new Jupyter
+    kernel and checked, prints the "not done yet" line, never a traceback."""
+    import nbclient
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell("import math\nimport numpy as np\nimport torch")]
+    cells.append(
+        nbformat.v4.new_code_cell("from foundry_core.exercises import ADAMW, check")
+    )
+    for _, name, function, stub, _ in ON_THE_PAGE:
+        cells.append(nbformat.v4.new_code_cell(stub))
+        cells.append(nbformat.v4.new_code_cell(f'check("{name}", {function})'))
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    printed = [
+        "".join(out.get("text", "") for out in cell.outputs)
+        for cell in notebook.cells[3::2]
+    ]
+    assert len(printed) == len(ON_THE_PAGE)
+    for (_, name, *_), text in zip(ON_THE_PAGE, printed):
+        assert text.startswith(f"… {name}: not done yet."), (name, text)
