@@ -22,13 +22,16 @@ def pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     )
 
 
+def token_logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """log p(token t | tokens before it) for every token after the first, (batch,
+    seq - 1): entry t scores ids[:, t + 1]."""
+    logits = model(ids[:, :-1])[0].float()
+    return torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(-1)
+
+
 def sequence_logprobs(
     model: nn.Module, ids: torch.Tensor, answer: torch.Tensor
 ) -> torch.Tensor:
     """Sum of log p(token | everything before it) over the answer tokens of each
     sequence, (batch,)."""
-    logits = model(ids[:, :-1])[0].float()
-    token_logprobs = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(
-        -1
-    )
-    return (token_logprobs * answer[:, 1:]).sum(-1)
+    return (token_logprobs(model, ids) * answer[:, 1:]).sum(-1)

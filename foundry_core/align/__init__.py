@@ -1,4 +1,5 @@
-"""Post-training: chat templates, instruction tasks, SFT, a reward model and DPO."""
+"""Post-training: chat templates, instruction tasks, SFT, a reward model, DPO, and
+reinforcement learning (PPO, GRPO)."""
 
 from ..sequences import IGNORE, sequence_logprobs
 from .chat import (
@@ -28,6 +29,8 @@ from .reward import (
     score_answers,
     score_pairs,
 )
+from .rl import PolicyWithValue, RLConfig, RLTrainer
+from .rollout import Rollouts, rollout
 from .sft import ChatDataset, example_chat, sft_targets
 from .tasks import (
     TASKS,
@@ -54,8 +57,12 @@ __all__ = [
     "IGNORE",
     "Line",
     "PairDataset",
+    "PolicyWithValue",
     "PreferencePair",
+    "RLConfig",
+    "RLTrainer",
     "RewardModel",
+    "Rollouts",
     "TASKS",
     "TEMPLATES",
     "TaskSplits",
@@ -79,6 +86,7 @@ __all__ = [
     "preference_pairs",
     "render",
     "reward_loss",
+    "rollout",
     "score_answers",
     "score_pairs",
     "sequence_logprobs",

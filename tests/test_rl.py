@@ -1,0 +1,285 @@
+"""Reinforcement learning: GAE, the group baseline, the clipped objective and the KL
+estimate against their definitions; rollouts; one PPO and one GRPO update moving the
+policy the way the advantages say; and the errors bad input raises."""
+
+import copy
+
+import pytest
+import torch
+
+from foundry_core import ModelConfig, TrainConfig
+from foundry_core.align import CHATML, build_tasks, is_correct
+from foundry_core.align.policy_gradient import (
+    approx_kl,
+    clipped_objective,
+    gae,
+    group_advantages,
+    masked_mean,
+    token_scores,
+)
+from foundry_core.align.rl import PolicyWithValue, RLConfig, RLTrainer
+from foundry_core.align.rollout import rollout
+from foundry_core.data import Document
+from foundry_core.hardware import detect
+from foundry_core.model import Transformer
+from foundry_core.tokenizer import train_tokenizer
+
+PLAY = """HAMLET
+
+ACT I.
+
+SCENE I. Elsinore.
+
+[Enter Bernardo.]
+
+Ber.
+Who's there? Stand and unfold yourself.
+Long live the king, and all his court!
+
+Ham.
+A little more than kin, and less than kind.
+The time is out of joint: O cursed spite,
+That ever I was born to set it right!
+
+LADY MACBETH.
+Out, damned spot! out, I say!
+"""
+
+
+def answer_mask(n: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Each row True on one contiguous run (an answer after a prompt), then padding."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(n, length, dtype=torch.bool)
+    for row in range(n):
+        start = int(torch.randint(0, length - 1, (1,), generator=g))
+        end = int(torch.randint(start + 1, length + 1, (1,), generator=g))
+        mask[row, start:end] = True
+    return mask
+
+
+# ---------------------------------------------------------------- the arithmetic
+
+
+@pytest.mark.parametrize("gamma, lam", [(1.0, 0.95), (0.9, 0.5), (1.0, 1.0), (0.99, 0)])
+def test_gae_matches_its_definition(gamma, lam):
+    g = torch.Generator().manual_seed(1)
+    rewards, values = torch.randn(6, 9, generator=g), torch.randn(6, 9, generator=g)
+    mask = answer_mask(6, 9)
+    rewards, values = rewards * mask, values * mask
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    for row in range(6):
+        steps = mask[row].nonzero().flatten().tolist()
+        for i, t in enumerate(steps):
+            # A_t = sum over the steps ahead of (gamma * lam)^l * delta_(t+l)
+            expected = 0.0
+            for ahead, u in enumerate(steps[i:]):
+                next_value = values[row, u + 1] if u + 1 in steps else 0.0
+                delta = rewards[row, u] + gamma * next_value - values[row, u]
+                expected += (gamma * lam) ** ahead * delta
+            assert advantages[row, t].item() == pytest.approx(float(expected), abs=1e-5)
+            assert returns[row, t].item() == pytest.approx(
+                float(expected + values[row, t]), abs=1e-5
+            )
+    assert (advantages[~mask] == 0).all() and (returns[~mask] == 0).all()
+
+
+def test_group_advantages_match_their_formula_and_skip_equal_groups():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5, 2.0, -1.0])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    advantages, skipped = group_advantages(rewards, groups)
+    for group in (0, 2):
+        r = rewards[groups == group]
+        expected = (r - r.mean()) / (r.std(unbiased=False) + 1e-6)
+        assert torch.allclose(advantages[groups == group], expected, atol=1e-6)
+        assert abs(advantages[groups == group].sum()) < 1e-5  # zero mean per group
+    # all three answers of group 1 scored the same: no signal, skipped and counted
+    assert skipped == 1 and (advantages[groups == 1] == 0).all()
+    assert not advantages.isnan().any()
+
+
+def test_an_empty_or_misshapen_group_is_a_clear_error():
+    with pytest.raises(ValueError, match="no rewards"):
+        group_advantages(torch.tensor([]), torch.tensor([], dtype=torch.long))
+    with pytest.raises(ValueError, match="same shape"):
+        group_advantages(torch.zeros(3), torch.zeros(4, dtype=torch.long))
+
+
+def test_the_clipped_objective_has_no_gradient_where_the_ratio_is_clipped():
+    old = torch.zeros(1, 6)
+    # ratios e^0.5 and e^-0.5 lie outside [0.8, 1.2]; e^0.05 and e^-0.05 inside
+    new = torch.tensor([[0.5, -0.5, 0.05, -0.05, 0.5, -0.5]], requires_grad=True)
+    advantages = torch.tensor([[1.0, -1.0, 1.0, -1.0, -1.0, 1.0]])
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    loss, clipped = clipped_objective(new, old, advantages, mask, clip=0.2)
+    loss.backward()
+    grad = new.grad[0]
+    # clipped: the ratio already moved past 1 +- clip in the advantage's direction
+    assert grad[0] == 0 and grad[1] == 0
+    # inside the clip range the gradient pushes along the advantage
+    assert grad[2] < 0 and grad[3] > 0
+    # moved the wrong way (the min keeps the unclipped term): still corrected
+    assert grad[4] > 0 and grad[5] < 0
+    assert clipped.item() == pytest.approx(4 / 6)
+
+
+def test_the_kl_estimate_is_never_negative_and_zero_for_the_same_policy():
+    g = torch.Generator().manual_seed(0)
+    logp = -torch.rand(8, 12, generator=g) * 5
+    ref = -torch.rand(8, 12, generator=g) * 5
+    assert (approx_kl(logp, ref) >= 0).all()
+    assert (approx_kl(logp, logp) == 0).all()
+    # its mean over samples from the policy estimates KL(policy || reference)
+    p = torch.tensor([0.7, 0.2, 0.1])
+    q = torch.tensor([0.3, 0.3, 0.4])
+    draws = torch.multinomial(p, 200_000, replacement=True, generator=g)
+    estimate = approx_kl(p.log()[draws], q.log()[draws]).mean()
+    exact = (p * (p / q).log()).sum()
+    assert estimate.item() == pytest.approx(exact.item(), abs=0.01)
+
+
+def test_masked_mean_ignores_the_masked_positions():
+    values = torch.tensor([[1.0, 100.0], [3.0, -50.0]])
+    mask = torch.tensor([[True, False], [True, False]])
+    assert masked_mean(values, mask).item() == 2.0
+
+
+# ---------------------------------------------------------------- on a model
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    text = (
+        PLAY * 3 + "Which play is this line from? the first word, the last word\n" * 5
+    )
+    return train_tokenizer([text], 360, tmp_path_factory.mktemp("tok"))
+
+
+def tiny(vocab: int, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(
+        ModelConfig(
+            vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+            d_ff=64, max_seq_len=96,
+        )
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    docs = [Document("hamlet", "Hamlet", PLAY, "test")]
+    return build_tasks(docs, train_per_task=2, test_per_task=1, held_out=0.3)
+
+
+def test_rollouts_keep_the_stop_token_and_mark_the_answer(tokenizer, tasks):
+    model = tiny(len(tokenizer))
+    prompts = [e.prompt for e in tasks.train[:3]]
+    answers = rollout(model, tokenizer, prompts, samples=4, max_new_tokens=6)
+    assert len(answers) == 12 and answers.groups.tolist() == sorted([0, 1, 2] * 4)
+    assert (answers.answer_lengths >= 1).all() and (answers.answer_lengths <= 6).all()
+    eot = CHATML.end_of_turn(tokenizer)
+    for row in range(12):
+        answer = answers.ids[row][answers.answer[row]].tolist()
+        assert (answer[-1] == eot) == bool(answers.finished[row])
+        assert tokenizer.decode([t for t in answer if t != eot]) == answers.texts[row]
+
+
+def test_rollouts_longer_than_the_context_are_a_clear_error(tokenizer, tasks):
+    model = tiny(len(tokenizer))
+    with pytest.raises(ValueError, match="exceed the model's context"):
+        rollout(model, tokenizer, [tasks.train[0].prompt], 2, max_new_tokens=96)
+    with pytest.raises(ValueError, match="no prompts"):
+        rollout(model, tokenizer, [], 2, 4)
+
+
+def test_bad_rl_settings_are_clear_errors(tokenizer, tasks):
+    with pytest.raises(ValueError, match="kl_coef must be >= 0"):
+        RLConfig(kl_coef=-0.1)
+    with pytest.raises(ValueError, match="group_size must be at least 2"):
+        RLConfig(group_size=1)
+    with pytest.raises(ValueError, match="unknown RL algorithm"):
+        RLConfig(algorithm="reinforce")
+    model = tiny(len(tokenizer))
+    config = TrainConfig(batch_size=2, seq_len=96, max_steps=1, warmup_steps=0)
+    with pytest.raises(ValueError, match="PPO needs a critic"):
+        RLTrainer(model, model, config, RLConfig(algorithm="ppo"), tasks.train,
+                  rules, tokenizer)  # fmt: skip
+    with pytest.raises(ValueError, match="same tokenizer"):
+        RLTrainer(model, tiny(len(tokenizer) + 1), config, RLConfig(), tasks.train,
+                  rules, tokenizer)  # fmt: skip
+
+
+def rules(examples, answers) -> torch.Tensor:
+    return torch.tensor([float(is_correct(e, a)) for e, a in zip(examples, answers)])
+
+
+def first_token_reward(token: str):
+    """A reward a tiny untrained model can earn: answers that start with `token`."""
+
+    def reward(examples, answers):
+        return torch.tensor([float(a.startswith(token)) for a in answers])
+
+    return reward
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_an_update_makes_the_rewarded_answers_more_likely(algorithm, tokenizer, tasks):
+    """The definition of a policy-gradient step: answers with a positive advantage
+    become more likely, those with a negative one less."""
+    sft = tiny(len(tokenizer))
+    policy = copy.deepcopy(sft)
+    if algorithm == "ppo":
+        policy = PolicyWithValue.from_policy(policy)
+    config = TrainConfig(
+        batch_size=4, seq_len=96, max_steps=1, warmup_steps=0, lr=3e-3,
+        dtype="float32", grad_clip=0,
+    )  # fmt: skip
+    rl = RLConfig(algorithm=algorithm, group_size=8, epochs=1, minibatches=1,
+                  max_new_tokens=4, kl_coef=0.0)  # fmt: skip
+    trainer = RLTrainer(policy, sft, config, rl, tasks.train, rules, tokenizer,
+                        hardware=detect("cpu"))  # fmt: skip
+    torch.manual_seed(0)
+    experience = trainer.experience(tasks.train[:4])
+    answers = experience.rollouts
+    words = [t.split()[0] if t.split() else "" for t in answers.texts]
+    # reward answers starting with the most common first word: some yes, some no
+    common = max(set(words), key=words.count)
+    rewards = torch.tensor([float(w == common) for w in words])
+    assert 0 < rewards.sum() < len(rewards)
+    experience.rewards = rewards
+    if algorithm == "grpo":
+        per_answer, _ = group_advantages(rewards, answers.groups)
+        experience.advantages = per_answer[:, None].expand_as(experience.old_logp)
+    else:
+        experience.advantages, experience.returns = trainer._ppo_advantages(
+            rewards, experience.old_logp, experience.ref_logp,
+            torch.zeros_like(experience.old_logp), experience.mask,
+        )  # fmt: skip
+    before = (experience.old_logp * experience.mask).sum(-1)
+    trainer._optimise(experience)
+    with torch.no_grad():
+        after = (token_scores(policy, experience.ids)[0] * experience.mask).sum(-1)
+    moved = after - before
+    assert moved[rewards == 1].mean() > 0 > moved[rewards == 0].mean(), moved
+
+
+def test_grpo_runs_on_the_trainer_loop_with_history(tokenizer, tasks, tmp_path):
+    sft = tiny(len(tokenizer))
+    config = TrainConfig(batch_size=2, seq_len=96, max_steps=2, warmup_steps=0,
+                         dtype="float32")  # fmt: skip
+    rl = RLConfig(group_size=4, max_new_tokens=4)
+    trainer = RLTrainer(copy.deepcopy(sft), sft, config, rl, tasks.train,
+                        first_token_reward("the"), tokenizer, watch={"correct": rules},
+                        out_dir=tmp_path, hardware=detect("cpu"))  # fmt: skip
+    history = trainer.fit()
+    assert [r["step"] for r in history] == [1, 2]
+    for key in (
+        "reward",
+        "kl",
+        "entropy",
+        "clip_fraction",
+        "correct",
+        "skipped_groups",
+    ):
+        assert key in history[0], key
+    assert history[0]["kl"] == pytest.approx(0, abs=1e-6)  # the policy starts at sft
+    assert trainer.save().exists()
