@@ -13,7 +13,7 @@ from typing import Any
 from .config import ModelConfig, TrainConfig
 from .hardware import GIB, HardwareInfo
 from .recipe import Preset
-from .settings import AlignSettings, DataSettings, EvalSettings, QuantSettings
+from .settings import STAGES, AlignSettings, DataSettings, EvalSettings, QuantSettings
 
 
 def post_training(
@@ -57,8 +57,15 @@ def post_training(
             eval_interval=25,
             **common,
         ),
+        # RL: batch_size prompts per step, each answered group_size times
+        grpo=TrainConfig(
+            batch_size=16, max_steps=40, lr=lr / 10, min_lr=lr / 100, **common
+        ),
+        ppo=TrainConfig(
+            batch_size=16, max_steps=40, lr=lr / 10, min_lr=lr / 100, **common
+        ),
     )
-    for stage in ("sft", "reward", "dpo"):
+    for stage in STAGES:
         if isinstance(changes.get(stage), dict):
             changes[stage] = replace(stages[stage], **changes[stage])
     return AlignSettings(**{**stages, **changes})

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from .config import ModelConfig, TrainConfig, check_compatible
 from .hardware import GIB, HardwareInfo, choose_precision
 from .memory.estimate import MemoryEstimate, estimate_memory
-from .settings import AlignSettings, DataSettings, EvalSettings, QuantSettings
+from .settings import STAGES, AlignSettings, DataSettings, EvalSettings, QuantSettings
 
 # The fraction of its card's memory a preset must leave free (fragmentation, spikes).
 HEADROOM = 0.15
@@ -57,7 +57,7 @@ class Preset:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        for config in (self.train, self.align.sft, self.align.reward, self.align.dpo):
+        for config in (self.train, *(getattr(self.align, s) for s in STAGES)):
             check_compatible(self.model, config)
 
     def target(self) -> HardwareInfo:
@@ -169,19 +169,19 @@ def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Pr
 
 # What `with_overrides` and the CLI's --set can change: "<section>.<field>=<value>".
 SECTIONS = (
-    *("model", "train", "data", "align", "sft", "reward", "dpo"),
+    *("model", "train", "data", "align", *STAGES),
     *("evaluation", "quantize"),
 )
-TRAINING_RUNS = ("train", "sft", "reward", "dpo")  # the sections that are a TrainConfig
-SEEDED = ("train", "data", "align", "sft", "reward", "dpo")  # the sections with a seed
+TRAINING_RUNS = ("train", *STAGES)  # the sections that are a TrainConfig
+SEEDED = ("train", "data", "align", *STAGES)  # the sections with a seed
 
 
 def with_overrides(preset: Preset, *settings: str, **train_fields: Any) -> Preset:
     """A copy of `preset` with some settings changed, each validated like any config.
 
     `settings` are "section.field=value" strings, as the CLI's --set takes them: the
-    section is model, train (pretraining), data, sft, reward, dpo, align
-    (post-training's own settings: beta, template, task sizes), evaluation or
+    section is model, train (pretraining), data, sft, reward, dpo, grpo, ppo, align
+    (post-training's own settings: beta, template, task sizes, RL), evaluation or
     quantize. Keyword
     arguments are shorthand for pretraining fields: with_overrides(p, batch_size=8).
 
@@ -257,7 +257,7 @@ def _typed(raw: str, current: Any, key: str) -> Any:
 
 
 def _section(preset: Preset, section: str) -> Any:
-    if section in ("sft", "reward", "dpo"):
+    if section in STAGES:
         return getattr(preset.align, section)
     return getattr(preset, section)
 
@@ -267,7 +267,7 @@ def _apply(preset: Preset, changes: dict[str, dict[str, Any]]) -> Preset:
     validated."""
     changes = {section: dict(values) for section, values in changes.items()}
     align = changes.pop("align", {})
-    for stage in ("sft", "reward", "dpo"):
+    for stage in STAGES:
         if stage in changes:
             align[stage] = {
                 **getattr(preset.align, stage).to_dict(),

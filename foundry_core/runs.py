@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from .align.reward import RewardModel
+from .align.rl import PolicyWithValue
 from .checkpoint import STATE, latest_checkpoint, read_checkpoint
 from .config import ModelConfig
 from .fileio import atomic_write_bytes
@@ -100,11 +101,9 @@ def load_run(path: str | Path) -> Run:
             f"load an earlier checkpoint of {folder}, or rebuild the stage"
         ) from None
     config = ModelConfig.from_dict(state["model_config"])
-    model = (
-        RewardModel(Transformer(config))
-        if info["stage"] == "reward"
-        else Transformer(config)
-    )
+    builders = {"reward": lambda: RewardModel(Transformer(config))}
+    builders["ppo"] = lambda: PolicyWithValue(config)  # the policy, with its critic
+    model = builders.get(info["stage"], lambda: Transformer(config))()
     model.load_weights(weights, source=str(checkpoint))
     tokenizer = Tokenizer.load(folder / TOKENIZER)
     tokenizer.check_compatible(config.vocab_size)

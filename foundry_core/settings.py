@@ -53,14 +53,21 @@ class DataSettings(_Validated):
         require_seed("DataSettings", self.seed)
 
 
+# the post-training runs, each a TrainConfig inside AlignSettings
+STAGES = ("sft", "reward", "dpo", "grpo", "ppo")
+
+
 @dataclass(frozen=True)
 class AlignSettings(_Validated):
-    """The post-training runs (chapters 6-8): one TrainConfig per stage, the task data
-    and DPO's pairs."""
+    """The post-training runs (chapters 6-9): one TrainConfig per stage, the task data,
+    DPO's pairs and the RL settings. For GRPO and PPO a TrainConfig's max_steps counts
+    RL steps and its batch_size the prompts each step answers."""
 
     sft: TrainConfig
     reward: TrainConfig
     dpo: TrainConfig
+    grpo: TrainConfig
+    ppo: TrainConfig
     train_per_task: int = 1500  # generated training questions per task
     test_per_task: int = 100  # held-out questions per task
     held_out: float = 0.2  # share of the plays whose questions are only ever tested on
@@ -74,9 +81,19 @@ class AlignSettings(_Validated):
     samples: int = 4  # answers sampled per prompt
     max_new_tokens: int = 16
     seed: int = 0  # tasks, pairs and on-policy sampling
+    # RL (chapter 9): answers sampled per prompt, passes over them and optimizer steps
+    # per pass, the clip of the probability ratio, the sampling temperature, and the
+    # KL coefficients (GRPO: in the loss; PPO: a penalty in the reward)
+    group_size: int = 8
+    rl_epochs: int = 2
+    rl_minibatches: int = 2
+    clip: float = 0.2
+    rl_temperature: float = 1.0
+    grpo_kl: float = 0.04
+    ppo_kl: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("sft", "reward", "dpo"):
+        for name in STAGES:
             if not isinstance(getattr(self, name), TrainConfig):
                 raise ValueError(
                     f"AlignSettings.{name} must be a TrainConfig, "
@@ -90,7 +107,22 @@ class AlignSettings(_Validated):
             offline_pairs=self.offline_pairs,
             samples=self.samples,
             max_new_tokens=self.max_new_tokens,
+            group_size=self.group_size,
+            rl_epochs=self.rl_epochs,
+            rl_minibatches=self.rl_minibatches,
         )
+        require_fraction("AlignSettings", "clip", self.clip)
+        for name in ("rl_temperature", "grpo_kl", "ppo_kl"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(
+                    f"AlignSettings.{name} must be a number, got {value!r}"
+                )
+            if value < 0 or (name == "rl_temperature" and value == 0):
+                raise ValueError(
+                    f"AlignSettings.{name} must be "
+                    f"{'> 0' if name == 'rl_temperature' else '>= 0'}, got {value}"
+                )
         require_fraction("AlignSettings", "held_out", self.held_out)
         if (
             isinstance(self.beta, bool)
@@ -115,7 +147,7 @@ class AlignSettings(_Validated):
         stages = {
             k: TrainConfig.from_dict(v) if isinstance(v, dict) else v
             for k, v in values.items()
-            if k in ("sft", "reward", "dpo")
+            if k in STAGES
         }
         return super().from_dict({**values, **stages})
 

@@ -9,6 +9,8 @@ mask that is True on the answer's tokens: the prompt and the padding count for n
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -17,6 +19,15 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of `values` over the positions where `mask` is True."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def answer_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean over each answer's tokens, then over the answers: every answer counts
+    the same, however long (GRPO's average; masked_mean lets long answers weigh
+    more)."""
+    mask = mask.to(values.dtype)
+    per_answer = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_answer.mean()
 
 
 def token_scores(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -100,6 +111,7 @@ def clipped_objective(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
+    mean: Callable = masked_mean,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate loss (Schulman et al. 2017) and the share of tokens
     whose ratio was clipped.
@@ -107,11 +119,12 @@ def clipped_objective(
     ratio = p_new / p_old of each sampled token. The loss pushes the ratio up where the
     advantage is positive and down where it is negative, but the min with the clipped
     ratio removes the incentive (and the gradient) to move beyond 1 +- clip: one batch
-    of answers cannot drag the policy far from the one that sampled them.
+    of answers cannot drag the policy far from the one that sampled them. `mean`
+    averages over the tokens: masked_mean (PPO) or answer_mean (GRPO).
     """
     ratio = (logp - old_logp).exp()
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - clip, 1 + clip) * advantages
-    loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
+    loss = -mean(torch.minimum(unclipped, clipped), mask)
     clip_fraction = masked_mean(((ratio - 1).abs() > clip).float(), mask)
     return loss, clip_fraction.detach()

@@ -29,6 +29,7 @@ from ..tokenizer import Tokenizer
 from ..train import Trainer
 from .chat import CHATML, ChatTemplate
 from .policy_gradient import (
+    answer_mean,
     approx_kl,
     clipped_objective,
     gae,
@@ -305,14 +306,16 @@ class RLTrainer(Trainer):
         """The clipped policy loss, plus the KL term (GRPO) or the critic's (PPO)."""
         mask = experience.mask[rows]
         logp, entropy, values = self._scores(experience.ids[rows])
+        mean = masked_mean if self.rl.algorithm == "ppo" else answer_mean
         policy_loss, clipped = clipped_objective(
             logp,
             experience.old_logp[rows],
             experience.advantages[rows],
             mask,
             self.rl.clip,
+            mean,
         )
-        kl = masked_mean(approx_kl(logp, experience.ref_logp[rows]), mask)
+        kl = mean(approx_kl(logp, experience.ref_logp[rows]), mask)
         parts = {
             "policy_loss": policy_loss.detach(),
             "kl_term": kl.detach(),

@@ -36,6 +36,7 @@ from .pretrain import (
     publish_pretrained,
 )
 from .results import Corpus, TokenFiles, TrainedStage
+from .rl_stages import ensure_grpo, ensure_ppo, rule_rewards
 from .store import (
     ALIGN_VERSION,
     artifacts_root,
@@ -64,6 +65,8 @@ __all__ = [
     "ensure_corpus",
     "ensure_dpo",
     "ensure_export",
+    "ensure_grpo",
+    "ensure_ppo",
     "ensure_quantized",
     "int4_group_size",
     "ensure_pretrained",
@@ -78,6 +81,7 @@ __all__ = [
     "pretrained_dir",
     "pretrained_key",
     "publish_pretrained",
+    "rule_rewards",
     "stage_dir",
     "stage_summary",
     "tokenizer_key",
@@ -93,11 +97,14 @@ STAGES = (
     "sft",
     "reward",
     "dpo",
+    "grpo",
+    "ppo",
     "quantized",
     "export",
 )
 
-TRAINED = ("pretrained", "sft", "reward", "dpo")  # the stages that run a Trainer
+# the stages that run a Trainer
+TRAINED = ("pretrained", "sft", "reward", "dpo", "grpo", "ppo")
 
 
 def ensure(
@@ -116,8 +123,8 @@ def ensure(
 
     One type per stage: corpus a `Corpus`, tokenizer a `Tokenizer`, tokens
     `TokenFiles`, tasks `TaskSplits`, and every trained stage (pretrained, sft, reward,
-    dpo) a `TrainedStage` (model, history); quantized `QuantizedModels`, export
-    `ExportFiles`."""
+    dpo, grpo, ppo) a `TrainedStage` (model, history); quantized `QuantizedModels`,
+    export `ExportFiles`."""
     preset = preset or pick_preset()
     builders = {
         "corpus": ensure_corpus,
@@ -128,6 +135,8 @@ def ensure(
         "sft": ensure_sft,
         "reward": ensure_reward,
         "dpo": ensure_dpo,
+        "grpo": ensure_grpo,
+        "ppo": ensure_ppo,
         "quantized": ensure_quantized,
         "export": ensure_export,
     }

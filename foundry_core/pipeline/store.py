@@ -66,6 +66,8 @@ def pretrained_key(preset: Preset) -> dict:
     }
 
 
+# The settings every RL stage depends on
+RL_FIELDS = ("group_size", "rl_epochs", "rl_minibatches", "clip", "rl_temperature")
 # What each post-training stage's artifact depends on, beyond the task data every one of
 # them shares.
 _ALIGN_FIELDS = {
@@ -80,6 +82,8 @@ _ALIGN_FIELDS = {
         "offline_pairs",
         "nll_weight",
     ),
+    "grpo": ("sft", "grpo", *RL_FIELDS, "grpo_kl"),
+    "ppo": ("sft", "reward", "ppo", *RL_FIELDS),
 }
 
 
@@ -122,6 +126,8 @@ def stage_dir(stage: str, preset: Preset) -> Path:
         name = f"{stage}-{_align_key(preset, stage, *_ALIGN_FIELDS[stage])}"
         if stage == "dpo":
             name += f"-beta{preset.align.beta:g}"
+        if stage == "ppo":
+            name += f"-kl{preset.align.ppo_kl:g}"
     else:
         raise ValueError(
             f"stage '{stage}' has no folder: "
