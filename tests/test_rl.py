@@ -158,10 +158,15 @@ def tiny(vocab: int, seed: int = 0) -> Transformer:
     torch.manual_seed(seed)
     return Transformer(
         ModelConfig(
-            vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-            d_ff=64, max_seq_len=96,
+            vocab_size=vocab,
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            n_kv_heads=2,
+            d_ff=64,
+            max_seq_len=96,
         )
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +206,25 @@ def test_bad_rl_settings_are_clear_errors(tokenizer, tasks):
     model = tiny(len(tokenizer))
     config = TrainConfig(batch_size=2, seq_len=96, max_steps=1, warmup_steps=0)
     with pytest.raises(ValueError, match="PPO needs a critic"):
-        RLTrainer(model, model, config, RLConfig(algorithm="ppo"), tasks.train,
-                  rules, tokenizer)  # fmt: skip
+        RLTrainer(
+            model,
+            model,
+            config,
+            RLConfig(algorithm="ppo"),
+            tasks.train,
+            rules,
+            tokenizer,
+        )
     with pytest.raises(ValueError, match="same tokenizer"):
-        RLTrainer(model, tiny(len(tokenizer) + 1), config, RLConfig(), tasks.train,
-                  rules, tokenizer)  # fmt: skip
+        RLTrainer(
+            model,
+            tiny(len(tokenizer) + 1),
+            config,
+            RLConfig(),
+            tasks.train,
+            rules,
+            tokenizer,
+        )
 
 
 def rules(examples, answers) -> torch.Tensor:
@@ -230,13 +249,25 @@ def test_an_update_makes_the_rewarded_answers_more_likely(algorithm, tokenizer, 
     if algorithm == "ppo":
         policy = PolicyWithValue.from_policy(policy)
     config = TrainConfig(
-        batch_size=4, seq_len=96, max_steps=1, warmup_steps=0, lr=3e-3,
-        dtype="float32", grad_clip=0,
-    )  # fmt: skip
-    rl = RLConfig(algorithm=algorithm, group_size=8, epochs=1, minibatches=1,
-                  max_new_tokens=4, kl_coef=0.0)  # fmt: skip
-    trainer = RLTrainer(policy, sft, config, rl, tasks.train, rules, tokenizer,
-                        hardware=detect("cpu"))  # fmt: skip
+        batch_size=4,
+        seq_len=96,
+        max_steps=1,
+        warmup_steps=0,
+        lr=3e-3,
+        dtype="float32",
+        grad_clip=0,
+    )
+    rl = RLConfig(
+        algorithm=algorithm,
+        group_size=8,
+        epochs=1,
+        minibatches=1,
+        max_new_tokens=4,
+        kl_coef=0.0,
+    )
+    trainer = RLTrainer(
+        policy, sft, config, rl, tasks.train, rules, tokenizer, hardware=detect("cpu")
+    )
     torch.manual_seed(0)
     experience = trainer.experience(tasks.train[:4])
     answers = experience.rollouts
@@ -251,9 +282,12 @@ def test_an_update_makes_the_rewarded_answers_more_likely(algorithm, tokenizer, 
         experience.advantages = per_answer[:, None].expand_as(experience.old_logp)
     else:
         experience.advantages, experience.returns = trainer._ppo_advantages(
-            rewards, experience.old_logp, experience.ref_logp,
-            torch.zeros_like(experience.old_logp), experience.mask,
-        )  # fmt: skip
+            rewards,
+            experience.old_logp,
+            experience.ref_logp,
+            torch.zeros_like(experience.old_logp),
+            experience.mask,
+        )
     before = (experience.old_logp * experience.mask).sum(-1)
     trainer._optimise(experience)
     with torch.no_grad():
@@ -264,13 +298,26 @@ def test_an_update_makes_the_rewarded_answers_more_likely(algorithm, tokenizer, 
 
 def test_grpo_runs_on_the_trainer_loop_with_history(tokenizer, tasks, tmp_path):
     sft = tiny(len(tokenizer))
-    config = TrainConfig(batch_size=2, seq_len=96, max_steps=2, warmup_steps=0,
-                         dtype="float32")  # fmt: skip
+    config = TrainConfig(
+        batch_size=2, seq_len=96, max_steps=2, warmup_steps=0, dtype="float32"
+    )
     rl = RLConfig(group_size=4, max_new_tokens=4)
-    trainer = RLTrainer(copy.deepcopy(sft), sft, config, rl, tasks.train,
-                        first_token_reward("the"), tokenizer, watch={"correct": rules},
-                        out_dir=tmp_path, hardware=detect("cpu"))  # fmt: skip
+    trainer = RLTrainer(
+        copy.deepcopy(sft),
+        sft,
+        config,
+        rl,
+        tasks.train,
+        first_token_reward("the"),
+        tokenizer,
+        watch={"correct": rules},
+        held_out=tasks.test,
+        out_dir=tmp_path,
+        hardware=detect("cpu"),
+    )
     history = trainer.fit()
+    # the held-out prompts are answered greedily and scored at the last step
+    assert "val_reward" in history[-1] and "val_correct" in history[-1]
     assert [r["step"] for r in history] == [1, 2]
     for key in (
         "reward",

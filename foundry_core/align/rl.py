@@ -37,6 +37,7 @@ from .policy_gradient import (
     masked_mean,
     token_scores,
 )
+from .respond import answer
 from .rollout import Rollouts, rollout
 from .tasks import Example
 
@@ -154,8 +155,10 @@ class RLTrainer(Trainer):
     frozen `reference` (usually the SFT model it started from).
 
     `watch` adds other scores of the same answers to the history, e.g. the rules'
-    verdict while PPO optimises the reward model's. For PPO the policy must be a
-    PolicyWithValue (PolicyWithValue.from_policy(sft)).
+    verdict while PPO optimises the reward model's. Every eval_interval steps the
+    greedy answers to the `held_out` prompts are scored the same ways (val_reward,
+    val_<watched>). For PPO the policy must be a PolicyWithValue
+    (PolicyWithValue.from_policy(sft)).
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class RLTrainer(Trainer):
         tokenizer: Tokenizer,
         template: str | ChatTemplate = CHATML,
         watch: dict[str, RewardFn] | None = None,
+        held_out: Sequence[Example] = (),
         **trainer,
     ):
         if rl.algorithm == "ppo" and not isinstance(policy, PolicyWithValue):
@@ -180,9 +184,11 @@ class RLTrainer(Trainer):
                 f"the reference has {reference.config.vocab_size} tokens, the policy "
                 f"{policy.config.vocab_size}: both must use the same tokenizer"
             )
-        super().__init__(policy, config, PromptSet(len(prompts)), None, **trainer)
+        val = PromptSet(len(held_out)) if held_out else None
+        super().__init__(policy, config, PromptSet(len(prompts)), val, **trainer)
         self.reference = reference.to(self.device).eval().requires_grad_(False)
         self.rl, self.prompts, self.reward_fn = rl, list(prompts), reward_fn
+        self.held_out = list(held_out)
         self.tokenizer, self.template, self.watch = tokenizer, template, watch or {}
 
     def train_step(self, batches) -> dict:
@@ -215,6 +221,26 @@ class RLTrainer(Trainer):
         if self.rl.algorithm == "grpo":
             record["skipped_groups"] = experience.skipped_groups
         return record
+
+    @torch.no_grad()
+    def evaluate_metrics(self, max_batches: int | None = None) -> dict[str, float]:
+        """The reward and the watched scores of the greedy answers to the held-out
+        prompts (all of them: `max_batches` does not apply)."""
+        self.model.eval()
+        texts = answer(
+            self.model,
+            self.tokenizer,
+            [e.prompt for e in self.held_out],
+            self.template,
+            self.rl.max_new_tokens,
+        )
+        scores = {"reward": self.reward_fn, **self.watch}
+        metrics = {
+            name: fn(self.held_out, texts).float().mean().item()
+            for name, fn in scores.items()
+        }
+        self.model.train()
+        return metrics
 
     @torch.no_grad()
     def experience(self, examples: Sequence[Example]) -> Experience:

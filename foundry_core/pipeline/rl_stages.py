@@ -88,6 +88,7 @@ def _train_rl(
             tokenizer,
             preset.align.template,
             watch,
+            tasks.test,
             out_dir=tmp,
             keep_checkpoints=1,
             callbacks=callbacks,
