@@ -227,6 +227,15 @@ def test_bad_rl_settings_are_clear_errors(tokenizer, tasks):
         )
 
 
+def test_a_reward_model_with_another_tokenizer_is_a_clear_error(tokenizer):
+    from foundry_core.align import RewardModel
+    from foundry_core.pipeline.rl_stages import check_reward_model
+
+    with pytest.raises(ValueError, match="reward model has 400 tokens"):
+        check_reward_model(RewardModel(tiny(400)), tokenizer)
+    check_reward_model(RewardModel(tiny(len(tokenizer))), tokenizer)
+
+
 def rules(examples, answers) -> torch.Tensor:
     return torch.tensor([float(is_correct(e, a)) for e, a in zip(examples, answers)])
 

@@ -179,11 +179,15 @@ class RLTrainer(Trainer):
             raise ValueError(
                 "PPO needs a critic: pass PolicyWithValue.from_policy(policy)"
             )
-        if reference.config.vocab_size != policy.config.vocab_size:
-            raise ValueError(
-                f"the reference has {reference.config.vocab_size} tokens, the policy "
-                f"{policy.config.vocab_size}: both must use the same tokenizer"
-            )
+        for name, size in (
+            ("reference", reference.config.vocab_size),
+            ("tokenizer", len(tokenizer)),
+        ):
+            if size != policy.config.vocab_size:
+                raise ValueError(
+                    f"the {name} has {size} tokens, the policy "
+                    f"{policy.config.vocab_size}: all must use the same tokenizer"
+                )
         val = PromptSet(len(held_out)) if held_out else None
         super().__init__(policy, config, PromptSet(len(prompts)), val, **trainer)
         self.reference = reference.to(self.device).eval().requires_grad_(False)

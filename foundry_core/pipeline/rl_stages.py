@@ -33,10 +33,21 @@ def rule_rewards(examples: Sequence[Example], answers: Sequence[str]) -> torch.T
     return torch.tensor([float(is_correct(e, a)) for e, a in zip(examples, answers)])
 
 
+def check_reward_model(model, tokenizer) -> None:
+    """A reward model reads the policy's tokens: a clear error if its vocabulary is
+    another tokenizer's."""
+    if model.config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"the reward model has {model.config.vocab_size} tokens, the tokenizer "
+            f"{len(tokenizer)}: train the reward model with the policy's tokenizer"
+        )
+
+
 def reward_model_scores(preset: Preset) -> RewardFn:
     """The chapter 7 reward model's score of each answer."""
     model, _ = ensure_reward(preset)
     tokenizer, template = ensure_tokenizer(preset), preset.align.template
+    check_reward_model(model, tokenizer)
 
     def scores(examples: Sequence[Example], answers: Sequence[str]) -> torch.Tensor:
         prompts = [e.prompt for e in examples]
