@@ -97,6 +97,14 @@ def test_group_advantages_match_their_formula_and_skip_equal_groups():
     assert not advantages.isnan().any()
 
 
+def test_unscaled_group_advantages_are_the_reward_minus_the_group_mean():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1])
+    advantages, skipped = group_advantages(rewards, groups, scale=False)
+    assert torch.allclose(advantages, torch.tensor([0.75, -0.25, -0.25, -0.25, 0, 0]))
+    assert skipped == 1
+
+
 def test_an_empty_or_misshapen_group_is_a_clear_error():
     with pytest.raises(ValueError, match="no rewards"):
         group_advantages(torch.tensor([]), torch.tensor([], dtype=torch.long))

@@ -76,14 +76,19 @@ def gae(
 
 
 def group_advantages(
-    rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6
+    rewards: torch.Tensor,
+    groups: torch.Tensor,
+    eps: float = 1e-6,
+    scale: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """GRPO's baseline (Shao et al. 2024): each answer's reward minus the mean of its
     group (the answers to the same prompt), divided by the group's standard deviation.
 
     Returns (advantages, skipped): a group whose rewards are all equal teaches nothing
     (every answer was as good as the others) and gets advantage 0; `skipped` counts
-    such groups.
+    such groups. scale=False keeps the difference from the mean unscaled (Liu et al.
+    2025, "Dr. GRPO"): dividing by the spread gives a prompt that one answer in eight
+    solves three times the weight of one that half the answers solve.
     """
     if rewards.numel() == 0:
         raise ValueError("no rewards: every group needs at least one answer")
@@ -101,7 +106,8 @@ def group_advantages(
         if len(scores) < 2 or spread < eps:
             skipped += 1
             continue
-        advantages[members] = (scores - scores.mean()) / (spread + eps)
+        centred = scores - scores.mean()
+        advantages[members] = centred / (spread + eps) if scale else centred
     return advantages, skipped
 
 

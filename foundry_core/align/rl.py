@@ -63,6 +63,8 @@ class RLConfig:
     gamma: float = 1.0  # PPO: discount over an answer's tokens
     lam: float = 0.95  # PPO: GAE's trade-off between the critic and the returns
     value_coef: float = 0.5  # PPO: weight of the critic's loss
+    # GRPO: divide each group's advantages by its spread (False: Dr. GRPO)
+    scale_advantages: bool = True
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -274,7 +276,9 @@ class RLTrainer(Trainer):
             )
             skipped = 0
         else:
-            per_answer, skipped = group_advantages(rewards, answers.groups)
+            per_answer, skipped = group_advantages(
+                rewards, answers.groups, scale=rl.scale_advantages
+            )
             advantages = per_answer.to(self.device)[:, None].expand_as(old_logp)
             returns = None
         return Experience(
