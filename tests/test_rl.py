@@ -347,3 +347,22 @@ def test_grpo_runs_on_the_trainer_loop_with_history(tokenizer, tasks, tmp_path):
         assert key in history[0], key
     assert history[0]["kl"] == pytest.approx(0, abs=1e-6)  # the policy starts at sft
     assert trainer.save().exists()
+
+
+def test_the_rl_settings_of_a_preset_are_validated_and_overridable():
+    from foundry_core import get_preset, with_overrides
+    from foundry_core.pipeline.rl_stages import rl_config
+
+    preset = with_overrides(get_preset("ci"), "grpo.max_steps=5", "align.group_size=4")
+    assert (
+        preset.align.grpo.max_steps == 5 and rl_config(preset, "grpo").group_size == 4
+    )
+    assert rl_config(preset, "ppo").kl_coef == preset.align.ppo_kl
+    for bad, message in (
+        ("align.grpo_kl=-0.1", "grpo_kl must be >= 0"),
+        ("align.rl_temperature=0", "rl_temperature must be > 0"),
+        ("align.clip=1.5", "clip must be"),
+        ("ppo.lr=-1", "lr"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            with_overrides(get_preset("ci"), bad)
