@@ -154,12 +154,17 @@ class Trainer(Resumable):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.torch_dtype)
 
+    def set_learning_rate(self) -> float:
+        """The schedule's rate for this step, given to every parameter group."""
+        lr = self.schedule(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     def train_step(self, batches) -> dict:
         """Accumulate gradients over grad_accum_steps micro-batches, clip, and step."""
         config = self.config
-        lr = self.schedule(self.step, config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.set_learning_rate()
         losses, metrics, tokens = [], {}, 0
         for micro in range(config.grad_accum_steps):
             batch = tuple(t.to(self.device, non_blocking=True) for t in next(batches))

@@ -179,6 +179,18 @@ def test_the_swap_references_are_the_library_runs():
         assert swap.attention_run(swap.fused_attention, n_kv_heads) == (
             swap.attention_run(None, n_kv_heads)
         )
+    # attention written out (the chapter's solution) is the fused kernel up to
+    # rounding, far below the check's tolerance, as chapter 3 says
+    from foundry_core.exercises.transformer import causal_attention_reference
+
+    for n_kv_heads in (2, 1):
+        fused = swap.attention_run(None, n_kv_heads)
+        written = swap.attention_run(causal_attention_reference, n_kv_heads)
+        gap = max(abs(a - b) for a, b in zip(fused, written))
+        assert gap < REGISTRY["swap_attention"].atol / 10, gap
+    # and without the causal mask the runs part at the very first step
+    no_mask = REGISTRY["causal_attention"].mistakes[0].wrong
+    assert "step 1:" in check("swap_attention", no_mask, quiet=True).message
     assert swap.schedule_run(swap.lr_at) == swap._losses(
         swap._fresh_model(swap.TINY), swap.RUN, swap._token_stream()
     )
@@ -225,5 +237,9 @@ def test_every_stub_is_not_done_yet_in_a_fresh_kernel():
         for cell in notebook.cells[3::2]
     ]
     assert len(printed) == len(ON_THE_PAGE)
+    # the message once: the Result the cell ends with does not show it again (a busy
+    # kernel may send the printed text in several stream chunks)
+    for cell in notebook.cells[3::2]:
+        assert all(out.output_type == "stream" for out in cell.outputs), cell.outputs
     for (_, name, *_), text in zip(ON_THE_PAGE, printed):
         assert text.startswith(f"… {name}: not done yet."), (name, text)

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from test_align import PLAY  # the same scene the other post-training tests read
 
 from foundry_core import ModelConfig, TrainConfig
 from foundry_core.align import CHATML, build_tasks, is_correct
@@ -23,27 +24,6 @@ from foundry_core.data import Document
 from foundry_core.hardware import detect
 from foundry_core.model import Transformer
 from foundry_core.tokenizer import train_tokenizer
-
-PLAY = """HAMLET
-
-ACT I.
-
-SCENE I. Elsinore.
-
-[Enter Bernardo.]
-
-Ber.
-Who's there? Stand and unfold yourself.
-Long live the king, and all his court!
-
-Ham.
-A little more than kin, and less than kind.
-The time is out of joint: O cursed spite,
-That ever I was born to set it right!
-
-LADY MACBETH.
-Out, damned spot! out, I say!
-"""
 
 
 def answer_mask(n: int, length: int, seed: int = 0) -> torch.Tensor:

@@ -33,8 +33,15 @@ def answer_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def token_scores(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Log-probability and entropy of the policy at every position, (n, seq - 1) each:
     entry t is about the token ids[:, t + 1], chosen after ids[:, : t + 1]."""
-    logits = model(ids[:, :-1])[0].float()
-    logprobs = logits.log_softmax(-1)
+    return scores_from_logits(model(ids[:, :-1])[0], ids)
+
+
+def scores_from_logits(
+    logits: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """token_scores from the logits of ids[:, :-1]: the log-probability of each next
+    token and the entropy of the distribution it was drawn from."""
+    logprobs = logits.float().log_softmax(-1)
     chosen = torch.gather(logprobs, 2, ids[:, 1:, None]).squeeze(-1)
     entropy = -(logprobs.exp() * logprobs).sum(-1)
     return chosen, entropy

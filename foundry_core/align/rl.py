@@ -35,6 +35,7 @@ from .policy_gradient import (
     gae,
     group_advantages,
     masked_mean,
+    scores_from_logits,
     token_scores,
 )
 from .respond import answer
@@ -112,9 +113,7 @@ class PolicyWithValue(Transformer):
         """token_scores (log-probability, entropy) and the critic's value, (n, seq - 1)
         each, from one forward pass."""
         hidden = self.hidden_states(ids[:, :-1])
-        logprobs = self.lm_head(hidden).float().log_softmax(-1)
-        chosen = torch.gather(logprobs, 2, ids[:, 1:, None]).squeeze(-1)
-        entropy = -(logprobs.exp() * logprobs).sum(-1)
+        chosen, entropy = scores_from_logits(self.lm_head(hidden), ids)
         return chosen, entropy, self.value_head(hidden).squeeze(-1).float()
 
 
@@ -142,6 +141,7 @@ class Experience:
     """One step's answers with everything the loss needs, per token (n, seq - 1)."""
 
     rollouts: Rollouts
+    answered: list[Example]  # the example each row answers
     ids: torch.Tensor
     mask: torch.Tensor  # True on answer tokens
     old_logp: torch.Tensor  # under the policy that sampled them
@@ -199,15 +199,12 @@ class RLTrainer(Trainer):
 
     def train_step(self, batches) -> dict:
         """Sample and score answers to a batch of prompts, then optimise on them."""
-        lr = self.schedule(self.step, self.config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.set_learning_rate()
         examples = [self.prompts[i] for i in next(batches)[0].tolist()]
         experience = self.experience(examples)
         record = self._optimise(experience)
         self.step += 1
         answers = experience.rollouts
-        answered = [examples[g] for g in answers.groups.tolist()]
         record.update(
             step=self.step,
             lr=lr,
@@ -220,7 +217,7 @@ class RLTrainer(Trainer):
             finished=answers.finished.float().mean().item(),
             tokens=answers.ids.numel(),
             **{
-                name: fn(answered, answers.texts).float().mean().item()
+                name: fn(experience.answered, answers.texts).float().mean().item()
                 for name, fn in self.watch.items()
             },
         )
@@ -262,9 +259,8 @@ class RLTrainer(Trainer):
             rl.temperature,
             self.template,
         )
-        rewards = self.reward_fn(
-            [examples[g] for g in answers.groups.tolist()], answers.texts
-        ).float()
+        answered = [examples[g] for g in answers.groups.tolist()]
+        rewards = self.reward_fn(answered, answers.texts).float()
         ids = answers.ids.to(self.device)
         mask = answers.answer[:, 1:].to(self.device)
         with self.autocast():
@@ -283,6 +279,7 @@ class RLTrainer(Trainer):
             returns = None
         return Experience(
             answers,
+            answered,
             ids,
             mask,
             old_logp,

@@ -33,16 +33,6 @@ class Rollouts:
         """Tokens in each answer, end-of-turn included."""
         return self.answer.sum(-1)
 
-    def take(self, rows: torch.Tensor) -> Rollouts:
-        """The rollouts of the given rows (a minibatch)."""
-        return Rollouts(
-            self.ids[rows],
-            self.answer[rows],
-            self.groups[rows],
-            [self.texts[i] for i in rows.tolist()],
-            self.finished[rows],
-        )
-
 
 @torch.no_grad()
 def rollout(

@@ -70,6 +70,10 @@ class Result:
     def __str__(self) -> str:
         return self.message
 
+    def _ipython_display_(self) -> None:
+        """Nothing: check() has printed the message already, and a check cell ends
+        with the call, so Jupyter would otherwise show it a second time."""
+
 
 REGISTRY: dict[str, Exercise] = {}
 

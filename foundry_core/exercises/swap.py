@@ -1,4 +1,4 @@
-""" "Swap it in": the reader's piece replaces the library's inside the real model or
+"""Swap it in: the reader's piece replaces the library's inside the real model or
 trainer, and a short training run must match the library's run step by step.
 
 An exercise checks a piece on its own; these check it where it lives. Each runs the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -117,26 +118,38 @@ def _train_stage(
     progress: bool,
     **trainer_kwargs,
 ) -> None:
-    folder = stage_dir(stage, preset)
-
-    def build(tmp: Path) -> None:
-        describe_run(tmp, stage, preset, ensure_tokenizer(preset))
-        torch.manual_seed(config.seed)
-        trainer = Trainer(
+    build_trained_stage(
+        stage,
+        preset,
+        config.seed,
+        lambda **run: Trainer(
             model,
             config,
             train,
             val,
-            out_dir=tmp,
-            keep_checkpoints=1,
             callbacks=callbacks,
             progress=progress,
             **trainer_kwargs,
-        )
+            **run,
+        ),
+    )
+
+
+def build_trained_stage(
+    stage: str, preset: Preset, seed: int, make_trainer: Callable[..., Trainer]
+) -> None:
+    """Train a post-training stage into its folder, once: describe the run, seed,
+    fit, save the last checkpoint. `make_trainer(out_dir=, keep_checkpoints=)` builds
+    the Trainer (or a subclass, e.g. RLTrainer)."""
+
+    def build(tmp: Path) -> None:
+        describe_run(tmp, stage, preset, ensure_tokenizer(preset))
+        torch.manual_seed(seed)
+        trainer = make_trainer(out_dir=tmp, keep_checkpoints=1)
         trainer.fit()
         trainer.save()
 
-    _build_once(folder, build)
+    _build_once(stage_dir(stage, preset), build)
 
 
 def _load_stage(stage: str, preset: Preset) -> TrainedStage:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -20,12 +19,11 @@ from ..align import (
 from ..align.rl import RewardFn
 from ..align.tasks import Example
 from ..presets import Preset
-from ..runs import describe_run
 from .align_stages import ensure_reward, ensure_sft, ensure_tasks
 from .data_stages import ensure_tokenizer
-from .pretrain import _load_stage
+from .pretrain import _load_stage, build_trained_stage
 from .results import TrainedStage
-from .store import _build_once, stage_dir
+from .store import stage_dir
 
 
 def rule_rewards(examples: Sequence[Example], answers: Sequence[str]) -> torch.Tensor:
@@ -86,10 +84,11 @@ def _train_rl(
     if stage == "ppo":
         policy = PolicyWithValue.from_policy(policy)
 
-    def build(tmp: Path) -> None:
-        describe_run(tmp, stage, preset, tokenizer)
-        torch.manual_seed(config.seed)
-        trainer = RLTrainer(
+    build_trained_stage(
+        stage,
+        preset,
+        config.seed,
+        lambda **run: RLTrainer(
             policy,
             sft,
             config,
@@ -100,15 +99,11 @@ def _train_rl(
             preset.align.template,
             watch,
             tasks.test,
-            out_dir=tmp,
-            keep_checkpoints=1,
             callbacks=callbacks,
             progress=progress,
-        )
-        trainer.fit()
-        trainer.save()
-
-    _build_once(stage_dir(stage, preset), build)
+            **run,
+        ),
+    )
 
 
 def ensure_grpo(
