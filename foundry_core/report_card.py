@@ -75,6 +75,8 @@ STEPS = (
     "sft",
     "reward",
     "dpo",
+    "grpo",
+    "ppo",
     "evaluation",
     "quantized",
     "export",
@@ -140,6 +142,24 @@ class _Steps:
             "held-out DPO accuracy": history[-1]["val_accuracy"],
             "sampled accuracy (SFT)": self._accuracy(self.models["sft"], 1.0)["all"],
             "sampled accuracy (DPO)": self._accuracy(self.models["dpo"], 1.0)["all"],
+        }
+
+    def grpo(self) -> dict:
+        self.models["grpo"], history = pipeline.ensure_grpo(self.preset)
+        return self._rl_metrics(self.models["grpo"], history)
+
+    def ppo(self) -> dict:
+        self.models["ppo"], history = pipeline.ensure_ppo(self.preset)
+        return {
+            **self._rl_metrics(self.models["ppo"], history),
+            "held-out reward-model score": history[-1]["val_reward"],
+        }
+
+    def _rl_metrics(self, model, history: list[dict]) -> dict:
+        return {
+            "KL to SFT (last step)": history[-1]["kl"],
+            "held-out accuracy": self._accuracy(model)["all"],
+            "sampled accuracy": self._accuracy(model, 1.0)["all"],
         }
 
     def evaluation(self) -> dict:

@@ -154,7 +154,7 @@ class AlignSettings(_Validated):
 
 @dataclass(frozen=True)
 class EvalSettings(_Validated):
-    """How chapters 9-10 and the report card measure a model."""
+    """How chapters 10-11 and the report card measure a model."""
 
     # validation windows that perplexity reads (each seq_len tokens)
     max_windows: int = 64
@@ -165,9 +165,9 @@ class EvalSettings(_Validated):
 
 @dataclass(frozen=True)
 class QuantSettings(_Validated):
-    """How chapter 10 and the report card quantize a model."""
+    """How chapter 11 and the report card quantize a model."""
 
-    # the int4 group sizes to compare (chapter 10); the report card exports the
+    # the int4 group sizes to compare (chapter 11); the report card exports the
     # largest of them that divides every layer: the fewest scales, the smallest file
     group_sizes: tuple[int, ...] = (32, 64, 128)
 

@@ -24,7 +24,7 @@ from .config import TrainConfig, check_compatible
 from .data.dataset import Resampled, TokenWindows, make_loader
 from .hardware import HardwareInfo, Precision, choose_precision, detect, prepare_device
 from .history import progress_bar
-from .history import read_history as read_history  # re-exported for chapter 11
+from .history import read_history as read_history  # re-exported for chapter 12
 from .optim import lr_at, make_optimizer
 from .resume import Resumable
 

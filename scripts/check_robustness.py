@@ -13,9 +13,9 @@ a slightly different machine can break.
 
     # FOUNDRY_FAST chapters, seeds 0-4 x 1 and 2 threads
     python scripts/check_robustness.py
-    # the cpu preset, chapters 04-10, seeds 0 and 1, 2 threads
+    # the cpu preset, chapters 04-11, seeds 0 and 1, 2 threads
     python scripts/check_robustness.py --preset cpu \
-        --chapters 04 05 06 07 08 09 10 --seeds 0 1 --threads 2
+        --chapters 04 05 06 07 08 09 10 11 --seeds 0 1 --threads 2
     # bf16 autocast (CPUs with AVX512-BF16 / AMX)
     python scripts/check_robustness.py --dtype bfloat16
 

@@ -15,9 +15,12 @@ from foundry_core.align.policy_gradient import (
     clipped_objective,
     gae,
     group_advantages,
+    informative_rows,
     masked_mean,
     token_scores,
 )
+from foundry_core.align.policy_table import answer_kl, policy_table
+from foundry_core.align.respond import sampled_accuracy
 from foundry_core.align.rl import PolicyWithValue, RLConfig, RLTrainer
 from foundry_core.align.rollout import rollout
 from foundry_core.data import Document
@@ -228,13 +231,12 @@ def rules(examples, answers) -> torch.Tensor:
     return torch.tensor([float(is_correct(e, a)) for e, a in zip(examples, answers)])
 
 
-def first_token_reward(token: str):
-    """A reward a tiny untrained model can earn: answers that start with `token`."""
-
-    def reward(examples, answers):
-        return torch.tensor([float(a.startswith(token)) for a in answers])
-
-    return reward
+def common_first_word(examples, answers) -> torch.Tensor:
+    """1 for answers starting with the batch's most common first word: some yes,
+    some no, even from an untrained model."""
+    words = [t.split()[0] if t.split() else "" for t in answers]
+    common = max(set(words), key=words.count)
+    return torch.tensor([float(w == common) for w in words])
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
@@ -262,22 +264,16 @@ def test_an_update_makes_the_rewarded_answers_more_likely(algorithm, tokenizer, 
         max_new_tokens=4,
         kl_coef=0.0,
     )
+
     trainer = RLTrainer(
-        policy, sft, config, rl, tasks.train, rules, tokenizer, hardware=detect("cpu")
-    )
+        policy, sft, config, rl, tasks.train, common_first_word, tokenizer,
+        hardware=detect("cpu"),
+    )  # fmt: skip
     torch.manual_seed(0)
     experience = trainer.experience(tasks.train[:4])
-    answers = experience.rollouts
-    words = [t.split()[0] if t.split() else "" for t in answers.texts]
-    # reward answers starting with the most common first word: some yes, some no
-    common = max(set(words), key=words.count)
-    rewards = torch.tensor([float(w == common) for w in words])
+    rewards = experience.rewards[experience.rows]
     assert 0 < rewards.sum() < len(rewards)
-    experience.rewards = rewards
-    if algorithm == "grpo":
-        per_answer, _ = group_advantages(rewards, answers.groups)
-        experience.advantages = per_answer[:, None].expand_as(experience.old_logp)
-    else:
+    if algorithm == "ppo":  # a critic that expects nothing: advantages follow rewards
         experience.advantages, experience.returns = trainer._ppo_advantages(
             rewards,
             experience.old_logp,
@@ -305,7 +301,7 @@ def test_grpo_runs_on_the_trainer_loop_with_history(tokenizer, tasks, tmp_path):
         config,
         rl,
         tasks.train,
-        first_token_reward("the"),
+        common_first_word,
         tokenizer,
         watch={"correct": rules},
         held_out=tasks.test,
@@ -329,6 +325,32 @@ def test_grpo_runs_on_the_trainer_loop_with_history(tokenizer, tasks, tmp_path):
     assert trainer.save().exists()
 
 
+def test_a_step_where_every_group_agrees_changes_nothing_and_is_counted(
+    tokenizer, tasks
+):
+    """All answers scored the same: no advantage anywhere. The step is counted, the
+    groups are skipped (not NaN), and the weights stay as they were."""
+    sft = tiny(len(tokenizer))
+    policy = copy.deepcopy(sft)
+    config = TrainConfig(
+        batch_size=2, seq_len=96, max_steps=1, warmup_steps=0, dtype="float32"
+    )
+    trainer = RLTrainer(
+        policy,
+        sft,
+        config,
+        RLConfig(group_size=4, max_new_tokens=4),
+        tasks.train,
+        lambda examples, answers: torch.ones(len(answers)),
+        tokenizer,
+        hardware=detect("cpu"),
+    )
+    [record] = trainer.fit()
+    assert record["skipped_groups"] == 2 and record["reward"] == 1.0
+    for before, after in zip(sft.parameters(), policy.parameters()):
+        assert torch.equal(before, after)
+
+
 def test_the_rl_settings_of_a_preset_are_validated_and_overridable():
     from foundry_core import get_preset, with_overrides
     from foundry_core.pipeline.rl_stages import rl_config
@@ -346,3 +368,100 @@ def test_the_rl_settings_of_a_preset_are_validated_and_overridable():
     ):
         with pytest.raises(ValueError, match=message):
             with_overrides(get_preset("ci"), bad)
+
+
+# ---------------------------------------------------------------- measuring policies
+
+
+def test_only_the_groups_that_teach_something_are_kept():
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    advantages, skipped = group_advantages(rewards, groups)
+    assert skipped == 1
+    assert informative_rows(groups, advantages).tolist() == [0, 1, 2, 6, 7]
+    nothing = torch.zeros(4)
+    assert informative_rows(torch.tensor([0, 0, 1, 1]), nothing).numel() == 0
+
+
+def test_policy_table_compares_models_on_the_same_questions(tokenizer, tasks):
+    reference, other = tiny(len(tokenizer)), tiny(len(tokenizer), seed=1)
+    examples = tasks.train + tasks.test
+    rows = policy_table(
+        {"ref": reference, "copy": copy.deepcopy(reference), "other": other},
+        "ref",
+        tokenizer,
+        examples,
+        max_new_tokens=4,
+        training_tokens={"other": 123},
+    )
+    by_name = {r["model"]: r for r in rows}
+    assert list(by_name) == ["ref", "copy", "other"]
+    # a model is 0 nats from itself and from an exact copy, and no model is below 0
+    assert by_name["ref"]["KL from ref"] == pytest.approx(0, abs=1e-6)
+    assert by_name["copy"]["KL from ref"] == pytest.approx(0, abs=1e-6)
+    assert by_name["other"]["KL from ref"] > 0.01
+    assert by_name["copy"]["vs ref"].mean == 0 and by_name["copy"]["vs ref"].n == len(
+        examples
+    )
+    low, high = by_name["ref"]["interval"]
+    assert 0 <= low <= by_name["ref"]["accuracy"] <= high <= 1
+    assert 1 <= by_name["other"]["answer tokens"] <= 5  # up to 4 tokens + end of turn
+    assert by_name["other"]["training tokens"] == 123
+    assert by_name["ref"]["training tokens"] == 0
+    with pytest.raises(ValueError, match="reference 'sft' is not among"):
+        policy_table({"ref": reference}, "sft", tokenizer, examples, 4)
+
+
+def test_answer_kl_is_exact_and_ignores_the_prompt(tokenizer):
+    model, other = tiny(len(tokenizer)), tiny(len(tokenizer), seed=1)
+    ids = torch.randint(4, len(tokenizer), (3, 10))
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[:, 6:] = True
+    kl = answer_kl(model, other, ids, mask, batch_size=2)
+    with torch.no_grad():
+        logp = model(ids[:, :-1])[0].log_softmax(-1)
+        ref = other(ids[:, :-1])[0].log_softmax(-1)
+    # KL(p || q) at positions 5..8, which predict the answer tokens 6..9
+    expected = (logp.exp() * (logp - ref)).sum(-1)[:, 5:].sum(-1)
+    assert torch.allclose(kl, expected, atol=1e-5)
+
+
+def test_sampled_accuracy_is_a_share_per_question(tokenizer, tasks):
+    model = tiny(len(tokenizer))
+    shares = sampled_accuracy(model, tokenizer, tasks.train, 3, max_new_tokens=4)
+    assert len(shares) == len(tasks.train)
+    assert all(round(s * 3, 6) in (0, 1, 2, 3) for s in shares)
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        sampled_accuracy(model, tokenizer, tasks.train, 0)
+
+
+def test_the_rl_figures_draw():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from foundry_core.viz.rl import (
+        plot_clip,
+        plot_gae_lambdas,
+        plot_group_advantages,
+        plot_overoptimisation,
+    )
+
+    groups = torch.tensor([0, 0, 1, 1])
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    figures = [
+        plot_group_advantages(rewards, groups, group_advantages(rewards, groups)[0]),
+        plot_gae_lambdas({0.0: [0.1, 0.2], 1.0: [0.5, 0.4]}, ["a", "b"]),
+        plot_clip(0.2),
+        plot_overoptimisation(
+            [
+                {"kl": 0, "reward": 1, "correct": 0.3},
+                {"kl": 1, "reward": 2, "correct": 0.1},
+            ]
+        ),
+    ]
+    # the clip figure: two panels, each with the plain and the clipped objective
+    assert len(figures[2].axes) == 2 and len(figures[2].axes[0].lines) >= 2
+    for figure in figures:
+        plt.close(figure)

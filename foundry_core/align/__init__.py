@@ -14,12 +14,14 @@ from .chat import (
 )
 from .dpo import add_reference_logprobs, dpo_loss, make_dpo_loss
 from .pairs import PairDataset
+from .policy_table import policy_table
 from .respond import (
     Graded,
     accuracy_by_task,
     answer,
     grade,
     on_policy_pairs,
+    sampled_accuracy,
     well_formed_share,
 )
 from .reward import (
@@ -82,6 +84,8 @@ __all__ = [
     "is_well_formed",
     "make_dpo_loss",
     "on_policy_pairs",
+    "policy_table",
+    "sampled_accuracy",
     "play_lines",
     "preference_pairs",
     "render",

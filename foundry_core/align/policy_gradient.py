@@ -118,6 +118,14 @@ def group_advantages(
     return advantages, skipped
 
 
+def informative_rows(groups: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """The indices of the answers whose group taught something (some advantage is not
+    0). Dropping the others before the loss (DAPO, Yu et al. 2025, resamples to
+    replace them) keeps every optimizer step made of answers that carry a signal."""
+    taught = groups[advantages != 0].unique()
+    return torch.isin(groups, taught).nonzero().squeeze(-1)
+
+
 def clipped_objective(
     logp: torch.Tensor,
     old_logp: torch.Tensor,

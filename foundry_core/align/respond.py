@@ -62,6 +62,38 @@ def grade(
     return [Graded(e, r, is_correct(e, r)) for e, r in zip(examples, responses)]
 
 
+def sampled_accuracy(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    samples: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    **kwargs,
+) -> list[float]:
+    """For each example, the share of `samples` sampled answers that are correct.
+
+    One sample per question is a coin flip per question; the mean of several is a
+    steadier measure of how often the model, sampling as it would in a chat, gets the
+    question right (`kwargs` go to `answer`: template, max_new_tokens)."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    generator = torch.Generator().manual_seed(seed)
+    shares = [0.0] * len(examples)
+    for _ in range(samples):
+        replies = answer(
+            model,
+            tokenizer,
+            [e.prompt for e in examples],
+            temperature=temperature,
+            generator=generator,
+            **kwargs,
+        )
+        for i, (example, reply) in enumerate(zip(examples, replies)):
+            shares[i] += is_correct(example, reply) / samples
+    return shares
+
+
 def well_formed_share(graded: Sequence[Graded], plays: Sequence[str]) -> float:
     """The share of answers of the right kind (tasks.is_well_formed), right or wrong."""
     return sum(is_well_formed(g.example, g.response, plays) for g in graded) / len(

@@ -34,6 +34,7 @@ from .policy_gradient import (
     clipped_objective,
     gae,
     group_advantages,
+    informative_rows,
     masked_mean,
     scores_from_logits,
     token_scores,
@@ -64,8 +65,9 @@ class RLConfig:
     gamma: float = 1.0  # PPO: discount over an answer's tokens
     lam: float = 0.95  # PPO: GAE's trade-off between the critic and the returns
     value_coef: float = 0.5  # PPO: weight of the critic's loss
-    # GRPO: divide each group's advantages by its spread (False: Dr. GRPO)
-    scale_advantages: bool = True
+    # GRPO: divide each group's advantages by its spread (True: the original GRPO;
+    # False: Dr. GRPO, Liu et al. 2025, which the course uses)
+    scale_advantages: bool = False
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -138,17 +140,19 @@ class PromptSet(Dataset):
 
 @dataclass
 class Experience:
-    """One step's answers with everything the loss needs, per token (n, seq - 1)."""
+    """One step's answers with everything the loss needs, per token (n, seq - 1), for
+    the rows the policy learns from (GRPO drops the groups with nothing to teach)."""
 
     rollouts: Rollouts
-    answered: list[Example]  # the example each row answers
+    answered: list[Example]  # the example each rollout answers
+    rows: torch.Tensor  # the rollouts learned from: the rows of ids, masks, ...
     ids: torch.Tensor
     mask: torch.Tensor  # True on answer tokens
     old_logp: torch.Tensor  # under the policy that sampled them
     ref_logp: torch.Tensor  # under the frozen reference
     advantages: torch.Tensor
     returns: torch.Tensor | None  # PPO: the critic's targets
-    rewards: torch.Tensor  # (n,) one per answer
+    rewards: torch.Tensor  # one per rollout
     skipped_groups: int  # GRPO: groups whose answers all scored the same
 
 
@@ -210,6 +214,7 @@ class RLTrainer(Trainer):
             lr=lr,
             reward=experience.rewards.mean().item(),
             # KL(policy || reference) of the policy that sampled this step's answers
+            # (for GRPO: of the answers it learns from)
             kl=masked_mean(
                 approx_kl(experience.old_logp, experience.ref_logp), experience.mask
             ).item(),
@@ -261,8 +266,22 @@ class RLTrainer(Trainer):
         )
         answered = [examples[g] for g in answers.groups.tolist()]
         rewards = self.reward_fn(answered, answers.texts).float()
-        ids = answers.ids.to(self.device)
-        mask = answers.answer[:, 1:].to(self.device)
+        keep = torch.arange(len(rewards))  # the rows the policy learns from
+        if rl.algorithm == "grpo":
+            per_answer, skipped = group_advantages(
+                rewards, answers.groups, scale=rl.scale_advantages
+            )
+            # a group whose answers all scored the same has advantage 0 throughout:
+            # it would only dilute the batch, so it is dropped before scoring
+            keep = informative_rows(answers.groups, per_answer)
+        ids = answers.ids[keep].to(self.device)
+        mask = answers.answer[keep, 1:].to(self.device)
+        if len(keep) == 0:  # every group was unanimous: nothing to learn this step
+            empty = torch.zeros(0, ids.shape[1] - 1, device=self.device)
+            return Experience(
+                answers, answered, keep, ids, mask, empty, empty, empty, None,
+                rewards, skipped,
+            )  # fmt: skip
         with self.autocast():
             old_logp, _, values = self._scores(ids)
             ref_logp = token_scores(self.reference, ids)[0]
@@ -272,14 +291,12 @@ class RLTrainer(Trainer):
             )
             skipped = 0
         else:
-            per_answer, skipped = group_advantages(
-                rewards, answers.groups, scale=rl.scale_advantages
-            )
-            advantages = per_answer.to(self.device)[:, None].expand_as(old_logp)
+            advantages = per_answer[keep].to(self.device)[:, None].expand_as(old_logp)
             returns = None
         return Experience(
             answers,
             answered,
+            keep,
             ids,
             mask,
             old_logp,
@@ -314,6 +331,8 @@ class RLTrainer(Trainer):
         """`epochs` passes over the answers in `minibatches` shuffled minibatches, one
         optimizer step each; the mean of each logged quantity."""
         logged = defaultdict(list)
+        if len(experience.ids) == 0:
+            return {}
         self.model.train()
         for _ in range(self.rl.epochs):
             order = torch.randperm(len(experience.ids))

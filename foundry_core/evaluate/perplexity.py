@@ -4,7 +4,7 @@ A long text is scored in windows of the model's context. With a stride shorter t
 window, every token after the first window is predicted with at least
 `seq_len - stride` tokens of context (`window_plan`), which is what a reader of the
 whole text would have. `kl_to_reference` compares two models' next-token distributions
-on the same windows, the finer measure chapter 10 uses for quantization.
+on the same windows, the finer measure chapter 11 uses for quantization.
 """
 
 from __future__ import annotations

@@ -11,7 +11,16 @@ lists them all.
 """
 
 # importing the exercise modules registers their exercises
-from . import alignment, basics, chat, measure, swap, training, transformer  # noqa: F401
+from . import (  # noqa: F401
+    alignment,
+    basics,
+    chat,
+    measure,
+    reinforcement,
+    swap,
+    training,
+    transformer,
+)
 from .check import REGISTRY, Exercise, Result, check
 from .training import ADAMW
 

@@ -1,4 +1,4 @@
-"""Exercises of chapters 09-10: strided perplexity windows, an interval for an
+"""Exercises of chapters 10-11: strided perplexity windows, an interval for an
 accuracy, and int8 / int4 quantization, checked against the library."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..evaluate import proportion_interval, window_plan
 from ..quantize import dequantize_int4, quantize_tensor_int4, quantize_tensor_int8
 from .check import Case, Exercise, Mistake, register
 
-# ---------------------------------------------------------------- chapter 09
+# ---------------------------------------------------------------- chapter 10
 
 
 def _window_cases() -> list[Case]:
@@ -39,7 +39,7 @@ def _windows_skip_nothing(n, seq_len, stride):
 register(
     Exercise(
         "window_plan",
-        "09",
+        "10",
         "Strided perplexity: windows that score every token once, with context",
         "hard",
         "window_plan(n_tokens, seq_len, stride) -> [(start, skip), ...]",
@@ -78,7 +78,7 @@ def _interval_cases() -> list[Case]:
 register(
     Exercise(
         "accuracy_interval",
-        "09",
+        "10",
         "A 95% Wilson interval for an accuracy measured on n questions",
         "medium",
         "accuracy_interval(successes, n) -> (low, high)",
@@ -96,7 +96,7 @@ register(
 )
 
 
-# ---------------------------------------------------------------- chapter 10
+# ---------------------------------------------------------------- chapter 11
 
 
 def _weights() -> torch.Tensor:
@@ -113,7 +113,7 @@ def int8_reference(w: torch.Tensor) -> torch.Tensor:
 register(
     Exercise(
         "int8_roundtrip",
-        "10",
+        "11",
         "int8 per output channel: quantize and dequantize a weight matrix",
         "medium",
         "int8_roundtrip(w) -> w_hat   # w: (out, in); per row, max |w| -> 127",
@@ -164,7 +164,7 @@ def _int4(w, group_size, zero_point=True):
 register(
     Exercise(
         "int4_roundtrip",
-        "10",
+        "11",
         "int4 with groups: a scale and a zero point per group of weights",
         "hard",
         "int4_roundtrip(w, group_size) -> w_hat   # 16 levels per group, 0 exact",

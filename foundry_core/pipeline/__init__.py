@@ -36,7 +36,7 @@ from .pretrain import (
     publish_pretrained,
 )
 from .results import Corpus, TokenFiles, TrainedStage
-from .rl_stages import ensure_grpo, ensure_ppo, rule_rewards
+from .rl_stages import ensure_grpo, ensure_ppo, reward_model_scores, rule_rewards
 from .store import (
     ALIGN_VERSION,
     artifacts_root,
@@ -81,6 +81,7 @@ __all__ = [
     "pretrained_dir",
     "pretrained_key",
     "publish_pretrained",
+    "reward_model_scores",
     "rule_rewards",
     "stage_dir",
     "stage_summary",

@@ -1,4 +1,4 @@
-"""The deployment stages: the DPO model quantized (chapter 10) and exported for other
+"""The deployment stages: the DPO model quantized (chapter 11) and exported for other
 tools (a Hugging Face folder and a GGUF file), cached like every other stage."""
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def quantization_error(
     for int4).
 
     Rounding to the nearest step is never off by more than half a step, so every element
-    has |error| / step <= 0.5: the bound the tests and chapter 10 check.
+    has |error| / step <= 0.5: the bound the tests and chapter 11 check.
     """
     _check_scheme(scheme)
     w = _as_matrix(w)

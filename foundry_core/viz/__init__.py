@@ -8,7 +8,8 @@ machines.
   learning-rate schedule and `plot_curves`, the training-curve plot every chapter uses
   (plots.py);
 - `viz.align`: chapters 6-8 (loss masks, accuracies, margins, beta);
-- `viz.quant`: chapter 10 (quantization grids and errors);
+- `viz.rl`: chapter 9 (advantages, the clip, over-optimisation);
+- `viz.quant`: chapter 11 (quantization grids and errors);
 - `viz.widgets`: the interactive explorers.
 """
 

@@ -186,13 +186,21 @@ def plot_curves(
 
 
 class LiveLoss:
-    """A Trainer callback that redraws the loss curve in the notebook as it trains.
+    """A Trainer callback that redraws the loss curve (or the `metrics` of
+    plot_curves) in the notebook as it trains.
 
     It draws every `every` steps, and at the last step.
     """
 
-    def __init__(self, every: int = 10, baselines: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        every: int = 10,
+        baselines: Mapping[str, float] | None = None,
+        metrics: Mapping[str, str] | None = None,
+        ylabel: str = "cross-entropy (nats per token)",
+    ):
         self.every, self.baselines, self.handle = every, baselines, None
+        self.metrics, self.ylabel = metrics, ylabel
 
     def __call__(self, trainer, record: dict) -> None:
         import matplotlib.pyplot as plt
@@ -200,7 +208,9 @@ class LiveLoss:
 
         if record["step"] % self.every and record["step"] != trainer.config.max_steps:
             return
-        fig = plot_curves(trainer.history, baselines=self.baselines)
+        fig = plot_curves(
+            trainer.history, self.metrics, self.ylabel, baselines=self.baselines
+        )
         if self.handle is None:
             self.handle = display(fig, display_id=True)
         else:

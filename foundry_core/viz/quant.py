@@ -1,4 +1,4 @@
-"""Figures of chapter 10: the quantization grid, the rounding errors, and size against
+"""Figures of chapter 11: the quantization grid, the rounding errors, and size against
 quality and speed."""
 
 from __future__ import annotations
