@@ -28,7 +28,9 @@ def plot_group_advantages(
         ax.hlines(mean, members.min().item() - 0.4, members.max().item() + 0.4,
                   colors="grey", linestyles="--", linewidth=1)  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(x.tolist(), [f"p{int(g)}" for g in groups], fontsize=7)
+    names = groups.unique()
+    centres = [x[groups == g].float().mean().item() for g in names]
+    ax.set_xticks(centres, [f"p{int(g)}" for g in names], fontsize=8)
     ax.set_xlabel("answers, grouped by prompt (dashed: the group's mean reward)")
     ax.set_title("GRPO: each answer against the others to its prompt", fontsize=10)
     ax.legend(fontsize=8)
