@@ -86,18 +86,24 @@ def plot_clip(clip: float = 0.2):
 
 def plot_overoptimisation(points: Sequence[dict], judge: str = "reward model"):
     """The reward model's mean score and the rules' accuracy of the same held-out
-    answers, against the policy's KL from the reference: the first keeps rising while
-    the second does not (Gao et al. 2023). Each point: {"kl", "reward", "correct"}."""
+    answers, against the policy's KL from the reference: the first rises while the
+    second does not (Gao et al. 2023). Each point: {"kl", "reward", "correct"}, and
+    "step" to label it. The KL of a step is measured on that step's samples, so it
+    need not grow every step: the points are not joined."""
     import matplotlib.pyplot as plt
 
     kl = [p["kl"] for p in points]
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(kl, [p["reward"] for p in points], "o-", color="C0")
+    ax.scatter(kl, [p["reward"] for p in points], marker="o", color="C0")
     ax.set_xlabel("KL from the SFT model (nats per answer token)")
-    ax.set_ylabel(f"{judge}'s score", color="C0")
+    ax.set_ylabel(f"{judge}'s score (circles)", color="C0")
     twin = ax.twinx()
-    twin.plot(kl, [p["correct"] for p in points], "s--", color="C3")
-    twin.set_ylabel("accuracy by the rules", color="C3")
+    twin.scatter(kl, [p["correct"] for p in points], marker="s", color="C3")
+    twin.set_ylabel("accuracy by the rules (squares)", color="C3")
+    for p in points:
+        if "step" in p:
+            ax.annotate(f"step {p['step']}", (p["kl"], p["reward"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 4))  # fmt: skip
     ax.set_title(f"Over-optimisation: the {judge} is fooled", fontsize=10)
     fig.tight_layout()
     return fig
