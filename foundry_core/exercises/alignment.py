@@ -11,12 +11,7 @@ from ..align.reward import bradley_terry_loss
 from ..align.sft import sft_targets
 from ..generate import next_token_probs
 from ..sequences import IGNORE
-from .check import Case, Exercise, Mistake, register
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
+from .check import Case, Exercise, Mistake, register, seeded_randn
 
 # ---------------------------------------------------------------- chapter 05
 
@@ -26,7 +21,7 @@ def temperature_reference(logits: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def _temperature_cases() -> list[Case]:
-    logits = 3 * _randn(2, 10)
+    logits = 3 * seeded_randn(2, 10)
     return [Case(f"temperature {t}", (logits, t)) for t in (1.0, 0.5, 2.0)] + [
         Case("temperature 0 (greedy: all the mass on the best token)", (logits, 0.0))
     ]
@@ -175,7 +170,7 @@ register(
 
 def _reward_cases() -> list[Case]:
     return [
-        Case("a batch of 6 pairs", (_randn(6), _randn(6, seed=1))),
+        Case("a batch of 6 pairs", (seeded_randn(6), seeded_randn(6, seed=1))),
         Case(
             "a pair the model gets badly wrong (margin -200)",
             (torch.tensor([-100.0, 1.0]), torch.tensor([100.0, 0.0])),
@@ -216,8 +211,8 @@ def dpo_reference(pc, pr, rc, rr, beta):
 
 
 def _dpo_cases() -> list[Case]:
-    pc, pr = -_randn(5).abs() * 20, -_randn(5, seed=1).abs() * 20
-    rc, rr = -_randn(5, seed=2).abs() * 20, -_randn(5, seed=3).abs() * 20
+    pc, pr = -seeded_randn(5).abs() * 20, -seeded_randn(5, seed=1).abs() * 20
+    rc, rr = -seeded_randn(5, seed=2).abs() * 20, -seeded_randn(5, seed=3).abs() * 20
     return [
         Case("5 pairs, beta 0.1", (pc, pr, rc, rr, 0.1)),
         Case(
@@ -308,7 +303,7 @@ register(
 
 
 def _top_k_cases() -> list[Case]:
-    logits = 2 * _randn(2, 12, seed=7)
+    logits = 2 * seeded_randn(2, 12, seed=7)
     return [Case(f"k = {k} of 12 tokens", (logits, k)) for k in (1, 3, 12)]
 
 
@@ -340,7 +335,7 @@ register(
 
 def _pairwise_cases() -> list[Case]:
     return [
-        Case("8 pairs", (_randn(8), _randn(8, seed=1))),
+        Case("8 pairs", (seeded_randn(8), seeded_randn(8, seed=1))),
         Case(
             "pairs with tied rewards (a tie is not a win)",
             (torch.tensor([1.0, 0.5, 2.0, 0.0]), torch.tensor([1.0, 0.7, 1.0, 0.0])),

@@ -17,6 +17,11 @@ import numpy as np
 import torch
 
 
+def seeded_randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Standard normal numbers, the same on every run: the inputs of the cases."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
 @dataclass(frozen=True)
 class Case:
     """One input to try: what it is (shown to the reader) and the arguments."""

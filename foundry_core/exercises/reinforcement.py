@@ -7,12 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..align.policy_gradient import approx_kl, clipped_objective, gae, group_advantages
-from .check import Case, Exercise, Mistake, register
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
+from .check import Case, Exercise, Mistake, register, seeded_randn
 
 # ---------------------------------------------------------------- group advantages
 
@@ -26,7 +21,7 @@ def _group_cases() -> list[Case]:
         ),
         Case(
             "a reward model's scores, groups of 3 and 5 in mixed order",
-            (_randn(8), torch.tensor([1, 0, 1, 1, 0, 1, 0, 1])),
+            (seeded_randn(8), torch.tensor([1, 0, 1, 1, 0, 1, 0, 1])),
         ),
         Case(
             "a group whose answers all scored the same (it teaches nothing: 0)",
@@ -81,9 +76,9 @@ register(
 
 
 def _kl_cases() -> list[Case]:
-    logp = -_randn(3, 5).abs()
+    logp = -seeded_randn(3, 5).abs()
     return [
-        Case("3 answers of 5 tokens", (logp, logp - 0.3 * _randn(3, 5, seed=1))),
+        Case("3 answers of 5 tokens", (logp, logp - 0.3 * seeded_randn(3, 5, seed=1))),
         Case("the policy equal to the reference (KL 0)", (logp, logp.clone())),
     ]
 
@@ -118,9 +113,9 @@ register(
 
 
 def _clip_cases() -> list[Case]:
-    old = -_randn(4, 6).abs() - 0.5
-    new = old + 0.4 * _randn(4, 6, seed=1)  # ratios from about 0.5 to 2
-    advantages = _randn(4, 1, seed=2).expand(4, 6)  # one per answer, + and -
+    old = -seeded_randn(4, 6).abs() - 0.5
+    new = old + 0.4 * seeded_randn(4, 6, seed=1)  # ratios from about 0.5 to 2
+    advantages = seeded_randn(4, 1, seed=2).expand(4, 6)  # one per answer, + and -
     mask = torch.ones(4, 6, dtype=torch.bool)
     mask[:, :2] = False  # the prompt
     mask[1, 4:] = mask[3, 5:] = False  # padding after shorter answers
@@ -187,7 +182,7 @@ def _gae_cases() -> list[Case]:
     rewards = torch.zeros(2, 6)
     rewards[0, 5], rewards[1, 2] = 1.0, -0.5  # the score, on each answer's last token
     rewards[0, 2:5] = -0.02  # a KL penalty on the others
-    values = 0.3 * _randn(2, 6)  # a critic predicts at every position
+    values = 0.3 * seeded_randn(2, 6)  # a critic predicts at every position
     return [
         Case(f"two answers, {what}", (rewards, values, mask, gamma, lam))
         for what, gamma, lam in (

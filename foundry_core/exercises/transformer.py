@@ -12,12 +12,7 @@ from ..config import ModelConfig
 from ..kv_cache import kv_cache_bytes
 from ..layers import RMSNorm, apply_rope, rope_tables
 from ..model import explicit_attention
-from .check import Case, Exercise, Mistake, register
-
-
-def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
+from .check import Case, Exercise, Mistake, register, seeded_randn
 
 # ---------------------------------------------------------------- chapter 03
 
@@ -34,9 +29,12 @@ def rmsnorm_reference(
 
 def _rmsnorm_cases() -> list[Case]:
     return [
-        Case("a (2, 5, 8) batch", (_randn(2, 5, 8), _randn(8, seed=1), 1e-5)),
         Case(
-            "tiny values, where eps matters", (1e-4 * _randn(3, 16), _randn(16), 1e-2)
+            "a (2, 5, 8) batch", (seeded_randn(2, 5, 8), seeded_randn(8, seed=1), 1e-5)
+        ),
+        Case(
+            "tiny values, where eps matters",
+            (1e-4 * seeded_randn(3, 16), seeded_randn(16), 1e-2),
         ),
         Case("an all-zero row", (torch.zeros(1, 8), torch.ones(8), 1e-5)),
     ]
@@ -80,8 +78,8 @@ register(
 def _rope_cases() -> list[Case]:
     cos, sin = rope_tables(8, 6)
     return [
-        Case("one head, 6 positions, head_dim 8", (_randn(1, 1, 6, 8), cos, sin)),
-        Case("a batch of 2 with 3 heads", (_randn(2, 3, 6, 8, seed=2), cos, sin)),
+        Case("one head, 6 positions, head_dim 8", (seeded_randn(1, 1, 6, 8), cos, sin)),
+        Case("a batch of 2 with 3 heads", (seeded_randn(2, 3, 6, 8, seed=2), cos, sin)),
     ]
 
 
@@ -133,10 +131,10 @@ def _swiglu_cases() -> list[Case]:
         Case(
             "d_model 8, hidden 16",
             (
-                _randn(2, 3, 8),
-                _randn(16, 8, seed=1),
-                _randn(16, 8, seed=2),
-                _randn(8, 16, seed=3),
+                seeded_randn(2, 3, 8),
+                seeded_randn(16, 8, seed=1),
+                seeded_randn(16, 8, seed=2),
+                seeded_randn(8, 16, seed=3),
             ),
         ),
     ]
@@ -175,17 +173,17 @@ def _attention_cases() -> list[Case]:
         Case(
             "4 heads, 4 key/value heads (plain multi-head)",
             (
-                _randn(1, 4, 5, 8),
-                _randn(1, 4, 5, 8, seed=1),
-                _randn(1, 4, 5, 8, seed=2),
+                seeded_randn(1, 4, 5, 8),
+                seeded_randn(1, 4, 5, 8, seed=1),
+                seeded_randn(1, 4, 5, 8, seed=2),
             ),
         ),
         Case(
             "4 query heads sharing 2 key/value heads (GQA)",
             (
-                _randn(2, 4, 6, 8, seed=3),
-                _randn(2, 2, 6, 8, seed=4),
-                _randn(2, 2, 6, 8, seed=5),
+                seeded_randn(2, 4, 6, 8, seed=3),
+                seeded_randn(2, 2, 6, 8, seed=4),
+                seeded_randn(2, 2, 6, 8, seed=5),
             ),
         ),
     ]
