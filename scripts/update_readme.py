@@ -17,8 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import json  # noqa: E402
+
 from foundry_core import PRESETS  # noqa: E402
 from foundry_core.exercises import exercises  # noqa: E402
+from foundry_core.pipeline import data_budget, tokens_key  # noqa: E402
 from foundry_core.viz import markdown_table  # noqa: E402
 
 START, END = "<!-- presets:start -->", "<!-- presets:end -->"
@@ -30,13 +33,24 @@ COLUMNS = (
     "precision",
     "batch x seq x accum",
     "tokens (M)",
+    "tokens / param",
+    "passes",
     "est. memory (GiB)",
     "est. time",
 )
 
 
 def presets_table() -> str:
-    rows = [{k: p.summary()[k] for k in COLUMNS} for p in PRESETS.values()]
+    """One row per preset. The data budget's columns measure each corpus in its token
+    file (built on first use); presets with the same corpus and tokenizer share it."""
+    corpus_tokens: dict[str, int] = {}
+    rows = []
+    for preset in PRESETS.values():
+        key = json.dumps(tokens_key(preset), sort_keys=True)
+        if key not in corpus_tokens:
+            corpus_tokens[key] = data_budget(preset).corpus_tokens
+        budget = data_budget(preset, corpus_tokens[key]).summary()
+        rows.append({k: {**preset.summary(), **budget}[k] for k in COLUMNS})
     return markdown_table(rows)
 
 

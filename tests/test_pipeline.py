@@ -9,7 +9,14 @@ import pytest
 
 from foundry_core import PRESETS
 from foundry_core.data import read_tokens
-from foundry_core.pipeline import Corpus, TokenFiles, ensure, stage_summary
+from foundry_core.pipeline import (
+    MAX_PASSES,
+    Corpus,
+    TokenFiles,
+    data_budget,
+    ensure,
+    stage_summary,
+)
 
 
 @pytest.fixture()
@@ -69,3 +76,23 @@ def test_unknown_stage_is_a_clear_error(artifacts):
         "choose one of corpus, tokenizer, tokens, pretrained",
     ):
         ensure("model", PRESETS["ci"])
+
+
+def test_data_budget_measures_the_corpus_in_the_presets_own_token_file(artifacts):
+    preset = PRESETS["ci"]
+    budget = data_budget(preset)
+    corpus = len(read_tokens(ensure("tokens", preset).train))
+    assert budget.corpus_tokens == corpus
+    assert budget.trained_tokens == preset.train.total_tokens
+    assert budget.passes == pytest.approx(preset.train.total_tokens / corpus)
+    assert budget.tokens_per_param == pytest.approx(
+        preset.train.total_tokens / preset.model.num_params()
+    )
+    assert not budget.repeats_too_often
+    # ten times the steps reads the same corpus ten times as often
+    longer = replace(preset, train=replace(preset.train, max_steps=10 * preset.train.max_steps))
+    assert data_budget(longer, corpus).passes == pytest.approx(10 * budget.passes)
+    assert data_budget(longer, corpus).repeats_too_often == (
+        10 * budget.passes > MAX_PASSES
+    )
+    assert "passes over shakespeare" in str(budget)

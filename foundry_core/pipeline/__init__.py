@@ -20,6 +20,7 @@ from .align_stages import (
     ensure_tasks,
     preference_data,
 )
+from .budget import MAX_PASSES, DataBudget, data_budget
 from .data_stages import ensure_corpus, ensure_tokenizer, ensure_tokens
 from .deploy_stages import (
     ExportFiles,
@@ -51,7 +52,9 @@ from .store import (
 __all__ = [
     "ALIGN_VERSION",
     "Corpus",
+    "DataBudget",
     "ExportFiles",
+    "MAX_PASSES",
     "QuantizedModels",
     "TokenFiles",
     "TrainedStage",
@@ -60,6 +63,7 @@ __all__ = [
     "TRAINED",
     "artifacts_root",
     "corpus_key",
+    "data_budget",
     "dpo_pairs",
     "ensure",
     "ensure_corpus",
