@@ -90,7 +90,9 @@ def test_data_budget_measures_the_corpus_in_the_presets_own_token_file(artifacts
     )
     assert not budget.repeats_too_often
     # ten times the steps reads the same corpus ten times as often
-    longer = replace(preset, train=replace(preset.train, max_steps=10 * preset.train.max_steps))
+    longer = replace(
+        preset, train=replace(preset.train, max_steps=10 * preset.train.max_steps)
+    )
     assert data_budget(longer, corpus).passes == pytest.approx(10 * budget.passes)
     assert data_budget(longer, corpus).repeats_too_often == (
         10 * budget.passes > MAX_PASSES
