@@ -3,6 +3,8 @@
 Each is sized for its target (see `Preset.fits` and `Preset.estimate_seconds`, which
 compute memory and time from the configs). The `ci` preset is the tiny one the tests and
 FOUNDRY_FAST=1 use; `cpu` is the default. presets.py picks one for the machine at hand.
+The GPU presets pretrain on TinyStories as well as Shakespeare when it can be fetched
+(data/stream.py): Shakespeare alone is too little text for models of their size.
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ PRESETS: dict[str, Preset] = {
             ),
             "Ampere: bf16 tensor cores; "
             "peak = 112 tensor cores x 128 FLOP/clock x 1.78 GHz",
+            data=dict(large_corpus="tinystories"),
         ),
         _preset(
             "rtx5060",
@@ -228,6 +231,7 @@ PRESETS: dict[str, Preset] = {
             ),
             "~70M parameters; peak from NVIDIA's 614 sparse FP4 TOPS, "
             "halved for dense, FP16 and FP32 accumulate",
+            data=dict(large_corpus="tinystories"),
         ),
         _preset(
             "rtx4090",
@@ -258,6 +262,7 @@ PRESETS: dict[str, Preset] = {
             ),
             "200M+ parameters; "
             "peak: Ada whitepaper, dense FP16/BF16 with FP32 accumulate",
+            data=dict(large_corpus="tinystories"),
         ),
         _preset(
             "a100",
@@ -287,6 +292,7 @@ PRESETS: dict[str, Preset] = {
                 compile=True,
             ),
             "~400M parameters; peak: A100 dense BF16 (an H100 is about 3x faster)",
+            data=dict(large_corpus="tinystories"),
         ),
         _preset(
             "m4pro",
@@ -316,6 +322,7 @@ PRESETS: dict[str, Preset] = {
             ),
             "~68M parameters in float32 on MPS; "
             "peak ~8 TFLOP/s fp32 (20-core GPU, approximate)",
+            data=dict(large_corpus="tinystories"),
         ),
     )
 }

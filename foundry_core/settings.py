@@ -34,6 +34,9 @@ class DataSettings(_Validated):
     is fully described by these."""
 
     corpus: str = "shakespeare"
+    # a large corpus pretraining also reads when it can be had (online, fetched once;
+    # see data/stream.py), with `corpus` still giving the tasks and validation plays
+    large_corpus: str | None = None
     # keep only the first documents (the `ci` preset, so tests stay fast)
     max_documents: int | None = None
     val_fraction: float = 0.1  # share of the documents held out for validation

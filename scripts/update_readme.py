@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import json  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 from foundry_core import PRESETS  # noqa: E402
 from foundry_core.exercises import exercises  # noqa: E402
@@ -34,22 +35,26 @@ COLUMNS = (
     "batch x seq x accum",
     "tokens (M)",
     "tokens / param",
-    "passes",
+    "passes (offline)",
     "est. memory (GiB)",
     "est. time",
 )
 
 
 def presets_table() -> str:
-    """One row per preset. The data budget's columns measure each corpus in its token
-    file (built on first use); presets with the same corpus and tokenizer share it."""
+    """One row per preset. The data budget's columns measure each course corpus in its
+    token file (built on first use; presets with the same corpus and tokenizer share
+    it), without the large corpus a GPU preset adds when online: the offline case,
+    the same on every machine."""
     corpus_tokens: dict[str, int] = {}
     rows = []
     for preset in PRESETS.values():
+        preset = replace(preset, data=replace(preset.data, large_corpus=None))
         key = json.dumps(tokens_key(preset), sort_keys=True)
         if key not in corpus_tokens:
             corpus_tokens[key] = data_budget(preset).corpus_tokens
         budget = data_budget(preset, corpus_tokens[key]).summary()
+        budget["passes (offline)"] = budget.pop("passes")
         rows.append({k: {**preset.summary(), **budget}[k] for k in COLUMNS})
     return markdown_table(rows)
 

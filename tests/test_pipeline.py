@@ -3,12 +3,14 @@
 A changed setting never reuses an artifact.
 """
 
+import json
 from dataclasses import replace
 
 import pytest
 
 from foundry_core import PRESETS
 from foundry_core.data import read_tokens
+from foundry_core.data.stream import TINYSTORIES
 from foundry_core.pipeline import (
     MAX_PASSES,
     Corpus,
@@ -98,3 +100,56 @@ def test_data_budget_measures_the_corpus_in_the_presets_own_token_file(artifacts
         10 * budget.passes > MAX_PASSES
     )
     assert "passes over shakespeare" in str(budget)
+
+
+@pytest.fixture()
+def large_cache(tmp_path, monkeypatch):
+    """A cache with the offline archives (linked) and no large corpus, the resolved
+    large corpora forgotten."""
+    from foundry_core.data import sources, stream
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "sources").symlink_to(sources.cache_dir())
+    monkeypatch.setenv("FOUNDRY_CACHE", str(cache))
+    monkeypatch.setattr(stream, "_resolved", {})
+    return cache / stream.TINYSTORIES.name
+
+
+def with_tinystories(preset):
+    return replace(preset, data=replace(preset.data, large_corpus="tinystories"))
+
+
+def test_offline_a_large_corpus_falls_back_to_the_course_corpus_in_one_line(
+    artifacts, large_cache, capsys
+):
+    plain, preset = PRESETS["ci"], with_tinystories(PRESETS["ci"])
+    assert ensure("tokens", preset) == ensure("tokens", plain)  # the same artifact
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinystories cannot be had")
+    assert "FOUNDRY_OFFLINE" in lines[0]
+
+
+def test_a_cached_large_corpus_joins_pretraining_after_the_course_corpus(
+    artifacts, large_cache
+):
+    story = "Once upon a time a {} named Tom{} found a red ball in the big green park. "
+    stories = [story.format("cat", i) * 3 for i in range(60)]
+    large_cache.mkdir()
+    files = (TINYSTORIES.train.path, TINYSTORIES.valid.path)
+    (large_cache / files[0]).write_text("<|endoftext|>\n".join(stories[:50]))
+    # the validation file repeats one training story: it is dropped from validation
+    (large_cache / files[1]).write_text("<|endoftext|>\n".join(stories[49:]))
+    plain, preset = PRESETS["ci"], with_tinystories(PRESETS["ci"])
+    train_docs, val_docs = ensure("corpus", preset)
+    tokens = ensure("tokens", preset)
+    assert tokens != ensure("tokens", plain)
+    meta = [json.loads(p.with_suffix(".json").read_text()) for p in tokens]
+    assert [m["documents"] for m in meta] == [len(train_docs) + 50, len(val_docs) + 10]
+    tokenizer = ensure("tokenizer", preset)
+    train = read_tokens(tokens.train)
+    course = read_tokens(ensure("tokens", plain).train)
+    assert len(train) > len(course)
+    assert "Tom49" in tokenizer.decode(train[-40:].tolist())  # stories come last
+    assert data_budget(preset).passes < data_budget(plain).passes
+    assert not list(artifacts.rglob(".*.work")), "the work folder was left behind"

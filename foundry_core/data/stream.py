@@ -27,7 +27,7 @@ from ..fileio import atomic_write, atomic_write_bytes
 from .clean import CleanConfig, CleanReport, clean_documents
 from .dataset import token_dtype
 from .dedup import _digest, normalize_for_dedup
-from .sources import Document, cache_dir
+from .sources import Document, _offline, cache_dir
 
 HUGGING_FACE = "https://huggingface.co"
 
@@ -342,7 +342,7 @@ def fetch_large_corpus(corpus: LargeCorpus, progress: bool = True) -> tuple[Path
     for remote in (corpus.train, corpus.valid):
         dest = folder / remote.path
         if not dest.exists():
-            if os.environ.get("FOUNDRY_OFFLINE", "").strip().lower() in ("1", "true"):
+            if _offline():
                 raise ConnectionError(
                     f"{corpus.name} is not cached and FOUNDRY_OFFLINE forbids "
                     "downloading it"
@@ -356,3 +356,28 @@ def fetch_large_corpus(corpus: LargeCorpus, progress: bool = True) -> tuple[Path
             download(remote.url, dest, sha256, progress)
         paths.append(dest)
     return paths[0], paths[1]
+
+
+_resolved: dict[str, tuple[Path, Path] | None] = {}
+
+
+def large_corpus_files(name: str | None) -> tuple[Path, Path] | None:
+    """The (train, valid) files of the large corpus `name`, fetched on first use;
+    None for no large corpus, or when it cannot be had (offline), which one printed
+    line says, once per process: pretraining then reads the course corpus alone."""
+    if name is None:
+        return None
+    if name not in LARGE_CORPORA:
+        raise ValueError(
+            f"unknown large corpus '{name}': choose one of {', '.join(LARGE_CORPORA)}"
+        )
+    if name not in _resolved:
+        try:
+            _resolved[name] = fetch_large_corpus(LARGE_CORPORA[name])
+        except ConnectionError as error:
+            _resolved[name] = None
+            print(
+                f"{name} cannot be had ({error}): pretraining reads the course corpus "
+                "alone, many times over for a large model (chapter 4 counts the passes)"
+            )
+    return _resolved[name]

@@ -3,7 +3,9 @@ token files (chapter 4 reads them), built with the functions those chapters teac
 
 from __future__ import annotations
 
+import itertools
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,6 +17,13 @@ from ..data import (
     write_tokens,
 )
 from ..data.dedup import exact_dedup, minhash_dedup
+from ..data.stream import (
+    LARGE_CORPORA,
+    Dedup,
+    large_corpus_files,
+    stream_documents,
+    tokenize_stream,
+)
 from ..presets import Preset
 from ..tokenizer import Tokenizer, train_tokenizer
 from .results import Corpus, TokenFiles
@@ -66,14 +75,29 @@ def ensure_corpus(preset: Preset) -> Corpus:
     )
 
 
+# documents of a large corpus the tokenizer learns from, beside the course corpus
+LARGE_TOKENIZER_SAMPLE = 20_000
+
+
 def ensure_tokenizer(preset: Preset) -> Tokenizer:
     """A SentencePiece BPE tokenizer with the preset's vocabulary size, trained on the
-    training split."""
+    training split (and the first documents of the large corpus, if it has one)."""
     folder = stage_dir("tokenizer", preset)
 
     def build(tmp: Path) -> None:
         train, _ = ensure_corpus(preset)
-        train_tokenizer([d.text for d in train], preset.model.vocab_size, tmp)
+        texts = [d.text for d in train]
+        large = large_corpus_files(preset.data.large_corpus)
+        if large is not None:
+            separator = LARGE_CORPORA[preset.data.large_corpus].separator
+            sample = itertools.islice(
+                stream_documents(large[0], separator), LARGE_TOKENIZER_SAMPLE
+            )
+            cleaned, _ = clean_documents(
+                [Document(str(i), "", text, "sample") for i, text in enumerate(sample)]
+            )
+            texts += [d.text for d in cleaned]
+        train_tokenizer(texts, preset.model.vocab_size, tmp)
 
     _build_once(folder, build)
     tokenizer = Tokenizer.load(folder / "tokenizer.model")
@@ -83,12 +107,17 @@ def ensure_tokenizer(preset: Preset) -> Tokenizer:
 
 def ensure_tokens(preset: Preset) -> TokenFiles:
     """Paths of the train and validation token files (documents separated by the
-    end-of-text id)."""
+    end-of-text id): the course corpus's, followed by the large corpus's if the preset
+    has one and it can be had."""
     folder = stage_dir("tokens", preset)
 
     def build(tmp: Path) -> None:
         tokenizer = ensure_tokenizer(preset)
         train, val = ensure_corpus(preset)
+        large = large_corpus_files(preset.data.large_corpus)
+        if large is not None:
+            _write_large_tokens(preset, (train, val), large, tmp)
+            return
         for name, documents in (("train", train), ("val", val)):
             write_tokens(
                 documents,
@@ -100,3 +129,26 @@ def ensure_tokens(preset: Preset) -> TokenFiles:
 
     _build_once(folder, build)
     return TokenFiles(folder / "train.bin", folder / "val.bin")
+
+
+def _write_large_tokens(
+    preset: Preset, splits: Corpus, files: tuple[Path, Path], tmp: Path
+) -> None:
+    """Each split of the course corpus and the large corpus's file after it, streamed
+    into one token file. The work happens in a folder that survives an interruption
+    (tokenization resumes at its next shard); validation stories that also occur in
+    training are dropped."""
+    work = stage_dir("tokens", preset).with_name(
+        f".{stage_dir('tokens', preset).name}.work"
+    )
+    model = stage_dir("tokenizer", preset) / "tokenizer.model"
+    separator = LARGE_CORPORA[preset.data.large_corpus].separator
+    dedup = Dedup(set())
+    for name, documents, path in zip(("train", "val"), splits, files):
+        texts = itertools.chain(
+            (d.text for d in documents), stream_documents(path, separator)
+        )
+        tokenize_stream(texts, model, work / f"{name}.bin", dedup)
+        for suffix in (".bin", ".json"):
+            shutil.move(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
+    shutil.rmtree(work)

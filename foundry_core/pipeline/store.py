@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import TrainConfig
+from ..data.stream import large_corpus_files
 from ..fileio import atomic_directory
 from ..presets import Preset
 
@@ -42,15 +43,22 @@ def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:
 
 
 def corpus_key(preset: Preset) -> dict:
-    return {"stage": "corpus", **asdict(preset.data)}
+    """The course corpus's settings (the large corpus, if any, joins at the tokenizer:
+    the corpus stage never reads it)."""
+    settings = asdict(preset.data)
+    settings.pop("large_corpus")
+    return {"stage": "corpus", **settings}
 
 
 def tokenizer_key(preset: Preset) -> dict:
-    return {
+    key = {
         "stage": "tokenizer",
         "vocab_size": preset.model.vocab_size,
         "corpus": _key(corpus_key(preset)),
     }
+    if large_corpus_files(preset.data.large_corpus) is not None:
+        key["large_corpus"] = preset.data.large_corpus
+    return key
 
 
 def tokens_key(preset: Preset) -> dict:
