@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -273,6 +274,32 @@ def _train_model_proto(
     except RuntimeError as err:
         raise _explain_training_error(err, vocab_size) from None
     return model.getvalue()
+
+
+def characters_needed(texts: Iterable[str], coverage: float = 1.0) -> int:
+    """How many distinct characters a vocabulary must hold as pieces to cover
+    `coverage` of the text's characters (whitespace aside): English needs about a
+    hundred, Chinese thousands, before a single pair of them can be merged."""
+    counts = Counter(ch for text in texts for ch in text if not ch.isspace())
+    needed, covered, total = 0, 0, sum(counts.values())
+    for _, n in counts.most_common():
+        if covered >= coverage * total:
+            break
+        needed, covered = needed + 1, covered + n
+    return needed
+
+
+def vocabulary_coverage(tokenizer: Tokenizer, text: str) -> float:
+    """The share of `text`'s characters (whitespace aside) that the vocabulary holds;
+    the others fall back to their UTF-8 bytes, up to four tokens per character."""
+    fallback = bytearray(
+        int(tokenizer.id_to_piece(i)[3:-1], 16)  # "<0xE4>" -> 0xE4
+        for i in tokenizer.encode(text)
+        if tokenizer.sp.IsByte(i)
+    )
+    unknown = [ch for ch in fallback.decode("utf-8", "replace") if not ch.isspace()]
+    visible = sum(1 for ch in text if not ch.isspace())
+    return 1 - len(unknown) / visible
 
 
 def _check_vocab_size(

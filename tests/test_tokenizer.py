@@ -16,10 +16,12 @@ from foundry_core.tokenizer import (
     Merge,
     Tokenizer,
     _auto_character_coverage,
+    characters_needed,
     pair_counts,
     split_words,
     train_bpe,
     train_tokenizer,
+    vocabulary_coverage,
 )
 
 VOCAB = 480
@@ -330,3 +332,19 @@ def test_bpe_round_trip_and_early_stop():
         assert model.decode(model.encode(other)) == other
     assert train_bpe("abc", 5).merges == []
     assert train_bpe("ab ab", 5).merges == [Merge((b"a", b"b"), b"ab", 2)]
+
+
+def test_characters_needed_counts_the_most_used_characters_first():
+    assert characters_needed(["aab", "a b\n"]) == 2  # whitespace is not counted
+    assert characters_needed(["aaab"], coverage=0.75) == 1
+    assert characters_needed(["中文中文中", "文字"], coverage=1.0) == 3
+    assert characters_needed([]) == 0
+
+
+def test_vocabulary_coverage_is_the_share_of_characters_not_falling_back_to_bytes(tok):
+    text = "jumps count of learn newline space vocabulary lazy lowest pair"
+    assert vocabulary_coverage(tok, text) == 1.0
+    assert vocabulary_coverage(tok, "ЖЗИ") == 0.0  # never seen: bytes only
+    visible = sum(not ch.isspace() for ch in text)
+    mixed = text + "Ж" * visible
+    assert vocabulary_coverage(tok, mixed) == pytest.approx(0.5)

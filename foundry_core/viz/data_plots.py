@@ -6,7 +6,7 @@ before the model, kept together.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 def plot_corpus_stats(documents: Sequence, title: str = "corpus"):
@@ -96,15 +96,28 @@ def plot_bpe_progress(text: str, model):
     return fig
 
 
-def plot_compression(vocab_sizes: Sequence[int], bytes_per_token: Sequence[float]):
-    """Average bytes of text per token against vocabulary size (log scale)."""
+def plot_compression(
+    vocab_sizes: Sequence[int],
+    bytes_per_token: Sequence[float] | Mapping[str, Sequence[float]],
+    ylabel: str = "bytes per token (validation text)",
+):
+    """Average bytes of text per token against vocabulary size (log scale): one curve,
+    or one per label of a mapping (e.g. per language)."""
     import matplotlib.pyplot as plt
 
+    curves = (
+        bytes_per_token
+        if isinstance(bytes_per_token, Mapping)
+        else {"": bytes_per_token}
+    )
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(vocab_sizes, bytes_per_token, marker="o")
+    for label, values in curves.items():
+        ax.plot(vocab_sizes, values, marker="o", label=label or None)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("vocabulary size")
-    ax.set_ylabel("bytes per token (validation text)")
+    ax.set_ylabel(ylabel)
     ax.set_title("A larger vocabulary compresses more")
+    if len(curves) > 1:
+        ax.legend()
     fig.tight_layout()
     return fig
