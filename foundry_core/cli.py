@@ -29,9 +29,11 @@ from .generate import generate
 from .hardware import detect
 from .parallel import PARALLEL, local_parameter_bytes
 from .pipeline import (
+    MAX_PASSES,
     STAGES,
     TRAINED,
     artifacts_root,
+    data_budget,
     ensure,
     finish_pretraining,
     pretrain_trainer,
@@ -79,6 +81,13 @@ def prepare(args: argparse.Namespace) -> None:
         f"tokenizer and tokens ready: {len(read_tokens(train)):,} train / "
         f"{len(read_tokens(val)):,} validation tokens in {train.parent}"
     )
+    budget = data_budget(preset)
+    print(budget)
+    if budget.repeats_too_often:
+        print(
+            f"warning: more than {MAX_PASSES:.0f} passes over the corpus; "
+            "expect the model to memorise it (its validation loss will rise)"
+        )
 
 
 def _distributed(parallel: str = "ddp") -> tuple[int, int]:

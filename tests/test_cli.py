@@ -3,6 +3,7 @@
 Bad input gets one clear line.
 """
 
+import os
 import subprocess
 import sys
 
@@ -117,3 +118,18 @@ def test_run_refuses_torchrun_and_says_what_to_use():
         env={**os.environ, "WORLD_SIZE": "2"},
     )
     assert result.returncode != 0 and "under torchrun, pretrain with" in result.stderr
+
+
+def test_prepare_reports_the_data_budget_and_warns_about_memorising(tmp_path):
+    def prepare(*args):
+        command = [sys.executable, "-m", "foundry_core", "prepare", "--preset", "ci"]
+        env = {**os.environ, "FOUNDRY_ARTIFACTS": str(tmp_path)}
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, env=env
+        ).stdout
+
+    out = prepare()
+    assert "tokens ready" in out and "passes over shakespeare" in out
+    assert "warning" not in out
+    # 20 times the steps: 10 passes
+    assert "warning: more than 4 passes" in prepare("--set", "train.max_steps=4000")
