@@ -11,7 +11,6 @@ time under its final name, so a rerun skips the shards already on disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from ..fileio import atomic_write, atomic_write_bytes
 from .clean import CleanConfig, CleanReport, clean_documents
 from .dataset import token_dtype
 from .dedup import _digest, normalize_for_dedup
-from .sources import Document, _offline, cache_dir
+from .sources import Document, _offline, _sha256, cache_dir
 
 HUGGING_FACE = "https://huggingface.co"
 
@@ -79,14 +78,6 @@ def hub_sha256(remote: RemoteFile, timeout: float = 30) -> str:
         if entry.get("path") == remote.path and "lfs" in entry:
             return entry["lfs"]["oid"]
     raise FileNotFoundError(f"{remote.path} is not a large file of {remote.repository}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(
