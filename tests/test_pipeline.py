@@ -151,5 +151,7 @@ def test_a_cached_large_corpus_joins_pretraining_after_the_course_corpus(
     course = read_tokens(ensure("tokens", plain).train)
     assert len(train) > len(course)
     assert "Tom49" in tokenizer.decode(train[-40:].tolist())  # stories come last
-    assert data_budget(preset).passes < data_budget(plain).passes
+    budget = data_budget(preset)
+    assert budget.passes < data_budget(plain).passes
+    assert "passes over shakespeare + tinystories" in str(budget)
     assert not list(artifacts.rglob(".*.work")), "the work folder was left behind"

@@ -197,3 +197,12 @@ def test_an_interrupted_tokenization_resumes_at_the_next_shard(
         iter(texts), tokenizer_path, tmp_path / "fresh.bin", Dedup(set()), 3, 1, False
     )
     assert np.array_equal(read_tokens(resumed.tokens), read_tokens(fresh.tokens))
+
+
+def test_what_deduplication_has_seen_survives_a_restart(tmp_path):
+    dedup = Dedup(set())
+    assert dedup.fresh(stories(3)) == stories(3)
+    dedup.save(tmp_path / "seen.npy")
+    again = Dedup.load(tmp_path / "seen.npy")
+    assert again.seen == dedup.seen
+    assert again.fresh(stories(4)) == stories(4)[3:]

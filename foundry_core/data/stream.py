@@ -168,6 +168,20 @@ class Dedup:
     seen: set[bytes]
     dropped: int = 0
 
+    def save(self, path: Path) -> None:
+        """The digests seen so far, so a resumed run can go on deduplicating."""
+        digests = np.frombuffer(b"".join(sorted(self.seen)), dtype=np.uint64)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, digests)
+
+        atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: Path) -> Dedup:
+        return cls({d.tobytes() for d in np.load(path)})
+
     def fresh(self, texts: list[str]) -> list[str]:
         kept = []
         for text in texts:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data import read_tokens
+from ..data.stream import large_corpus_files
 from ..presets import Preset
 from .data_stages import ensure_tokens
 
@@ -70,9 +71,12 @@ def data_budget(preset: Preset, corpus_tokens: int | None = None) -> DataBudget:
     missing) unless `corpus_tokens` says how many training tokens it holds."""
     if corpus_tokens is None:
         corpus_tokens = len(read_tokens(ensure_tokens(preset).train))
+    corpus = preset.data.corpus
+    if large_corpus_files(preset.data.large_corpus) is not None:
+        corpus += f" + {preset.data.large_corpus}"
     return DataBudget(
         preset.name,
-        preset.data.corpus,
+        corpus,
         corpus_tokens,
         preset.train.total_tokens,
         preset.model.num_params(),

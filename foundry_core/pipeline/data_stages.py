@@ -138,17 +138,22 @@ def _write_large_tokens(
     into one token file. The work happens in a folder that survives an interruption
     (tokenization resumes at its next shard); validation stories that also occur in
     training are dropped."""
-    work = stage_dir("tokens", preset).with_name(
-        f".{stage_dir('tokens', preset).name}.work"
-    )
+    folder = stage_dir("tokens", preset)
+    work = folder.with_name(f".{folder.name}.work")
     model = stage_dir("tokenizer", preset) / "tokenizer.model"
     separator = LARGE_CORPORA[preset.data.large_corpus].separator
     dedup = Dedup(set())
     for name, documents, path in zip(("train", "val"), splits, files):
+        seen = work / f"{name}.seen.npy"  # what deduplication had seen after `name`
+        if seen.exists():  # finished before an interruption
+            dedup = Dedup.load(seen)
+            continue
         texts = itertools.chain(
             (d.text for d in documents), stream_documents(path, separator)
         )
         tokenize_stream(texts, model, work / f"{name}.bin", dedup)
+        dedup.save(seen)
+    for name in ("train", "val"):
         for suffix in (".bin", ".json"):
             shutil.move(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
     shutil.rmtree(work)
