@@ -77,6 +77,26 @@ def train_at_compute(
     )
 
 
+def isoflop_sweep(
+    base: ModelConfig,
+    train: TrainConfig,
+    budgets: Sequence[float],
+    widths: Sequence[int],
+    train_tokens: np.ndarray,
+    val_tokens: np.ndarray,
+) -> dict[float, list[ScalingRun]]:
+    """Every width trained on every compute budget: one IsoFLOP profile per budget."""
+    return {
+        budget: [
+            train_at_compute(
+                model_at_width(base, w), train, budget, train_tokens, val_tokens
+            )
+            for w in widths
+        ]
+        for budget in budgets
+    }
+
+
 def isoflop_optimum(runs: Sequence[ScalingRun]) -> tuple[float, float]:
     """(parameters, loss) at the bottom of one budget's IsoFLOP profile: a parabola in
     log(parameters) through its runs, or the best run when the parabola has no bottom

@@ -40,3 +40,20 @@ def test_plot_curves_draws_runs_metrics_validation_and_baselines():
     assert list(metrics.axes[0].get_lines()[1].get_ydata()) == [
         0.1 * s for s in range(1, 5)
     ]
+
+
+def test_plot_scaling_draws_the_profiles_and_the_law():
+    from foundry_core.scaling import ScalingRun, fit_power_law
+    from foundry_core.viz import plot_scaling
+
+    budgets = [1e10, 2e10, 4e10]
+    profiles = {
+        c: [ScalingRun(w, 1000 * w, c, 10, 5 - i * 0.3 + w / 100) for w in (8, 16, 32)]
+        for i, c in enumerate(budgets)
+    }
+    optima = [(c, 8000.0, runs[0].val_loss) for c, runs in profiles.items()]
+    law = fit_power_law(budgets, [loss for _, _, loss in optima])
+    fig = plot_scaling(profiles, optima, law, ScalingRun(8, 8000, 8e10, 10, 4.0))
+    left, right = fig.axes
+    assert len(left.get_lines()) == 2 * len(budgets)  # a profile and its star each
+    assert right.get_xscale() == "log" and right.get_yscale() == "log"

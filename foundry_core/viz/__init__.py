@@ -36,6 +36,7 @@ from .plots import (
     plot_memory_estimates,
     plot_param_breakdown,
 )
+from .scaling import plot_scaling
 from .tables import MarkdownText, markdown_table, preset_choice_rows, show_source
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "plot_next_token",
     "plot_param_breakdown",
     "plot_rope",
+    "plot_scaling",
     "preset_choice_rows",
     "show_source",
     "tokens_html",
