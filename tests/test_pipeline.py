@@ -155,3 +155,41 @@ def test_a_cached_large_corpus_joins_pretraining_after_the_course_corpus(
     assert budget.passes < data_budget(plain).passes
     assert "passes over shakespeare + tinystories" in str(budget)
     assert not list(artifacts.rglob(".*.work")), "the work folder was left behind"
+
+
+def test_an_interrupted_large_corpus_build_resumes_after_its_finished_split(
+    artifacts, large_cache, monkeypatch
+):
+    from foundry_core.pipeline import data_stages
+
+    story = "Once upon a time a dog named Rex{} dug a hole under the old apple tree. "
+    large_cache.mkdir()
+    for path, first, last in (
+        (TINYSTORIES.train.path, 0, 40),
+        (TINYSTORIES.valid.path, 39, 50),
+    ):
+        texts = [story.format(i) * 3 for i in range(first, last)]
+        (large_cache / path).write_text("<|endoftext|>\n".join(texts))
+    preset = with_tinystories(PRESETS["ci"])
+    real, calls = data_stages.tokenize_stream, []
+
+    def stop_at_validation(texts, model, out, dedup, **kwargs):
+        calls.append(out.name)
+        if out.name == "val.bin" and calls.count("val.bin") == 1:
+            raise KeyboardInterrupt  # the reader stopped the build
+        return real(texts, model, out, dedup, **kwargs)
+
+    monkeypatch.setattr(data_stages, "tokenize_stream", stop_at_validation)
+    with pytest.raises(KeyboardInterrupt):
+        ensure("tokens", preset)
+    resumed = ensure("tokens", preset)
+    assert calls == ["train.bin", "val.bin", "val.bin"]  # train was not redone
+    monkeypatch.setattr(data_stages, "tokenize_stream", real)
+    fresh_root = artifacts / "fresh"
+    monkeypatch.setenv("FOUNDRY_ARTIFACTS", str(fresh_root))
+    fresh = ensure("tokens", preset)
+    for a, b in zip(resumed, fresh):
+        assert read_tokens(a).tolist() == read_tokens(b).tolist()
+    # the validation story that repeats a training one was dropped after the restart too
+    meta = json.loads(resumed[1].with_suffix(".json").read_text())
+    assert meta["documents"] == len(ensure("corpus", preset)[1]) + 10
