@@ -35,10 +35,13 @@ def read_history(run_dir: str | Path, rank: int = 0) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def progress_bar(total: int, enabled: bool):
-    """A tqdm bar over `total` steps, or None when progress is not wanted."""
+def progress_bar(
+    total: int | None, enabled: bool, desc: str = "training", unit: str = "step", **bar
+):
+    """A tqdm bar over `total` units (None: unknown), or None when progress is not
+    wanted; `bar` passes other tqdm options (initial, unit_scale)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="training", unit="step")
+    return tqdm(total=total, desc=desc, unit=unit, **bar)

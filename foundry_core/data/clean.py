@@ -58,6 +58,16 @@ class CleanReport:
         if len(self.examples[rule]) < 3:
             self.examples[rule].append(example[:80])
 
+    def merge(self, other: CleanReport) -> None:
+        """Add what `other` counted (a report of the next part of a stream)."""
+        self.lines_removed.update(other.lines_removed)
+        self.docs_removed.update(other.docs_removed)
+        for rule, examples in other.examples.items():
+            self.examples[rule] = (self.examples[rule] + examples)[:3]
+        self.chars_before += other.chars_before
+        self.chars_after += other.chars_after
+        self.changed_by_normalisation += other.changed_by_normalisation
+
     def rows(self) -> list[dict[str, object]]:
         """The report as table rows: rule, what it applies to, how many it removed,
         an example."""

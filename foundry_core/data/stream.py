@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..fileio import atomic_write, atomic_write_bytes
+from ..history import progress_bar
 from .clean import CleanConfig, CleanReport, clean_documents
 from .dataset import token_dtype
 from .dedup import _digest, normalize_for_dedup
@@ -107,7 +108,14 @@ def download(
         if response.status != 206:  # the server ignored the range: start again
             have = 0
         total = have + int(response.headers.get("Content-Length") or 0)
-        bar = _bar(total, have, f"downloading {dest.name}", progress)
+        bar = progress_bar(
+            total or None,
+            progress,
+            f"downloading {dest.name}",
+            "B",
+            initial=have,
+            unit_scale=True,
+        )
         with open(part, "ab" if have else "wb") as f:
             for block in iter(lambda: response.read(1 << 20), b""):
                 f.write(block)
@@ -123,16 +131,6 @@ def download(
         )
     os.replace(part, dest)
     return dest
-
-
-def _bar(total: int, done: int, description: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total or None, initial=done, desc=description, unit="B", unit_scale=True
-    )
 
 
 def stream_documents(
@@ -245,7 +243,8 @@ def tokenize_stream(
     out = Path(out)
     shard_dir = out.with_name(out.name + ".shards")
     shard_dir.mkdir(parents=True, exist_ok=True)
-    dtype = token_dtype(len(Tokenizer.load(tokenizer_path)))
+    vocab_size = len(Tokenizer.load(tokenizer_path))
+    dtype = token_dtype(vocab_size)
     report = CleanReport()
 
     def cleaned_shards() -> Iterator[tuple[Path, list[str]]]:
@@ -254,10 +253,10 @@ def tokenize_stream(
                 [Document(str(i), "", text, "stream") for i, text in enumerate(shard)],
                 clean,
             )
-            _merge(report, part)
+            report.merge(part)
             yield shard_dir / f"{index:06d}.bin", dedup.fresh([d.text for d in kept])
 
-    bar = _bar(0, 0, f"tokenizing {out.name}", progress)
+    bar = progress_bar(None, progress, f"tokenizing {out.name}", "shard")
     workers = workers or max(1, (os.cpu_count() or 1) - 1)
     paths, documents = _encode_in_parallel(
         cleaned_shards(), str(tokenizer_path), workers, bar
@@ -268,7 +267,7 @@ def tokenize_stream(
     meta = {
         "dtype": dtype.name,
         "tokens": count,
-        "vocab_size": len(Tokenizer.load(tokenizer_path)),
+        "vocab_size": vocab_size,
         "documents": documents,
     }
     atomic_write_bytes(out.with_suffix(".json"), json.dumps(meta).encode())
@@ -327,16 +326,6 @@ def _concatenate(shards: list[Path], out: Path, itemsize: int) -> int:
 
     atomic_write(out, write)
     return sum(p.stat().st_size for p in shards) // itemsize
-
-
-def _merge(total: CleanReport, part: CleanReport) -> None:
-    total.lines_removed.update(part.lines_removed)
-    total.docs_removed.update(part.docs_removed)
-    for rule, examples in part.examples.items():
-        total.examples[rule] = (total.examples[rule] + examples)[:3]
-    total.chars_before += part.chars_before
-    total.chars_after += part.chars_after
-    total.changed_by_normalisation += part.changed_by_normalisation
 
 
 def fetch_large_corpus(corpus: LargeCorpus, progress: bool = True) -> tuple[Path, Path]:

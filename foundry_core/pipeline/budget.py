@@ -60,7 +60,7 @@ class DataBudget:
         return (
             f"{self.preset}: {self.trained_tokens / 1e6:.3g}M tokens read, "
             f"{self.passes:.1f} passes over {self.corpus} "
-            f"({self.corpus_tokens / 1e6:.3g}M training tokens), "
+            f"({self.corpus_tokens / 1e6:.3g}M training tokens),\n"  # fits the book
             f"{self.tokens_per_param:.2g} tokens per parameter "
             f"(compute-optimal: about {COMPUTE_OPTIMAL_TOKENS_PER_PARAM:.0f})"
         )
