@@ -147,11 +147,55 @@ def course_seed(env: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
+# FOUNDRY_CORPUS: the course's language track and its corpus
+TRACKS = {"en": "shakespeare", "zh": "chinese"}
+# The guide's vocabulary rule: 8k-16k tokens for English, 16k-32k for Chinese-heavy
+# text, whose thousands of characters each need a piece (chapter 2 measures why). On
+# the idioms 2,637 characters cover 98% of the text, the least SentencePiece allows,
+# so no vocabulary under 4096 leaves room for merges.
+CHINESE_VOCAB_FACTOR = 2
+CHINESE_MIN_VOCAB = 4096
+
+
+def corpus_track(env: Mapping[str, str] | None = None) -> str:
+    """FOUNDRY_CORPUS: "en" (the default, Shakespeare) or "zh" (the Chinese track)."""
+    raw = (os.environ if env is None else env).get("FOUNDRY_CORPUS", "").strip()
+    track = raw.lower() or "en"
+    if track not in TRACKS:
+        raise ValueError(
+            f"FOUNDRY_CORPUS must be one of {', '.join(TRACKS)}, got {raw!r}"
+        )
+    return track
+
+
+def chinese_track(preset: Preset) -> Preset:
+    """`preset` on the Chinese track: the whole idiom dictionary as its corpus (every
+    preset reads all of it: the tasks of chapter 6 need its sources), no English large
+    corpus, and twice the vocabulary (at least CHINESE_MIN_VOCAB)."""
+    return _apply(
+        preset,
+        {
+            "data": {
+                "corpus": TRACKS["zh"],
+                "max_documents": None,
+                "large_corpus": None,
+            },
+            "model": {
+                "vocab_size": max(
+                    preset.model.vocab_size * CHINESE_VOCAB_FACTOR, CHINESE_MIN_VOCAB
+                )
+            },
+        },
+    )
+
+
 def from_environment(preset: Preset, env: Mapping[str, str] | None = None) -> Preset:
-    """`preset` with the environment's choices applied: FOUNDRY_SEED shifts every seed
-    of the recipe, and FOUNDRY_DTYPE (auto, float32, bfloat16, float16) sets the
-    precision of every training run."""
+    """`preset` with the environment's choices applied: FOUNDRY_CORPUS=zh puts it on
+    the Chinese track, FOUNDRY_SEED shifts every seed of the recipe, and FOUNDRY_DTYPE
+    (auto, float32, bfloat16, float16) sets the precision of every training run."""
     env = os.environ if env is None else env
+    if corpus_track(env) == "zh" and preset.data.corpus != TRACKS["zh"]:
+        preset = chinese_track(preset)
     changes: dict[str, dict[str, Any]] = {}
     shift = course_seed(env)
     if shift:

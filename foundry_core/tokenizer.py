@@ -45,6 +45,7 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 CONTROL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # in id order
 MODEL_FILENAME = "tokenizer.model"
 
+MIN_CHARACTER_COVERAGE = 0.98  # the lowest SentencePiece accepts
 _MIN_LEARNED_PIECES = 16  # below this a "trained" tokenizer has learned next to nothing
 _SPACE_MARK = "\u2581"  # "▁": SentencePiece's stand-in for a space
 # SentencePiece's default max_sentence_length: longer lines are dropped.
@@ -197,9 +198,10 @@ def train_tokenizer(
     ``texts`` is an iterable of documents or the path of a text file; either way it is
     split into lines and fed in order. ``character_coverage=None`` picks 0.9995 for
     CJK-heavy text (>1% of the characters), whose long tail of rare characters would
-    otherwise crowd out merges, else 1.0. The model bytes depend only on the corpus and
-    these arguments (``num_threads`` is recorded in the file, so it is a fixed number
-    rather than the machine's core count).
+    otherwise crowd out merges, lower when the vocabulary is too small for that many
+    characters (down to SentencePiece's floor of 0.98), else 1.0. The model bytes
+    depend only on the corpus and these arguments (``num_threads`` is recorded in the
+    file, so it is a fixed number rather than the machine's core count).
     """
     special_tokens = tuple(special_tokens)
     _check_vocab_size(vocab_size, special_tokens, byte_fallback)
@@ -210,7 +212,8 @@ def train_tokenizer(
             "pass at least one non-empty text or a non-empty file"
         )
     if character_coverage is None:
-        character_coverage = _auto_character_coverage(lines)
+        room = vocab_size - _reserved_pieces(special_tokens, byte_fallback)
+        character_coverage = _auto_character_coverage(lines, room)
     # BPE on all lines in order draws nothing random; this is insurance.
     spm.set_random_generator_seed(seed)
     model_proto = _train_model_proto(
@@ -302,6 +305,11 @@ def vocabulary_coverage(tokenizer: Tokenizer, text: str) -> float:
     return 1 - len(unknown) / visible
 
 
+def _reserved_pieces(special_tokens: tuple[str, ...], byte_fallback: bool) -> int:
+    """Ids taken before BPE learns anything: control pieces, special tokens, bytes."""
+    return len(CONTROL_PIECES) + len(special_tokens) + 256 * byte_fallback
+
+
 def _check_vocab_size(
     vocab_size: int, special_tokens: tuple[str, ...], byte_fallback: bool
 ) -> None:
@@ -313,7 +321,7 @@ def _check_vocab_size(
         raise ValueError(
             f"special_tokens must be distinct non-empty strings, got {special_tokens!r}"
         )
-    reserved = len(CONTROL_PIECES) + len(special_tokens) + 256 * byte_fallback
+    reserved = _reserved_pieces(special_tokens, byte_fallback)
     if vocab_size < reserved + _MIN_LEARNED_PIECES:
         raise ValueError(
             f"vocab_size {vocab_size} is too small: {len(CONTROL_PIECES)} control "
@@ -368,11 +376,24 @@ def _read_lines(texts: Iterable[str] | str | os.PathLike) -> list[str]:
     return [line for text in texts for line in text.split("\n") if line]
 
 
-def _auto_character_coverage(lines: Iterable[str]) -> float:
-    """0.9995 if over 1% of the characters are CJK, else 1.0: SentencePiece's advice."""
+def _auto_character_coverage(lines: Iterable[str], room: int | None = None) -> float:
+    """0.9995 if over 1% of the characters are CJK, else 1.0: SentencePiece's advice.
+
+    With `room` (the pieces the vocabulary can learn), CJK text whose 0.9995 needs more
+    than half the room as single characters gets a lower coverage: the most frequent
+    characters fill half, merges the other half, and rarer characters fall back to
+    their bytes. Without it a 1k vocabulary could not be trained on Chinese at all.
+    """
     lines = list(lines)
     cjk = sum(len(_CJK.findall(line)) for line in lines)
-    return 0.9995 if cjk > 0.01 * sum(map(len, lines)) else 1.0
+    if cjk <= 0.01 * sum(map(len, lines)):
+        return 1.0
+    if room is None:
+        return 0.9995
+    counts = Counter(ch for line in lines for ch in line)
+    frequent = sum(n for _, n in counts.most_common(room // 2))
+    share = round(frequent / sum(counts.values()), 4)
+    return min(0.9995, max(MIN_CHARACTER_COVERAGE, share))
 
 
 def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:

@@ -22,6 +22,7 @@ from foundry_core.align import (
     dpo_loss,
     encode_chat,
     encode_prompt,
+    idiom_lines,
     is_correct,
     make_dpo_loss,
     on_policy_pairs,
@@ -190,6 +191,38 @@ def test_lines_and_task_splits_never_overlap():
             1,
             1,
         )
+
+
+IDIOMS = "\n\n".join(
+    f"{idiom}\n拼音：-\n出处：汉·某人《{book}·卷一》一段话。"
+    for idiom, book in [
+        ("画蛇添足", "战国策"),
+        ("守株待兔", "韩非子"),
+        ("卧薪尝胆", "史记"),
+        ("破釜沉舟", "史记"),
+        ("指鹿为马", "史记"),
+        ("温故知新", "论语"),
+        ("不求甚解", "陶渊明集"),
+    ]
+)
+
+
+def test_chinese_tasks_ask_for_the_book_and_the_first_and_last_character():
+    docs = [Document("idioms_000", "成语", IDIOMS + "\n\n没有出处\n释义：-", "test")]
+    lines = idiom_lines(docs, books=3)
+    # the three most quoted books; entries without a source give no line
+    assert {ln.play for ln in lines} == {"史记", "战国策", "韩非子"}
+    assert all(ln.is_idiom and len(ln.words) == 4 for ln in lines)
+    splits = build_tasks(docs, train_per_task=2, test_per_task=1, held_out=0.3)
+    assert set(splits.plays) == {"史记", "战国策", "韩非子", "论语", "陶渊明集"}
+    by_task = {e.task: e for e in splits.train + splits.test}
+    idiom = by_task["last_word"].line.text
+    assert by_task["last_word"].prompt == f"这个成语的最后一个字是什么？\n{idiom}"
+    assert by_task["last_word"].answer == idiom[-1]
+    assert by_task["first_word"].answer == by_task["first_word"].line.text[0]
+    assert by_task["play"].prompt.startswith("这个成语出自哪部书？")
+    # Chinese punctuation around an answer is ignored, like English punctuation
+    assert is_correct(by_task["play"], f"《{by_task['play'].answer}》。")
 
 
 def test_preference_pairs_are_wrong_in_realistic_ways():

@@ -21,6 +21,8 @@ from foundry_core.data import (
     split_documents,
     write_tokens,
 )
+from foundry_core.data.clean import split_words
+from foundry_core.data.dedup import shingles
 
 
 def doc(name: str, text: str) -> Document:
@@ -42,6 +44,25 @@ def test_chinese_sample_is_chinese():
     assert len(idioms) == 50
     text = "".join(d.text for d in idioms)
     assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) > 0.8 * len(text)
+
+
+def test_the_chinese_track_reads_the_whole_idiom_dictionary():
+    documents = sources.chinese()
+    entries = [e for d in documents for e in d.text.strip().split("\n\n")]
+    assert len(documents) == 124 and len(entries) > 30_000
+    assert sum(len(d.text) for d in documents) > 2_500_000
+    first = entries[0].split("\n")
+    assert first[1].startswith("拼音：") and any(f.startswith("释义：") for f in first)
+    # "无" (none) is left out, never printed as a field's value
+    assert not any(line.endswith("：无") for e in entries for line in e.split("\n"))
+    assert load_corpus("chinese")[0] == documents[0]
+
+
+def test_a_chinese_character_is_a_word():
+    assert split_words("Hello  world!\n foo") == "Hello  world!\n foo".split()
+    assert split_words("画蛇添足，ok 2") == ["画", "蛇", "添", "足", "，ok", "2"]
+    # so near-duplicate shingles work on Chinese, which writes no spaces
+    assert len(shingles("守株待兔的人", k=5)) == 2
 
 
 def test_missing_source_says_how_to_get_it(monkeypatch, tmp_path):

