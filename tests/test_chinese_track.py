@@ -33,5 +33,7 @@ def test_chapter_runs_on_the_chinese_track(chapter, monkeypatch):
         for cell in notebook.cells
         for output in cell.get("outputs", [])
     )
+    # every Chinese character in a figure has a glyph (viz.fonts)
+    assert "missing from font" not in printed
     if chapter == "02_tokenizer":
         assert "preset ci: 4096 tokens" in printed

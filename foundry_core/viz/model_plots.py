@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .fonts import use_cjk_fallback
+
 
 def plot_rope(head_dim: int = 64, base: float = 10000.0, positions: int = 32):
     """RoPE's rotations, and why attention then sees only distances.
@@ -59,6 +61,7 @@ def plot_attention(
     """
     import matplotlib.pyplot as plt
 
+    use_cjk_fallback()  # the Chinese track's tokens
     layers = list(range(len(maps))) if layers is None else list(layers)
     heads = list(range(maps[0].shape[1])) if heads is None else list(heads)
     fig, axes = plt.subplots(
@@ -148,6 +151,7 @@ def plot_next_token(panels: dict[str, "object"], labels: Sequence[str], top: int
     """
     import matplotlib.pyplot as plt
 
+    use_cjk_fallback()  # the Chinese track's tokens
     names = list(panels)
     order = panels[names[0]][0].argsort(descending=True)[:top].tolist()
     fig, axes = plt.subplots(
