@@ -220,7 +220,8 @@ def _idiom_entry(row: dict[str, str]) -> str:
     for key, label in _IDIOM_FIELDS:
         value = row[key].strip()
         if value and value != "无":
-            lines.append(f"{label}：{value}")
+            # the dictionary's "～" stands for the idiom: write it out, as text would
+            lines.append(f"{label}：{value.replace('～', row['word'])}")
     return "\n".join(lines)
 
 
