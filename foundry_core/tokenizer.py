@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +37,7 @@ from .bpe import (  # noqa: F401
     split_words,
     train_bpe,
 )
+from .characters import auto_character_coverage
 from .fileio import atomic_write_bytes
 
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>")
@@ -45,16 +45,10 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 CONTROL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # in id order
 MODEL_FILENAME = "tokenizer.model"
 
-MIN_CHARACTER_COVERAGE = 0.98  # the lowest SentencePiece accepts
 _MIN_LEARNED_PIECES = 16  # below this a "trained" tokenizer has learned next to nothing
 _SPACE_MARK = "\u2581"  # "▁": SentencePiece's stand-in for a space
 # SentencePiece's default max_sentence_length: longer lines are dropped.
 _SPM_MAX_LINE_BYTES = 4192
-# kana, CJK ideographs (+ extension A, compatibility, extensions B-F), Hangul syllables
-_CJK = re.compile(
-    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-    "\U00020000-\U0002fa1f]"
-)
 
 
 class Tokenizer:
@@ -213,7 +207,7 @@ def train_tokenizer(
         )
     if character_coverage is None:
         room = vocab_size - _reserved_pieces(special_tokens, byte_fallback)
-        character_coverage = _auto_character_coverage(lines, room)
+        character_coverage = auto_character_coverage(lines, room)
     # BPE on all lines in order draws nothing random; this is insurance.
     spm.set_random_generator_seed(seed)
     model_proto = _train_model_proto(
@@ -277,32 +271,6 @@ def _train_model_proto(
     except RuntimeError as err:
         raise _explain_training_error(err, vocab_size) from None
     return model.getvalue()
-
-
-def characters_needed(texts: Iterable[str], coverage: float = 1.0) -> int:
-    """How many distinct characters a vocabulary must hold as pieces to cover
-    `coverage` of the text's characters (whitespace aside): English needs about a
-    hundred, Chinese thousands, before a single pair of them can be merged."""
-    counts = Counter(ch for text in texts for ch in text if not ch.isspace())
-    needed, covered, total = 0, 0, sum(counts.values())
-    for _, n in counts.most_common():
-        if covered >= coverage * total:
-            break
-        needed, covered = needed + 1, covered + n
-    return needed
-
-
-def vocabulary_coverage(tokenizer: Tokenizer, text: str) -> float:
-    """The share of `text`'s characters (whitespace aside) that the vocabulary holds;
-    the others fall back to their UTF-8 bytes, up to four tokens per character."""
-    fallback = bytearray(
-        int(tokenizer.id_to_piece(i)[3:-1], 16)  # "<0xE4>" -> 0xE4
-        for i in tokenizer.encode(text)
-        if tokenizer.sp.IsByte(i)
-    )
-    unknown = [ch for ch in fallback.decode("utf-8", "replace") if not ch.isspace()]
-    visible = sum(1 for ch in text if not ch.isspace())
-    return 1 - len(unknown) / visible
 
 
 def _reserved_pieces(special_tokens: tuple[str, ...], byte_fallback: bool) -> int:
@@ -374,26 +342,6 @@ def _read_lines(texts: Iterable[str] | str | os.PathLike) -> list[str]:
         # The bytes as they are: no newline translation.
         texts = [path.read_bytes().decode("utf-8")]
     return [line for text in texts for line in text.split("\n") if line]
-
-
-def _auto_character_coverage(lines: Iterable[str], room: int | None = None) -> float:
-    """0.9995 if over 1% of the characters are CJK, else 1.0: SentencePiece's advice.
-
-    With `room` (the pieces the vocabulary can learn), CJK text whose 0.9995 needs more
-    than half the room as single characters gets a lower coverage: the most frequent
-    characters fill half, merges the other half, and rarer characters fall back to
-    their bytes. Without it a 1k vocabulary could not be trained on Chinese at all.
-    """
-    lines = list(lines)
-    cjk = sum(len(_CJK.findall(line)) for line in lines)
-    if cjk <= 0.01 * sum(map(len, lines)):
-        return 1.0
-    if room is None:
-        return 0.9995
-    counts = Counter(ch for line in lines for ch in line)
-    frequent = sum(n for _, n in counts.most_common(room // 2))
-    share = round(frequent / sum(counts.values()), 4)
-    return min(0.9995, max(MIN_CHARACTER_COVERAGE, share))
 
 
 def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:

@@ -10,18 +10,20 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from foundry_core.characters import (
+    auto_character_coverage,
+    characters_needed,
+    vocabulary_coverage,
+)
 from foundry_core.tokenizer import (
     MODEL_FILENAME,
     SPECIAL_TOKENS,
     Merge,
     Tokenizer,
-    _auto_character_coverage,
-    characters_needed,
     pair_counts,
     split_words,
     train_bpe,
     train_tokenizer,
-    vocabulary_coverage,
 )
 
 VOCAB = 480
@@ -216,13 +218,13 @@ def test_long_lines_are_not_dropped(tmp_path):
     assert len(tok.encode(line)) < len(line.encode()) / 2
 
 
-def test_auto_character_coverage():
-    assert _auto_character_coverage(["plain English text"] * 10) == 1.0
-    assert _auto_character_coverage(["plain English text"] * 10 + CHINESE) == 0.9995
+def testauto_character_coverage():
+    assert auto_character_coverage(["plain English text"] * 10) == 1.0
+    assert auto_character_coverage(["plain English text"] * 10 + CHINESE) == 0.9995
     # a vocabulary with room for few characters lowers the coverage, but never below
     # SentencePiece's floor
-    assert _auto_character_coverage(CHINESE, room=1000) == 0.9995
-    assert _auto_character_coverage(CHINESE, room=40) == 0.98
+    assert auto_character_coverage(CHINESE, room=1000) == 0.9995
+    assert auto_character_coverage(CHINESE, room=40) == 0.98
 
 
 def test_errors_are_one_actionable_line(tmp_path, corpus, tok):
