@@ -146,17 +146,20 @@ def stream(
     ids, real = _as_batch(prompt, device)
     cache = _cache_for(model, ids, max_new_tokens) if use_cache else None
     model.eval()
-    logits = model(ids, cache=cache, attention_mask=real)[0][:, -1]
+    logits = model(ids, cache=cache, attention_mask=real, last_only=True)[0][:, -1]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
-        probs = next_token_probs(
-            logits, temperature, top_k, top_p, repetition_penalty, ids
-        )
-        if temperature == 0:
-            token = probs.argmax(-1)
+        if temperature == 0 and repetition_penalty == 1.0:
+            token = logits.argmax(-1)  # greedy: no distribution to build
         else:
-            token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            probs = next_token_probs(
+                logits, temperature, top_k, top_p, repetition_penalty, ids
+            )
+            if temperature == 0:
+                token = probs.argmax(-1)
+            else:
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
         if len(stops):
             token = torch.where(finished, stops[0], token)
             finished |= torch.isin(token, stops)
@@ -167,9 +170,11 @@ def stream(
         if real is not None:
             real = torch.cat([real, real.new_ones(real.shape[0], 1)], dim=1)
         if use_cache:
-            logits = model(token[:, None], cache=cache, attention_mask=real)[0][:, -1]
+            logits = model(
+                token[:, None], cache=cache, attention_mask=real, last_only=True
+            )[0][:, -1]
         else:
-            logits = model(ids, attention_mask=real)[0][:, -1]
+            logits = model(ids, attention_mask=real, last_only=True)[0][:, -1]
 
 
 def _cache_for(model: Transformer, ids: torch.Tensor, max_new_tokens: int) -> KVCache:

@@ -54,6 +54,18 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
+    def rewind(self, positions: int) -> None:
+        """Forget the last `positions` positions: the next update overwrites them.
+
+        Speculative decoding (engine.py) stores keys for drafted tokens that the model
+        then rejects; rewinding drops them without copying anything.
+        """
+        if not 0 <= positions <= self.length:
+            raise ValueError(
+                f"cannot rewind {positions} of the {self.length} cached positions"
+            )
+        self.length -= positions
+
     @property
     def nbytes(self) -> int:
         return self.keys.nbytes + self.values.nbytes

@@ -61,11 +61,7 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq, _ = x.shape
-        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
         past = 0
         if cache is not None:
             past = cache.length
@@ -76,6 +72,18 @@ class Attention(nn.Module):
             out, weights = self._sdpa(q, k, v, past, key_mask), None
         out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
         return self.o_proj(out), weights
+
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values, (batch, heads, seq, head_dim), queries and keys
+        turned by RoPE. The inference engine (engine.py) calls it too."""
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def _sdpa(
         self,
@@ -225,6 +233,7 @@ class Transformer(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Next-token logits, or the training loss when targets are given.
 
@@ -238,10 +247,14 @@ class Transformer(nn.Module):
         sequences of different lengths padded on the left: padding is hidden from
         attention and each sequence's positions start at its first real token, so every
         row computes what it would compute alone.
+
+        last_only: logits of the last position only, (batch, 1, vocab). Generation
+        needs no others, and the LM head over every position of a long prompt costs
+        seq times as much.
         """
         x = self._run(idx, cache, need_weights=False, attention_mask=attention_mask)[0]
         if targets is None:
-            return self.lm_head(x), None
+            return self.lm_head(x[:, -1:] if last_only else x), None
         if targets.shape != idx.shape:
             raise ValueError(
                 f"targets shape {tuple(targets.shape)} "

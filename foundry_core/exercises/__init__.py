@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     chat,
     measure,
     reinforcement,
+    serving,
     swap,
     training,
     transformer,

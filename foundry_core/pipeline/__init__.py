@@ -31,6 +31,7 @@ from .deploy_stages import (
 )
 from .pretrain import (
     PRETRAIN_CHECKPOINTS,
+    ensure_draft,
     ensure_pretrained,
     finish_pretraining,
     pretrain_trainer,
@@ -68,6 +69,7 @@ __all__ = [
     "ensure",
     "ensure_corpus",
     "ensure_dpo",
+    "ensure_draft",
     "ensure_export",
     "ensure_grpo",
     "ensure_ppo",

@@ -8,6 +8,7 @@ recipe gives the same model whichever way it was trained.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,9 +16,8 @@ import torch
 
 from ..checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints
 from ..config import TrainConfig
-from ..data import (
-    read_tokens,
-)
+from ..data import read_tokens
+from ..engine import draft_config
 from ..hardware import detect
 from ..model import Transformer
 from ..presets import Preset, known_peak_tflops
@@ -105,6 +105,15 @@ def ensure_pretrained(
 
     _build_once(folder, build)
     return _load_stage("pretrained", preset)
+
+
+def ensure_draft(preset: Preset, progress: bool = False) -> TrainedStage:
+    """The draft model of speculative decoding (chapter 5): the preset's pretraining
+    recipe, tokenizer and token files, with the small model of `engine.draft_config`.
+    Cached like the pretrained model, under its own key."""
+    return ensure_pretrained(
+        replace(preset, model=draft_config(preset.model)), progress=progress
+    )
 
 
 def _train_stage(

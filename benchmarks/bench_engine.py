@@ -1,0 +1,188 @@
+"""The inference engine: continuous batching against static batches of `generate`, and
+speculative decoding against plain greedy decoding and transformers' assisted
+generation (the same draft model).
+
+    python benchmarks/bench_engine.py [--preset ci] [--requests 32] [--repeats 3]
+
+The models are the preset's pretrained model and its draft (`ensure_draft`), built into
+the course's cache if missing. Requests: prompts of 8-32 tokens cut from the
+validation text, each asking for 8-64 new tokens, all waiting at the start. Static
+batching serves them `slots` at a time in arrival order, each batch as long as its
+longest answer; a request's latency is the time until its batch (or, in the engine,
+the request itself) is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from bench_model import hf_twin
+
+from foundry_core import detect, get_preset
+from foundry_core.data import read_tokens
+from foundry_core.engine import Engine, speculative_generate
+from foundry_core.generate import generate
+from foundry_core.pipeline import ensure, ensure_draft, ensure_pretrained
+
+
+def make_requests(preset, n: int, seed: int = 0) -> list[tuple[list[int], int]]:
+    tokens = read_tokens(ensure("tokens", preset).validation)
+    rng = np.random.default_rng(seed)
+    longest = min(64, preset.model.max_seq_len - 32)
+    requests = []
+    for _ in range(n):
+        start = int(rng.integers(0, len(tokens) - 32))
+        prompt = [int(t) for t in tokens[start : start + int(rng.integers(8, 33))]]
+        requests.append((prompt, int(rng.integers(8, longest))))
+    return requests
+
+
+def engine_run(model, requests, slots: int) -> tuple[float, list[float], list]:
+    engine = Engine(model, slots=slots)
+    submitted = [engine.submit(p, n) for p, n in requests]
+    start = time.perf_counter()
+    engine.run()
+    seconds = time.perf_counter() - start
+    return (
+        seconds,
+        [r.finished - start for r in submitted],
+        [r.output for r in submitted],
+    )
+
+
+def static_run(model, requests, slots: int) -> tuple[float, list[float], list]:
+    start, latency, outputs = time.perf_counter(), [], []
+    for i in range(0, len(requests), slots):
+        batch = requests[i : i + slots]
+        out = generate(
+            model, [p for p, _ in batch], max(n for _, n in batch), temperature=0
+        )
+        done = time.perf_counter() - start
+        latency += [done] * len(batch)
+        outputs += [row[:n] for row, (_, n) in zip(out, batch)]
+    return time.perf_counter() - start, latency, outputs
+
+
+def batching_table(model, requests, repeats: int) -> None:
+    useful = sum(n for _, n in requests)
+    print(
+        "| slots | engine tok/s | static tok/s | ratio | engine mean latency (s) | "
+        "static mean latency (s) | same tokens |\n|---|---|---|---|---|---|---|"
+    )
+    engine_run(model, requests, 4)  # warm-up
+    for slots in (1, 2, 4, 8, 16):
+        runs = {"engine": [], "static": []}
+        for _ in range(repeats):  # interleaved, so machine noise hits both
+            runs["engine"].append(engine_run(model, requests, slots))
+            runs["static"].append(static_run(model, requests, slots))
+        seconds = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
+        latency = {k: statistics.mean(v[-1][1]) for k, v in runs.items()}
+        same = runs["engine"][-1][2] == runs["static"][-1][2]
+        print(
+            f"| {slots} | {useful / seconds['engine']:,.0f} | "
+            f"{useful / seconds['static']:,.0f} | "
+            f"{seconds['static'] / seconds['engine']:.2f} | {latency['engine']:.3f} | "
+            f"{latency['static']:.3f} | {same} |"
+        )
+
+
+def median_time(fn, repeats: int) -> tuple[object, float]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, statistics.median(times)
+
+
+def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
+    target_hf, draft_hf = hf_twin(model).eval(), hf_twin(draft).eval()
+    prompts = [p for p, _ in requests[:4]]
+    new = min(new, model.config.max_seq_len - max(map(len, prompts)))
+
+    def plain() -> list:
+        return [generate(model, p, new, temperature=0)[0] for p in prompts]
+
+    def hf(assistant=None, lookahead: int = 4) -> list:
+        extra = {}
+        if assistant is not None:
+            assistant.generation_config.num_assistant_tokens = lookahead
+            assistant.generation_config.num_assistant_tokens_schedule = "constant"
+            extra = {"assistant_model": assistant}
+        with torch.no_grad():
+            return [
+                target_hf.generate(
+                    torch.tensor([p]),
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    do_sample=False,
+                    pad_token_id=0,
+                    **extra,
+                )[0, len(p) :].tolist()
+                for p in prompts
+            ]
+
+    greedy, ours_plain = median_time(plain, repeats)
+    _, hf_plain = median_time(hf, repeats)
+    print(
+        f"\n{len(prompts)} prompts x {new} new tokens, greedy: "
+        f"ours {ours_plain:.3f} s, "
+        f"transformers {hf_plain:.3f} s\n"
+        "| lookahead | acceptance | tokens per target pass | ours speed-up | "
+        "transformers assisted speed-up | same tokens (ours, transformers) |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for lookahead in (1, 2, 4, 6):
+        results, seconds = median_time(
+            lambda: [
+                speculative_generate(model, draft, p, new, lookahead) for p in prompts
+            ],
+            repeats,
+        )
+        assisted, hf_seconds = median_time(lambda: hf(draft_hf, lookahead), repeats)
+        drafted = sum(s.drafted for _, s in results)
+        accepted = sum(s.accepted for _, s in results)
+        calls = sum(s.target_calls for _, s in results)
+        print(
+            f"| {lookahead} | {accepted / drafted:.0%} | "
+            f"{sum(s.tokens for _, s in results) / calls:.2f} | "
+            f"{ours_plain / seconds:.2f}x | {hf_plain / hf_seconds:.2f}x | "
+            f"{[o for o, _ in results] == greedy}, {assisted == greedy} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="ci")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new", type=int, default=96)
+    args = parser.parse_args()
+    import transformers
+
+    preset = get_preset(args.preset)
+    model = ensure_pretrained(preset).model.eval()
+    draft = ensure_draft(preset).model.eval()
+    print(
+        f"{detect('cpu')} | {torch.get_num_threads()} threads | "
+        f"torch {torch.__version__} | transformers {transformers.__version__} | "
+        f"preset {preset.name}: model {model.num_params():,} parameters, "
+        f"draft {draft.num_params():,}"
+    )
+    requests = make_requests(preset, args.requests)
+    print(
+        f"{len(requests)} requests, prompts {min(len(p) for p, _ in requests)}-"
+        f"{max(len(p) for p, _ in requests)} tokens, answers "
+        f"{min(n for _, n in requests)}-{max(n for _, n in requests)} tokens, greedy\n"
+    )
+    with torch.no_grad():
+        batching_table(model, requests, args.repeats)
+        speculative_table(model, draft, requests, args.repeats, args.new)
+
+
+if __name__ == "__main__":
+    main()

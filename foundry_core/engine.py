@@ -1,0 +1,350 @@
+"""An inference engine: many requests served at once (continuous batching), and one
+request decoded in fewer steps of the big model (speculative decoding).
+
+`generate` decodes one batch from start to end: every sequence waits for the longest,
+and a request that arrives meanwhile waits for the whole batch. A serving engine keeps
+a fixed number of *slots* instead. Each step decodes one token for every busy slot; a
+finished request leaves at once and a waiting one takes its place after a prefill of
+its prompt. Each slot has its own rows of the KV cache and its own position, so requests
+of any length share one batch. Busy slots are kept at the front (a leaving request's
+slot is filled by the last busy one), so every step reads a contiguous block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+from .model import Transformer
+
+
+@dataclass
+class Request:
+    """One prompt to continue, what the engine produced for it, and when."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0  # 0: greedy
+    stop_tokens: tuple[int, ...] = ()
+    tokens: list[int] = field(default_factory=list)  # generated so far
+    submitted: float = 0.0  # time.perf_counter() at each event
+    first_token: float | None = None
+    finished: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.tokens) >= self.max_new_tokens or bool(
+            self.tokens and self.tokens[-1] in self.stop_tokens
+        )
+
+    @property
+    def output(self) -> list[int]:
+        """The new tokens, cut before the first stop token (as `generate` returns)."""
+        for i, token in enumerate(self.tokens):
+            if token in self.stop_tokens:
+                return self.tokens[:i]
+        return list(self.tokens)
+
+
+def check_request(
+    model: Transformer, prompt: Sequence[int], max_new_tokens: int, temperature: float
+) -> None:
+    """Refuse a request the model cannot serve, saying why."""
+    config = model.config
+    if len(prompt) == 0:
+        raise ValueError("a request needs a non-empty prompt of token ids")
+    if not all(0 <= t < config.vocab_size for t in prompt):
+        raise ValueError(
+            f"prompt token ids must lie in [0, {config.vocab_size}): "
+            "tokenizer and model vocabularies differ?"
+        )
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if len(prompt) + max_new_tokens > config.max_seq_len:
+        raise ValueError(
+            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) "
+            f"exceed the model's context of {config.max_seq_len}"
+        )
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+
+
+class Engine:
+    """Continuous batching over `slots` slots of one model's KV cache."""
+
+    def __init__(self, model: Transformer, slots: int = 8, seed: int = 0):
+        if slots < 1:
+            raise ValueError(f"an engine needs at least one slot, got {slots}")
+        self.model = model.eval()
+        config, weights = model.config, next(model.parameters())
+        shape = (
+            config.n_layers,
+            slots,
+            config.n_kv_heads,
+            config.max_seq_len,
+            config.head_dim,
+        )
+        self.keys = torch.zeros(shape, dtype=weights.dtype, device=weights.device)
+        self.values = torch.zeros_like(self.keys)
+        # positions filled in each slot: the position of the slot's next token
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=weights.device)
+        self.running: list[Request] = []  # running[i] holds slot i
+        self.waiting: deque[Request] = deque()
+        self.generator = torch.Generator(weights.device).manual_seed(seed)
+        self.decode_steps = 0
+
+    @property
+    def slots(self) -> int:
+        return self.keys.shape[1]
+
+    def submit(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        stop_tokens: Sequence[int] = (),
+    ) -> Request:
+        """Queue a request; it joins the running batch when a slot is free."""
+        check_request(self.model, prompt, max_new_tokens, temperature)
+        request = Request(
+            list(prompt),
+            max_new_tokens,
+            temperature,
+            tuple(stop_tokens),
+            submitted=time.perf_counter(),
+        )
+        self.waiting.append(request)
+        return request
+
+    def run(self) -> list[Request]:
+        """Step until every request has finished; return them in finishing order."""
+        finished = []
+        while self.waiting or self.running:
+            finished += self.step()
+        return finished
+
+    @torch.no_grad()
+    def step(self) -> list[Request]:
+        """Admit waiting requests into free slots, decode one token for every running
+        request, and return those that finished."""
+        while self.waiting and len(self.running) < self.slots:
+            self._prefill(self.waiting.popleft())
+        if any(not request.done for request in self.running):
+            self._decode()
+        finished = []
+        for slot in reversed(range(len(self.running))):
+            if self.running[slot].done:
+                finished.append(self._leave(slot))
+        return finished[::-1]
+
+    def _prefill(self, request: Request) -> None:
+        """Run the prompt through the model into a fresh slot; sample its first
+        token."""
+        slot, n = len(self.running), len(request.prompt)
+        model = self.model
+        cache = KVCache(model.config, 1, n, self.keys.device, self.keys.dtype)
+        ids = torch.tensor([request.prompt], device=self.keys.device)
+        logits = model(ids, cache=cache, last_only=True)[0][:, -1]
+        self.keys[:, slot, :, :n] = cache.keys[:, 0]
+        self.values[:, slot, :, :n] = cache.values[:, 0]
+        self.lengths[slot] = n
+        self.running.append(request)
+        self._append(logits, [request])
+
+    def _decode(self) -> None:
+        """One token for every running request: each slot's last token goes in at that
+        slot's own position and attends to that slot's own keys."""
+        model, n = self.model, len(self.running)
+        device = self.keys.device
+        last = torch.tensor([r.tokens[-1] for r in self.running], device=device)
+        position = self.lengths[:n]
+        span = int(position.max()) + 1  # no slot sees further than this
+        cos = model.rope_cos[position][:, None, None]  # (slots, 1, 1, head_dim)
+        sin = model.rope_sin[position][:, None, None]
+        keys_seen = torch.arange(span, device=last.device)
+        visible = (keys_seen[None, :] <= position[:, None])[:, None, None]
+        rows = torch.arange(n, device=last.device)
+        x = model.embed_tokens(last[:, None])
+        # model.Block.forward, with a per-slot position and mask
+        for i, block in enumerate(model.layers):
+            attn = block.self_attn
+            q, k, v = attn.project(block.input_layernorm(x), cos, sin)
+            self.keys[i, rows, :, position] = k[:, :, 0]
+            self.values[i, rows, :, position] = v[:, :, 0]
+            out = F.scaled_dot_product_attention(
+                q,
+                self.keys[i, :n, :, :span],
+                self.values[i, :n, :, :span],
+                attn_mask=visible,
+                enable_gqa=attn.n_kv_heads != attn.n_heads,
+            )
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(n, 1, -1))
+            x = x + block.mlp(block.post_attention_layernorm(x))
+        self.lengths[:n] += 1
+        self.decode_steps += 1
+        self._append(model.lm_head(model.norm(x))[:, -1], self.running)
+
+    def _append(self, logits: torch.Tensor, requests: list[Request]) -> None:
+        """Pick each request's next token (greedy or sampled at its own temperature);
+        a request that is already done gets none."""
+        temperature = torch.tensor(
+            [r.temperature for r in requests], device=logits.device
+        )
+        token = logits.argmax(-1)
+        if (temperature > 0).any():
+            scaled = logits.float() / temperature.clamp(min=1e-6)[:, None]
+            drawn = torch.multinomial(scaled.softmax(-1), 1, generator=self.generator)[
+                :, 0
+            ]
+            token = torch.where(temperature > 0, drawn, token)
+        now = time.perf_counter()
+        for request, t in zip(requests, token.tolist()):
+            if request.done:
+                continue
+            request.tokens.append(t)
+            if request.first_token is None:
+                request.first_token = now
+            if request.done:
+                request.finished = now
+
+    def _leave(self, slot: int) -> Request:
+        """Free a slot: the last running request moves into it, so busy slots stay
+        at the front."""
+        request, last = self.running[slot], len(self.running) - 1
+        if slot != last:
+            n = int(self.lengths[last])
+            self.keys[:, slot, :, :n] = self.keys[:, last, :, :n]
+            self.values[:, slot, :, :n] = self.values[:, last, :, :n]
+            self.lengths[slot] = n
+            self.running[slot] = self.running[last]
+        self.running.pop()
+        return request
+
+
+def draft_config(config: ModelConfig) -> ModelConfig:
+    """A draft model for `config`: the same vocabulary and context, a quarter of the
+    width and a third of the layers (at least 32 wide and one layer deep), so that
+    guessing a token costs a small share of a step of the big model."""
+    d_model = max(32, config.d_model // 4 // 16 * 16)
+    return replace(
+        config,
+        d_model=d_model,
+        n_layers=max(1, config.n_layers // 3),
+        n_heads=2,
+        n_kv_heads=1,
+        d_ff=3 * d_model,
+    )
+
+
+@dataclass
+class SpeculativeStats:
+    """What speculative decoding did: tokens drafted and accepted, calls of the big
+    model."""
+
+    drafted: int = 0
+    accepted: int = 0
+    target_calls: int = 0
+    tokens: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / max(1, self.drafted)
+
+    @property
+    def tokens_per_call(self) -> float:
+        """New tokens per forward pass of the big model (plain decoding: 1)."""
+        return self.tokens / max(1, self.target_calls)
+
+
+@torch.no_grad()
+def speculative_generate(
+    target: Transformer,
+    draft: Transformer,
+    prompt: Sequence[int],
+    max_new_tokens: int = 100,
+    lookahead: int = 4,
+    stop_tokens: Sequence[int] = (),
+) -> tuple[list[int], SpeculativeStats]:
+    """Greedy decoding of `target`, with `draft` guessing `lookahead` tokens ahead.
+
+    The small draft model proposes tokens one by one; the target scores all of them in
+    one forward pass and keeps the longest run it agrees with, plus its own next token.
+    The output is the target's greedy output (up to float rounding in near ties); only
+    the number of target passes changes: fewer when the draft guesses well.
+    """
+    _check_pair(target, draft, prompt, max_new_tokens, lookahead)
+    device = next(target.parameters()).device
+    target.eval()
+    draft.eval()
+    length = len(prompt) + max_new_tokens
+    target_cache, draft_cache = (
+        KVCache(model.config, 1, length, device, next(model.parameters()).dtype)
+        for model in (target, draft)
+    )
+    stats = SpeculativeStats(target_calls=1)
+    ids = torch.tensor([list(prompt)], device=device)
+    out = [int(target(ids, cache=target_cache, last_only=True)[0][0, -1].argmax())]
+    pending = list(prompt) + out  # tokens the draft has not read yet
+    stops = set(stop_tokens)
+    while len(out) < max_new_tokens and not stops.intersection(out):
+        k = min(lookahead, max_new_tokens - len(out))
+        guesses = []
+        for _ in range(k):
+            feed = torch.tensor([pending], device=device)
+            logits = draft(feed, cache=draft_cache, last_only=True)[0]
+            guesses.append(int(logits[0, -1].argmax()))
+            pending = guesses[-1:]
+        # the draft read all but its last guess
+        feed = torch.tensor([out[-1:] + guesses], device=device)
+        best = target(feed, cache=target_cache)[0][0].argmax(-1).tolist()
+        new = accept(guesses, best)
+        agreed = len(new) - 1
+        target_cache.rewind(k - agreed)  # keys of the rejected guesses
+        draft_cache.rewind(k - 1 - min(agreed, k - 1))
+        pending = guesses[min(agreed, k - 1) : agreed] + [best[agreed]]
+        out += new
+        stats.drafted += k
+        stats.accepted += agreed
+        stats.target_calls += 1
+    out = out[:max_new_tokens]
+    out = out[: next((i for i, t in enumerate(out) if t in stops), len(out))]
+    stats.tokens = len(out)
+    return out, stats
+
+
+def accept(guesses: list[int], best: list[int]) -> list[int]:
+    """The tokens one round of speculative decoding adds: the draft's guesses up to
+    the first one the model disagrees with, then the model's own token there.
+
+    best[i] is the model's greedy token after the first i guesses, so there is one more
+    of them than guesses: when every guess is right, the model's next token comes free.
+    """
+    agreed = 0
+    while agreed < len(guesses) and guesses[agreed] == best[agreed]:
+        agreed += 1
+    return guesses[:agreed] + [best[agreed]]
+
+
+def _check_pair(
+    target: Transformer,
+    draft: Transformer,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    lookahead: int,
+) -> None:
+    if draft.config.vocab_size != target.config.vocab_size:
+        raise ValueError(
+            f"the draft's vocabulary ({draft.config.vocab_size}) differs from the "
+            f"target's ({target.config.vocab_size}): both must use one tokenizer"
+        )
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be at least 1, got {lookahead}")
+    for model in (target, draft):
+        check_request(model, prompt, max_new_tokens, 0.0)
