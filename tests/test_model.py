@@ -114,6 +114,16 @@ def test_kv_cache_matches_full_forward():
     assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
 
 
+def test_last_only_gives_the_last_positions_logits():
+    model = make_model()
+    x = ids(seq=30)
+    with torch.no_grad():
+        last = model(x, last_only=True)[0]
+    assert last.shape == (2, 1, model.config.vocab_size)
+    # one row through the LM head is rounded a little differently from many
+    assert (last - logits(model, x)[:, -1:]).abs().max() <= 1e-5
+
+
 def test_kv_cache_memory_formula():
     config = small_config()
     cache = KVCache(config, batch_size=3, max_len=40, dtype=torch.float16)

@@ -1,0 +1,241 @@
+"""LoRA: fine-tune a model through small low-rank adapters beside its frozen weights.
+
+A projection's weight W (out x in) stays as it is; the layer adds (alpha / r) * B A x,
+with A (r x in) and B (out x r). Only A and B train: r * (in + out) numbers instead of
+out * in, and the optimizer keeps its two moments for those alone. B starts at zero, so
+an adapted model starts exactly equal to its base (Hu et al. 2021). The base may be a
+float nn.Linear or chapter 11's int4 QuantLinear: then the integers never change and
+only the float adapters learn (QLoRA, Dettmers et al. 2023).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, safe_open, save_file
+
+from .quantize import QuantLinear
+
+# the projections of a block that can carry an adapter (names as in model.py)
+PROJECTIONS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+
+
+def check_rank(rank: int, in_features: int, out_features: int) -> None:
+    """A rank from 1 to the layer's smaller side (above it B A is not low-rank)."""
+    width = min(in_features, out_features)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= width:
+        raise ValueError(
+            f"LoRA rank must be an integer from 1 to {width} (the layer's "
+            f"{out_features} x {in_features} weight), got {rank!r}"
+        )
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer (float or quantized) plus a trainable low-rank update."""
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        check_rank(rank, base.in_features, base.out_features)
+        self.base = base.requires_grad_(False)
+        self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
+        stored = base.qweight if isinstance(base, QuantLinear) else base.weight
+        device = stored.device
+        # A starts random like a Linear's weight, B at zero: B A = 0 at the start
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=device))
+        self.dropout = nn.Dropout(dropout)
+        self.merged = False
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def delta(self) -> torch.Tensor:
+        """The adapters' change to the weight, (alpha / r) * B A, as a full matrix."""
+        return self.scale * self.lora_B @ self.lora_A
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        low_rank = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        return out + self.scale * low_rank
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add B A into the float weight: one matrix again, no extra work per token."""
+        if isinstance(self.base, QuantLinear):
+            raise ValueError(
+                "cannot merge adapters into int weights (rounding would erase them): "
+                "merge_lora(model) replaces the layer by a float one first"
+            )
+        if not self.merged:
+            self.base.weight += self.delta().to(self.base.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Take B A back out of the weight, so that the adapters can train on."""
+        if self.merged:
+            self.base.weight -= self.delta().to(self.base.weight.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
+
+
+def apply_lora(
+    model: nn.Module,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+) -> nn.Module:
+    """Freeze every weight of `model` and wrap the `targets` projections of each block
+    in a LoRALinear (in place); return the model. Every name and the rank are checked
+    before anything changes."""
+    unknown = sorted(set(targets) - set(PROJECTIONS))
+    if unknown or not targets:
+        raise ValueError(
+            f"unknown projection(s) {unknown or list(targets)}: "
+            f"choose among {', '.join(PROJECTIONS)}"
+        )
+    if lora_layers(model):
+        raise ValueError("this model already has LoRA adapters")
+    chosen = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if name in targets
+    ]
+    for _, _, child in chosen:  # a bad rank fails here, before any layer is wrapped
+        check_rank(rank, child.in_features, child.out_features)
+    model.requires_grad_(False)
+    for parent, name, child in chosen:
+        setattr(parent, name, LoRALinear(child, rank, alpha, dropout))
+    return model
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def trainable_share(model: nn.Module) -> float:
+    """The share of the model's parameters that train."""
+    params = list(model.parameters())
+    trained = sum(p.numel() for p in params if p.requires_grad)
+    return trained / sum(p.numel() for p in params)
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its layer and remove the wrappers (in place): a plain
+    model again, for export or fast inference. A quantized base becomes a float
+    Linear holding the dequantized weight plus the adapters' update."""
+    for name, layer in lora_layers(model).items():
+        base = layer.base
+        if isinstance(base, QuantLinear):
+            weight = base.dequantize()
+            base = nn.Linear(layer.in_features, layer.out_features, bias=False)
+            base.weight.copy_(weight)
+            base.to(weight.device)
+        if not layer.merged:
+            base.weight += layer.delta().to(base.weight.dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, base.requires_grad_(True))
+    return model
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A short hash of the frozen base weights (adapters excluded), naming the base an
+    adapter belongs to."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if "lora_" in name:
+            continue
+        digest.update(name.replace(".base.", ".").encode())
+        digest.update(tensor.detach().cpu().flatten().view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def save_adapter(model: nn.Module, path: str | Path) -> Path:
+    """Write the adapters alone (safetensors) with their settings and the base's
+    fingerprint."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("this model has no LoRA adapters to save")
+    first = next(iter(layers.values()))
+    tensors = {
+        f"{name}.{part}": getattr(layer, part).detach().cpu().contiguous()
+        for name, layer in layers.items()
+        for part in ("lora_A", "lora_B")
+    }
+    targets = sorted({name.rsplit(".", 1)[-1] for name in layers})
+    metadata = {
+        "rank": str(first.rank),
+        "alpha": str(first.alpha),
+        "targets": json.dumps(targets),
+        "base": base_fingerprint(model),
+    }
+    path = Path(path)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
+    """Put saved adapters on `model` (wrapping it first if it has none). Refuses, with
+    a clear error, another base or adapters of another rank or on other layers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no adapter file at {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    rank, targets = int(meta["rank"]), json.loads(meta["targets"])
+    layers = lora_layers(model)
+    if not layers:
+        if base_fingerprint(model) != meta["base"]:
+            raise ValueError(
+                f"{path.name} was trained on another base model (fingerprint "
+                f"{meta['base']}, this one {base_fingerprint(model)}): load the "
+                "checkpoint it was trained on"
+            )
+        apply_lora(model, rank, float(meta["alpha"]), targets=targets)
+        layers = lora_layers(model)
+    elif base_fingerprint(model) != meta["base"]:
+        raise ValueError(f"{path.name} was trained on another base model")
+    ranks = {layer.rank for layer in layers.values()}
+    if ranks != {rank}:
+        raise ValueError(
+            f"{path.name} holds rank-{rank} adapters, this model rank {ranks}"
+        )
+    tensors = load_file(str(path))
+    expected = {f"{n}.{p}" for n in layers for p in ("lora_A", "lora_B")}
+    if set(tensors) != expected:
+        raise ValueError(
+            f"{path.name} adapts other layers ({', '.join(targets)}) than this model"
+        )
+    with torch.no_grad():
+        for key, tensor in tensors.items():
+            name, _, part = key.rpartition(".")
+            getattr(layers[name], part).copy_(tensor)
+    return model
