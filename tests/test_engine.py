@@ -97,8 +97,12 @@ def test_speculative_decoding_equals_greedy_decoding_of_the_target(lookahead):
         assert out == plain
         assert stats.tokens == 40
         assert stats.accepted <= stats.drafted
-        # every pass of the target yields the accepted guesses plus one token
-        assert stats.tokens == stats.accepted + stats.target_calls
+        # every pass of the target yields the accepted guesses plus one token (the
+        # last pass may overshoot max_new_tokens by one, which is cut)
+        assert stats.tokens in (
+            stats.accepted + stats.target_calls,
+            stats.accepted + stats.target_calls - 1,
+        )
 
 
 def test_a_draft_that_is_the_target_is_always_right():
