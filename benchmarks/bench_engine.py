@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import torch
+from bench_generate import timed
 from bench_model import hf_twin
 
 from foundry_core import detect, get_preset
@@ -90,15 +91,6 @@ def batching_table(model, requests, repeats: int) -> None:
         )
 
 
-def median_time(fn, repeats: int) -> tuple[object, float]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
-
-
 def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
     target_hf, draft_hf = hf_twin(model).eval(), hf_twin(draft).eval()
     prompts = [p for p, _ in requests[:4]]
@@ -126,8 +118,8 @@ def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
                 for p in prompts
             ]
 
-    greedy, ours_plain = median_time(plain, repeats)
-    _, hf_plain = median_time(hf, repeats)
+    greedy, ours_plain = timed(plain, repeats)
+    _, hf_plain = timed(hf, repeats)
     print(
         f"\n{len(prompts)} prompts x {new} new tokens, greedy: "
         f"ours {ours_plain:.3f} s, "
@@ -137,13 +129,13 @@ def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
         "|---|---|---|---|---|---|"
     )
     for lookahead in (1, 2, 4, 6):
-        results, seconds = median_time(
+        results, seconds = timed(
             lambda: [
                 speculative_generate(model, draft, p, new, lookahead) for p in prompts
             ],
             repeats,
         )
-        assisted, hf_seconds = median_time(lambda: hf(draft_hf, lookahead), repeats)
+        assisted, hf_seconds = timed(lambda: hf(draft_hf, lookahead), repeats)
         drafted = sum(s.drafted for _, s in results)
         accepted = sum(s.accepted for _, s in results)
         calls = sum(s.target_calls for _, s in results)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .generate import until_stop
 from .kv_cache import KVCache
 from .model import Transformer
 
@@ -47,10 +48,7 @@ class Request:
     @property
     def output(self) -> list[int]:
         """The new tokens, cut before the first stop token (as `generate` returns)."""
-        for i, token in enumerate(self.tokens):
-            if token in self.stop_tokens:
-                return self.tokens[:i]
-        return list(self.tokens)
+        return until_stop(self.tokens, self.stop_tokens)
 
 
 def check_request(
@@ -313,8 +311,7 @@ def speculative_generate(
         stats.drafted += k
         stats.accepted += agreed
         stats.target_calls += 1
-    out = out[:max_new_tokens]
-    out = out[: next((i for i, t in enumerate(out) if t in stops), len(out))]
+    out = until_stop(out[:max_new_tokens], stops)
     stats.tokens = len(out)
     return out, stats
 

@@ -200,11 +200,13 @@ def generate(
     if not steps:
         return [[] for _ in range(_as_batch(prompt, torch.device("cpu"))[0].shape[0])]
     out = torch.stack(steps, dim=1).tolist()
-    stops = set(sampling.get("stop_tokens", ()))
-    return [
-        row[: next((i for i, t in enumerate(row) if t in stops), len(row))]
-        for row in out
-    ]
+    return [until_stop(row, sampling.get("stop_tokens", ())) for row in out]
+
+
+def until_stop(tokens: list[int], stop_tokens: Sequence[int]) -> list[int]:
+    """The tokens before the first stop token (all of them when there is none)."""
+    stops = set(stop_tokens)
+    return tokens[: next((i for i, t in enumerate(tokens) if t in stops), len(tokens))]
 
 
 def decode_ms_per_token(
