@@ -29,6 +29,7 @@ from .generate import generate
 from .hardware import detect
 from .parallel import PARALLEL, local_parameter_bytes
 from .pipeline import (
+    ADAPTED,
     MAX_PASSES,
     STAGES,
     TRAINED,
@@ -70,7 +71,7 @@ def run_stage(args: argparse.Namespace) -> None:
             "`torchrun ... -m foundry_core pretrain` (its own run folder)"
         )
     preset = _preset(args.preset, settings=args.set)
-    result = ensure(stage, preset, progress=stage in TRAINED)
+    result = ensure(stage, preset, progress=stage in TRAINED + ADAPTED)
     print(json.dumps(stage_summary(stage, preset, result)))
 
 

@@ -6,6 +6,13 @@ out * in, and the optimizer keeps its two moments for those alone. B starts at z
 an adapted model starts exactly equal to its base (Hu et al. 2021). The base may be a
 float nn.Linear or chapter 11's int4 QuantLinear: then the integers never change and
 only the float adapters learn (QLoRA, Dettmers et al. 2023).
+
+A chat template's own tokens (<|im_start|>, <|im_end|>) never occur in pretraining text,
+so their vectors are still what initialisation and the softmax's push-down left, and
+low-rank updates of the projections cannot teach a model to read or to write them. So
+`apply_lora(..., tokens=ids)` also trains those few rows of the embedding (and of the
+LM head, the same matrix when tied), as PEFT's "trainable tokens" do; chapter 6
+measures what that buys.
 """
 
 from __future__ import annotations
@@ -45,6 +52,34 @@ def check_rank(rank: int, in_features: int, out_features: int) -> None:
         )
 
 
+class _FrozenIntLinear(torch.autograd.Function):
+    """x W^T for a frozen int4/int8 layer that keeps the integers, not the float
+    weight, for the backward pass, and dequantizes them again there. A plain F.linear
+    would save each layer's float copy until the backward pass: as many float weights
+    as the float model, which is what QLoRA means to avoid."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:
+        ctx.layer, ctx.dtype = layer, x.dtype
+        dtype = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            weight = layer.dequantize(dtype)
+            bias = None if layer.bias is None else layer.bias.to(weight.dtype)
+            return F.linear(x.to(weight.dtype), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weight = ctx.layer.dequantize(grad.dtype)
+        return (grad @ weight).to(ctx.dtype), None
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a matmul in here (x's own dtype without it)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class LoRALinear(nn.Module):
     """A frozen linear layer (float or quantized) plus a trainable low-rank update."""
 
@@ -75,7 +110,10 @@ class LoRALinear(nn.Module):
         return self.scale * self.lora_B @ self.lora_A
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
+        if isinstance(self.base, QuantLinear) and torch.is_grad_enabled():
+            out = _FrozenIntLinear.apply(x, self.base)
+        else:
+            out = self.base(x)
         if self.merged:
             return out
         low_rank = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
@@ -104,24 +142,79 @@ class LoRALinear(nn.Module):
         return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
 
 
+class TokenAdapter(nn.Module):
+    """The frozen token matrix (the embedding, or the LM head) with a trainable change:
+    a low-rank update (alpha / rank) B A over every token's vector, and whole rows for
+    `token_ids`, tokens the base never saw. Both start at no change. `like` makes a
+    tied head use the embedding's very parameters."""
+
+    def __init__(
+        self,
+        base: nn.Embedding | nn.Linear,
+        token_ids: Sequence[int] = (),
+        rank: int = 0,
+        alpha: float = 1.0,
+        like: TokenAdapter | None = None,
+    ):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        weight = base.weight.detach()
+        ids = torch.tensor(sorted(token_ids), dtype=torch.long, device=weight.device)
+        self.register_buffer("lora_token_ids", ids)
+        self.rank, self.scale = rank, alpha / rank if rank else 0.0
+        if like is not None:
+            self.lora_rows, self.lora_A, self.lora_B = (
+                like.lora_rows, like.lora_A, like.lora_B
+            )  # fmt: skip
+            return
+        self.lora_rows = nn.Parameter(weight[ids].clone()) if len(ids) else None
+        self.lora_A = self.lora_B = None
+        if rank:  # as for an embedding in PEFT: A at zero, B random, B A = 0
+            vocab, width = weight.shape
+            self.lora_A = nn.Parameter(torch.zeros(rank, width, device=weight.device))
+            self.lora_B = nn.Parameter(torch.randn(vocab, rank, device=weight.device))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base matrix with the change applied (a new tensor: the base stays)."""
+        weight = self.base.weight
+        if self.lora_A is not None:
+            weight = weight + self.scale * self.lora_B @ self.lora_A
+        if self.lora_rows is not None:
+            weight = weight.index_copy(0, self.lora_token_ids, self.lora_rows)
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.base, nn.Embedding):
+            return F.embedding(x, self.weight)
+        return F.linear(x, self.weight)
+
+
 def apply_lora(
     model: nn.Module,
     rank: int = 8,
     alpha: float = 16.0,
     dropout: float = 0.0,
     targets: Sequence[str] = ("q_proj", "v_proj"),
+    tokens: Sequence[int] = (),
+    embedding_rank: int = 0,
 ) -> nn.Module:
     """Freeze every weight of `model` and wrap the `targets` projections of each block
-    in a LoRALinear (in place); return the model. Every name and the rank are checked
-    before anything changes."""
+    in a LoRALinear (in place). With `tokens`, those rows of the embedding and LM head
+    train too; with `embedding_rank`, a low-rank update of that matrix. Return the
+    model. Every name, id and rank is checked before anything changes."""
     unknown = sorted(set(targets) - set(PROJECTIONS))
     if unknown or not targets:
         raise ValueError(
             f"unknown projection(s) {unknown or list(targets)}: "
             f"choose among {', '.join(PROJECTIONS)}"
         )
-    if lora_layers(model):
+    if lora_layers(model) or token_adapters(model):
         raise ValueError("this model already has LoRA adapters")
+    tokens = sorted(set(tokens))
+    vocab = model.embed_tokens.weight.shape[0] if tokens else 0
+    if any(isinstance(t, bool) or not 0 <= t < vocab for t in tokens):
+        raise ValueError(f"token ids must lie in 0..{vocab - 1}, got {tokens}")
     chosen = [
         (parent, name, child)
         for parent in model.modules()
@@ -130,14 +223,26 @@ def apply_lora(
     ]
     for _, _, child in chosen:  # a bad rank fails here, before any layer is wrapped
         check_rank(rank, child.in_features, child.out_features)
+    if embedding_rank:
+        check_rank(embedding_rank, *model.embed_tokens.weight.shape)
     model.requires_grad_(False)
     for parent, name, child in chosen:
         setattr(parent, name, LoRALinear(child, rank, alpha, dropout))
+    if tokens or embedding_rank:
+        tied = model.lm_head.weight is model.embed_tokens.weight
+        change = dict(token_ids=tokens, rank=embedding_rank, alpha=alpha)
+        model.embed_tokens = TokenAdapter(model.embed_tokens, **change)
+        like = model.embed_tokens if tied else None
+        model.lm_head = TokenAdapter(model.lm_head, **change, like=like)
     return model
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def token_adapters(model: nn.Module) -> dict[str, TokenAdapter]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, TokenAdapter)}
 
 
 def trainable_share(model: nn.Module) -> float:
@@ -163,6 +268,12 @@ def merge_lora(model: nn.Module) -> nn.Module:
             base.weight += layer.delta().to(base.weight.dtype)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, base.requires_grad_(True))
+    merged = set()
+    for name, wrapper in token_adapters(model).items():
+        if id(wrapper.base.weight) not in merged:  # a tied pair is merged once
+            wrapper.base.weight.copy_(wrapper.weight)
+            merged.add(id(wrapper.base.weight))
+        setattr(model, name, wrapper.base.requires_grad_(True))
     return model
 
 
@@ -178,6 +289,13 @@ def base_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """What trains and what an adapter file holds: every A and B, and the token
+    matrix's (a tied pair counted once), by name."""
+    parts = ("lora_A", "lora_B", "lora_rows")
+    return {n: p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] in parts}
+
+
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
     """Write the adapters alone (safetensors) with their settings and the base's
     fingerprint."""
@@ -186,15 +304,17 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         raise ValueError("this model has no LoRA adapters to save")
     first = next(iter(layers.values()))
     tensors = {
-        f"{name}.{part}": getattr(layer, part).detach().cpu().contiguous()
-        for name, layer in layers.items()
-        for part in ("lora_A", "lora_B")
+        name: param.detach().cpu().contiguous()
+        for name, param in adapter_parameters(model).items()
     }
-    targets = sorted({name.rsplit(".", 1)[-1] for name in layers})
+    token_matrix = next(iter(token_adapters(model).values()), None)
+    tokens = [] if token_matrix is None else token_matrix.lora_token_ids.tolist()
     metadata = {
         "rank": str(first.rank),
         "alpha": str(first.alpha),
-        "targets": json.dumps(targets),
+        "targets": json.dumps(sorted({name.rsplit(".", 1)[-1] for name in layers})),
+        "tokens": json.dumps(tokens),
+        "embedding_rank": str(0 if token_matrix is None else token_matrix.rank),
         "base": base_fingerprint(model),
     }
     path = Path(path)
@@ -211,31 +331,34 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     rank, targets = int(meta["rank"]), json.loads(meta["targets"])
-    layers = lora_layers(model)
-    if not layers:
-        if base_fingerprint(model) != meta["base"]:
-            raise ValueError(
-                f"{path.name} was trained on another base model (fingerprint "
-                f"{meta['base']}, this one {base_fingerprint(model)}): load the "
-                "checkpoint it was trained on"
-            )
-        apply_lora(model, rank, float(meta["alpha"]), targets=targets)
-        layers = lora_layers(model)
-    elif base_fingerprint(model) != meta["base"]:
-        raise ValueError(f"{path.name} was trained on another base model")
-    ranks = {layer.rank for layer in layers.values()}
+    if base_fingerprint(model) != meta["base"]:
+        raise ValueError(
+            f"{path.name} was trained on another base model (fingerprint "
+            f"{meta['base']}, this one {base_fingerprint(model)}): load the "
+            "checkpoint it was trained on"
+        )
+    if not lora_layers(model):
+        apply_lora(
+            model,
+            rank,
+            float(meta["alpha"]),
+            targets=targets,
+            tokens=json.loads(meta.get("tokens", "[]")),
+            embedding_rank=int(meta.get("embedding_rank", "0")),
+        )
+    ranks = {layer.rank for layer in lora_layers(model).values()}
     if ranks != {rank}:
         raise ValueError(
             f"{path.name} holds rank-{rank} adapters, this model rank {ranks}"
         )
     tensors = load_file(str(path))
-    expected = {f"{n}.{p}" for n in layers for p in ("lora_A", "lora_B")}
-    if set(tensors) != expected:
+    params = adapter_parameters(model)
+    if set(tensors) != set(params):
         raise ValueError(
-            f"{path.name} adapts other layers ({', '.join(targets)}) than this model"
+            f"{path.name} adapts other layers ({', '.join(targets)}) or other token "
+            "rows than this model"
         )
     with torch.no_grad():
-        for key, tensor in tensors.items():
-            name, _, part = key.rpartition(".")
-            getattr(layers[name], part).copy_(tensor)
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
     return model

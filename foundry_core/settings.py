@@ -57,16 +57,17 @@ class DataSettings(_Validated):
 
 
 # the post-training runs, each a TrainConfig inside AlignSettings
-STAGES = ("sft", "reward", "dpo", "grpo", "ppo")
+STAGES = ("sft", "lora", "reward", "dpo", "grpo", "ppo")
 
 
 @dataclass(frozen=True)
 class AlignSettings(_Validated):
     """The post-training runs (chapters 6-9): one TrainConfig per stage, the task data,
-    DPO's pairs and the RL settings. For GRPO and PPO a TrainConfig's max_steps counts
-    RL steps and its batch_size the prompts each step answers."""
+    LoRA's adapters, DPO's pairs and the RL settings. For GRPO and PPO a TrainConfig's
+    max_steps counts RL steps and its batch_size the prompts each step answers."""
 
     sft: TrainConfig
+    lora: TrainConfig  # SFT through LoRA adapters, on float or int4 weights (chapter 6)
     reward: TrainConfig
     dpo: TrainConfig
     grpo: TrainConfig
@@ -75,6 +76,9 @@ class AlignSettings(_Validated):
     test_per_task: int = 100  # held-out questions per task
     held_out: float = 0.2  # share of the plays whose questions are only ever tested on
     template: str = "chatml"
+    # LoRA: the adapters' rank and alpha (their update is scaled by alpha / rank)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
     beta: float = 0.1  # DPO: how far the policy may move from the reference
     # DPO: weight of the SFT loss on chosen answers added to the DPO loss
     nll_weight: float = 1.0
@@ -113,18 +117,20 @@ class AlignSettings(_Validated):
             group_size=self.group_size,
             rl_epochs=self.rl_epochs,
             rl_minibatches=self.rl_minibatches,
+            lora_rank=self.lora_rank,
         )
         require_fraction("AlignSettings", "clip", self.clip)
-        for name in ("rl_temperature", "grpo_kl", "ppo_kl"):
+        for name in ("rl_temperature", "grpo_kl", "ppo_kl", "lora_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(
                     f"AlignSettings.{name} must be a number, got {value!r}"
                 )
-            if value < 0 or (name == "rl_temperature" and value == 0):
+            positive = name in ("rl_temperature", "lora_alpha")
+            if value < 0 or (positive and value == 0):
                 raise ValueError(
                     f"AlignSettings.{name} must be "
-                    f"{'> 0' if name == 'rl_temperature' else '>= 0'}, got {value}"
+                    f"{'> 0' if positive else '>= 0'}, got {value}"
                 )
         require_fraction("AlignSettings", "held_out", self.held_out)
         if (

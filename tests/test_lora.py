@@ -13,6 +13,7 @@ from foundry_core.lora import (
     lora_layers,
     merge_lora,
     save_adapter,
+    token_adapters,
     trainable_share,
 )
 from foundry_core.model import Transformer
@@ -104,6 +105,36 @@ def test_adapters_save_and_load_on_their_base_only(tmp_path):
         load_adapter(model(), tmp_path / "missing.safetensors")
 
 
+def test_trained_token_rows_start_equal_learn_alone_merge_and_round_trip(tmp_path):
+    """Rows 3 and 5 of the tied embedding/head train; every other row stays."""
+    base = model()
+    before = logits(base)
+    net = apply_lora(model(), rank=2, targets=("v_proj",), tokens=(5, 3))
+    assert torch.equal(logits(net), before)
+    assert set(token_adapters(net)) == {"embed_tokens", "lm_head"}
+    assert net.embed_tokens.lora_rows is net.lm_head.lora_rows  # tied: one matrix
+    net.train()
+    _, loss = net(ids(), targets=ids(2))
+    loss.backward()
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad])
+    optimizer.step()
+    changed = (net.embed_tokens.weight != base.embed_tokens.weight).any(dim=1)
+    assert changed.nonzero().flatten().tolist() == [3, 5]
+    rows = 2 * CONFIG.d_model
+    adapters = 2 * 2 * (32 + 16)
+    total = sum(p.numel() for p in net.parameters())
+    assert trainable_share(net) == pytest.approx((rows + adapters) / total)
+    net.eval()
+    trained = logits(net)
+    path = save_adapter(net, tmp_path / "adapter.safetensors")
+    assert torch.equal(logits(load_adapter(model(), path)), trained)
+    plain = merge_lora(net)
+    assert plain.lm_head.weight is plain.embed_tokens.weight  # still tied
+    assert (logits(plain) - trained).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="token ids must lie in 0..63"):
+        apply_lora(model(), tokens=(64,))
+
+
 def test_qlora_trains_the_adapters_of_an_int4_model_and_leaves_its_integers():
     from foundry_core.train import Trainer
 
@@ -127,6 +158,29 @@ def test_qlora_trains_the_adapters_of_an_int4_model_and_leaves_its_integers():
             assert torch.equal(value, frozen[key]), key
     merged = merge_lora(net)  # a float model with the int4 weights + the update
     assert isinstance(merged.layers[0].self_attn.q_proj, torch.nn.Linear)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_an_int_base_keeps_integers_for_backward_and_gives_the_same_gradients(autocast):
+    """QLoRA's backward pass dequantizes again instead of keeping a float weight: the
+    input's gradient equals that of the plain dequantized matmul."""
+    from foundry_core.lora import _FrozenIntLinear
+
+    q = quantize_model(model(), "int4", group_size=16).layers[0].self_attn.q_proj
+    x = torch.randn(3, 5, 32, requires_grad=True)
+
+    def input_gradient(path):
+        x.grad = None
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            out = path(x)
+        out.float().square().sum().backward()
+        return out.detach().float(), x.grad.clone()
+
+    (out_a, grad_a) = input_gradient(q)  # F.linear keeps the dequantized weight
+    (out_b, grad_b) = input_gradient(lambda x: _FrozenIntLinear.apply(x, q))
+    assert torch.equal(out_a, out_b)
+    tolerance = 0.02 if autocast else 1e-6  # bf16: the gradient rounds differently
+    assert (grad_a - grad_b).abs().max() <= tolerance * grad_a.abs().max()
 
 
 def test_bad_settings_are_refused_clearly():

@@ -285,7 +285,7 @@ def test_any_setting_can_be_overridden_by_name():
         ),
         (
             "optimizer.lr=1",
-            "section one of model, train, data, align, sft, reward, dpo",
+            "section one of model, train, data, align, sft, lora, reward, dpo",
         ),
         ("lr=1e-3", "a setting is <section>.<field>=<value>"),
         (

@@ -293,9 +293,14 @@ def measure_training_memory(
     train_config: TrainConfig,
     hardware: HardwareInfo | str = "cpu",
     steps: int = 2,
+    model: torch.nn.Module | None = None,
 ) -> MeasuredMemory:
     """Peak memory and time of one real Trainer step: a warm-up step, one measured
     step, `steps` timed ones.
+
+    `model` is measured instead of a fresh Transformer(model_config) when given: one
+    with LoRA adapters or an int4 base, say, whose frozen weights have no gradients
+    and no optimizer moments. The steps train it on random tokens: pass a copy.
 
     `hardware` is a device kind ("cpu", "cuda", "mps") or a HardwareInfo; the precision
     follows from it and train_config.dtype, as in training. Memory depends on shapes
@@ -316,7 +321,8 @@ def measure_training_memory(
     )
     # the Trainer needs data; never read here
     tokens = np.zeros(train_config.seq_len + 1, dtype=np.uint32)
-    trainer = Trainer(Transformer(model_config), config, tokens, hardware=info)
+    model = Transformer(model_config) if model is None else model
+    trainer = Trainer(model, config, tokens, hardware=info)
     batches = _synthetic_batches(model_config, train_config, trainer.device)
     trainer.train_step(batches)  # warm-up: AdamW's moments now exist
     measure = _peak_on_cpu if info.device == "cpu" else _peak_on_accelerator

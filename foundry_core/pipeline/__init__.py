@@ -29,6 +29,7 @@ from .deploy_stages import (
     ensure_quantized,
     int4_group_size,
 )
+from .lora_stages import ensure_lora, lora_base, template_tokens
 from .pretrain import (
     PRETRAIN_CHECKPOINTS,
     ensure_draft,
@@ -61,6 +62,7 @@ __all__ = [
     "TrainedStage",
     "PRETRAIN_CHECKPOINTS",
     "STAGES",
+    "ADAPTED",
     "TRAINED",
     "artifacts_root",
     "corpus_key",
@@ -72,6 +74,7 @@ __all__ = [
     "ensure_draft",
     "ensure_export",
     "ensure_grpo",
+    "ensure_lora",
     "ensure_ppo",
     "ensure_quantized",
     "int4_group_size",
@@ -91,6 +94,8 @@ __all__ = [
     "rule_rewards",
     "stage_dir",
     "stage_summary",
+    "lora_base",
+    "template_tokens",
     "tokenizer_key",
     "tokens_key",
 ]
@@ -102,6 +107,8 @@ STAGES = (
     "pretrained",
     "tasks",
     "sft",
+    "lora",
+    "qlora",
     "reward",
     "dpo",
     "grpo",
@@ -110,8 +117,10 @@ STAGES = (
     "export",
 )
 
-# the stages that run a Trainer
+# the stages that run a Trainer and keep its run folder (runs.load_run reads them)
 TRAINED = ("pretrained", "sft", "reward", "dpo", "grpo", "ppo")
+# SFT through adapters: a Trainer too, but the folder keeps only the adapters
+ADAPTED = ("lora", "qlora")
 
 
 def ensure(
@@ -129,9 +138,9 @@ def ensure(
     machine); `progress` shows a progress bar while a trained stage builds.
 
     One type per stage: corpus a `Corpus`, tokenizer a `Tokenizer`, tokens
-    `TokenFiles`, tasks `TaskSplits`, and every trained stage (pretrained, sft, reward,
-    dpo, grpo, ppo) a `TrainedStage` (model, history); quantized `QuantizedModels`,
-    export `ExportFiles`."""
+    `TokenFiles`, tasks `TaskSplits`, and every trained stage (pretrained, sft, lora,
+    qlora, reward, dpo, grpo, ppo) a `TrainedStage` (model, history); quantized
+    `QuantizedModels`, export `ExportFiles`."""
     preset = preset or pick_preset()
     builders = {
         "corpus": ensure_corpus,
@@ -140,6 +149,8 @@ def ensure(
         "pretrained": ensure_pretrained,
         "tasks": ensure_tasks,
         "sft": ensure_sft,
+        "lora": ensure_lora,
+        "qlora": lambda preset, progress: ensure_lora(preset, True, progress=progress),
         "reward": ensure_reward,
         "dpo": ensure_dpo,
         "grpo": ensure_grpo,
@@ -149,7 +160,7 @@ def ensure(
     }
     if stage not in builders:
         raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
-    if stage in TRAINED:
+    if stage in TRAINED or stage in ADAPTED:
         return builders[stage](preset, progress=progress)
     return builders[stage](preset)
 

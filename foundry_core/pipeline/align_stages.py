@@ -59,28 +59,32 @@ def ensure_tasks(preset: Preset) -> TaskSplits:
     )
 
 
+def chat_datasets(preset: Preset) -> tuple[ChatDataset, ChatDataset]:
+    """The instruction tasks as (train, held-out) chats in the preset's template, with
+    the loss on the answers: what SFT, with or without adapters, trains on."""
+    settings = preset.align
+    tokenizer, tasks = ensure_tokenizer(preset), ensure_tasks(preset)
+    return tuple(
+        ChatDataset(
+            tokenizer,
+            [example_chat(e) for e in examples],
+            preset.model.max_seq_len,
+            settings.template,
+        )
+        for examples in (tasks.train, tasks.test)
+    )
+
+
 def ensure_sft(
     preset: Preset, callbacks: tuple = (), progress: bool = False
 ) -> TrainedStage:
     """The pretrained model fine-tuned on the instruction tasks (chapter 6), and its
     history."""
-    settings = preset.align
-    folder = stage_dir("sft", preset)
-    if not folder.exists():
-        tokenizer, tasks = ensure_tokenizer(preset), ensure_tasks(preset)
+    if not stage_dir("sft", preset).exists():
         model, _ = ensure_pretrained(preset)
-        max_len = preset.model.max_seq_len
-        train = ChatDataset(
-            tokenizer,
-            [example_chat(e) for e in tasks.train],
-            max_len,
-            settings.template,
-        )
-        val = ChatDataset(
-            tokenizer, [example_chat(e) for e in tasks.test], max_len, settings.template
-        )
+        train, val = chat_datasets(preset)
         _train_stage(
-            "sft", preset, model, settings.sft, train, val, callbacks, progress
+            "sft", preset, model, preset.align.sft, train, val, callbacks, progress
         )
     return _load_stage("sft", preset)
 

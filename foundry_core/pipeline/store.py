@@ -80,6 +80,8 @@ RL_FIELDS = ("group_size", "rl_epochs", "rl_minibatches", "clip", "rl_temperatur
 # them shares.
 _ALIGN_FIELDS = {
     "sft": ("sft",),
+    "lora": ("lora", "lora_rank", "lora_alpha"),
+    "qlora": ("lora", "lora_rank", "lora_alpha"),
     "reward": ("sft", "reward"),
     "dpo-data": ("sft", "on_policy_prompts", "samples", "offline_pairs"),
     "dpo": (
@@ -136,6 +138,8 @@ def stage_dir(stage: str, preset: Preset) -> Path:
             name += f"-beta{preset.align.beta:g}"
         if stage == "ppo":
             name += f"-kl{preset.align.ppo_kl:g}"
+        if stage == "qlora":  # the int4 base depends on the group sizes on offer
+            name += "-g" + "-".join(map(str, preset.quantize.group_sizes))
     else:
         raise ValueError(
             f"stage '{stage}' has no folder: "

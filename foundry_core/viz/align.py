@@ -1,5 +1,5 @@
-"""Figures for the post-training chapters (6-8): loss masks, accuracies, margins and the
-beta sweep."""
+"""Figures for the post-training chapters (6-8): loss masks, accuracies, LoRA's
+matrices and ranks, margins and the beta sweep."""
 
 from __future__ import annotations
 
@@ -62,6 +62,65 @@ def plot_accuracy(
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of correct answers")
     return _finish(fig, ax, title)
+
+
+def draw_lora(d_in: int, d_out: int, rank: int, title: str = "LoRA: W x + B A x"):
+    """The frozen weight W beside the two trainable factors B (d_out x rank) and
+    A (rank x d_in), drawn to scale: the rank is the narrow bottleneck."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    gap = 0.25 * d_in
+    b_x, a_x = d_in + gap, d_in + 2 * gap + rank
+    boxes = [  # (x, y, width, height, colour)
+        (0, 0, d_in, d_out, "#cccccc"),
+        (b_x, 0, rank, d_out, "#f4a261"),
+        (a_x, d_out - rank, d_in, rank, "#2a9d8f"),
+    ]
+    for x, y, w, h, colour in boxes:
+        ax.add_patch(Rectangle((x, y), w, h, color=colour, ec="black"))
+    labels = [  # (x, y, text): B's to its right, A's under it
+        (d_in / 2, d_out / 2, f"W (frozen)\n{d_out} x {d_in}"),
+        (b_x + rank + 0.05 * d_in, d_out / 2, f"B\n{d_out} x {rank}"),
+        (a_x + d_in / 2, d_out - rank - 0.08 * d_out, f"A\n{rank} x {d_in}"),
+    ]
+    for x, y, text in labels:
+        ax.text(x, y, text, ha="left" if text[0] == "B" else "center",
+                va="center", fontsize=8)  # fmt: skip
+    ax.text(d_in + gap / 2, d_out / 2, "+", ha="center", va="center", fontsize=16)
+    trained, frozen = rank * (d_in + d_out), d_in * d_out
+    ax.set_title(
+        f"{title}\n{trained:,} trained numbers instead of {frozen:,} "
+        f"({trained / frozen:.1%})",
+        fontsize=10,
+    )
+    ax.set_xlim(-0.05 * d_in, a_x + 1.05 * d_in)
+    ax.set_ylim(-0.15 * d_out, 1.05 * d_out)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lora_ranks(
+    ranks: Sequence[int],
+    series: Mapping[str, Sequence[float]],
+    full: Mapping[str, float],
+    title: str = "what LoRA trains and keeps, by rank",
+):
+    """One line per quantity against the rank (log-log), each with its full
+    fine-tuning value as a dashed line of the same colour."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for label, values in series.items():
+        (line,) = ax.plot(ranks, values, "o-", label=f"LoRA: {label}")
+        ax.axhline(full[label], ls="--", color=line.get_color(), label=f"full: {label}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("rank r")
+    return _finish(fig, ax, title, legend_size=7)
 
 
 def plot_margins(
