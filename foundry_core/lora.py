@@ -3,16 +3,16 @@
 A projection's weight W (out x in) stays as it is; the layer adds (alpha / r) * B A x,
 with A (r x in) and B (out x r). Only A and B train: r * (in + out) numbers instead of
 out * in, and the optimizer keeps its two moments for those alone. B starts at zero, so
-an adapted model starts exactly equal to its base (Hu et al. 2021). The base may be a
+an adapted model starts exactly equal to its base (Hu et al. 2022). The base may be a
 float nn.Linear or chapter 11's int4 QuantLinear: then the integers never change and
 only the float adapters learn (QLoRA, Dettmers et al. 2023).
 
-A chat template's own tokens (<|im_start|>, <|im_end|>) never occur in pretraining text,
-so their vectors are still what initialisation and the softmax's push-down left, and
-low-rank updates of the projections cannot teach a model to read or to write them. So
-`apply_lora(..., tokens=ids)` also trains those few rows of the embedding (and of the
-LM head, the same matrix when tied), as PEFT's "trainable tokens" do; chapter 6
-measures what that buys.
+The token matrix (the embedding, and the LM head when tied) can have adapters too:
+`embedding_rank` gives it a low-rank update, and `tokens` trains whole rows for a chat
+template's own tokens (<|im_start|>, <|im_end|>). Those never occur in pretraining text,
+so their vectors are still what initialisation and the softmax's push-down left, and no
+low-rank update of the projections teaches a model to read or write them (PEFT calls
+such rows "trainable tokens"). Chapter 6 shows the base model's view of them.
 """
 
 from __future__ import annotations
@@ -246,10 +246,16 @@ def token_adapters(model: nn.Module) -> dict[str, TokenAdapter]:
 
 
 def trainable_share(model: nn.Module) -> float:
-    """The share of the model's parameters that train."""
+    """The share of the model's weights that train; an int layer's weights count
+    too, though they are buffers, not parameters."""
     params = list(model.parameters())
     trained = sum(p.numel() for p in params if p.requires_grad)
-    return trained / sum(p.numel() for p in params)
+    ints = sum(
+        m.in_features * m.out_features
+        for m in model.modules()
+        if isinstance(m, QuantLinear)
+    )
+    return trained / (sum(p.numel() for p in params) + ints)
 
 
 @torch.no_grad()

@@ -135,6 +135,24 @@ def test_trained_token_rows_start_equal_learn_alone_merge_and_round_trip(tmp_pat
         apply_lora(model(), tokens=(64,))
 
 
+def test_a_low_rank_update_of_the_token_matrix_starts_at_zero_and_merges(tmp_path):
+    before = logits(model())
+    net = apply_lora(
+        model(), rank=2, targets=("q_proj",), tokens=(4,), embedding_rank=3
+    )
+    assert torch.equal(logits(net), before)
+    with torch.no_grad():
+        net.embed_tokens.lora_A.normal_(0, 0.1)  # the update acts on every token
+    moved = (net.embed_tokens.weight - model().embed_tokens.weight).abs().sum(dim=1)
+    assert (moved > 0).tolist() == [i != 4 for i in range(64)]  # row 4 trains whole
+    trained = logits(net)
+    path = save_adapter(net, tmp_path / "adapter.safetensors")
+    plain = merge_lora(load_adapter(model(), path))
+    assert (logits(plain) - trained).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="rank must be an integer from 1 to 32"):
+        apply_lora(model(), embedding_rank=33)
+
+
 def test_qlora_trains_the_adapters_of_an_int4_model_and_leaves_its_integers():
     from foundry_core.train import Trainer
 

@@ -12,6 +12,7 @@ lists them all.
 
 # importing the exercise modules registers their exercises
 from . import (  # noqa: F401
+    adapters,
     alignment,
     basics,
     chat,

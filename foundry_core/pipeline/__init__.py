@@ -29,7 +29,7 @@ from .deploy_stages import (
     ensure_quantized,
     int4_group_size,
 )
-from .lora_stages import ensure_lora, lora_base, template_tokens
+from .lora_stages import ensure_lora, lora_base, template_tokens, with_adapters
 from .pretrain import (
     PRETRAIN_CHECKPOINTS,
     ensure_draft,
@@ -96,6 +96,7 @@ __all__ = [
     "stage_summary",
     "lora_base",
     "template_tokens",
+    "with_adapters",
     "tokenizer_key",
     "tokens_key",
 ]

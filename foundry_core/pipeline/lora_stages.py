@@ -46,27 +46,35 @@ def lora_base(preset: Preset, int4: bool = False) -> torch.nn.Module:
     return model
 
 
+def with_adapters(model: torch.nn.Module, preset: Preset) -> torch.nn.Module:
+    """`model` with the recipe's adapters, in place: rank `align.lora_rank` on every
+    projection of every block and on the token matrix (embedding and head), and the
+    chat template's token rows."""
+    settings = preset.align
+    return apply_lora(
+        model,
+        settings.lora_rank,
+        settings.lora_alpha,
+        targets=PROJECTIONS,
+        tokens=template_tokens(ensure_tokenizer(preset), settings.template),
+        embedding_rank=settings.lora_rank,
+    )
+
+
 def ensure_lora(
     preset: Preset, int4: bool = False, callbacks: tuple = (), progress: bool = False
 ) -> TrainedStage:
-    """The pretrained model fine-tuned on the instruction tasks through rank
-    `align.lora_rank` adapters on every projection (and the template's token rows),
-    with the `align.lora` run; `int4=True` for QLoRA. Trained once, then loaded."""
+    """The pretrained model fine-tuned on the instruction tasks through the recipe's
+    adapters (`with_adapters`) with the `align.lora` run; `int4=True` for QLoRA.
+    Trained once, then loaded."""
     stage = "qlora" if int4 else "lora"
     settings = preset.align
     folder = stage_dir(stage, preset)
 
     def build(tmp: Path) -> None:
-        tokenizer = ensure_tokenizer(preset)
-        model = apply_lora(
-            lora_base(preset, int4),
-            settings.lora_rank,
-            settings.lora_alpha,
-            targets=PROJECTIONS,
-            tokens=template_tokens(tokenizer, settings.template),
-        )
+        torch.manual_seed(settings.lora.seed)  # the adapters' start and the run
+        model = with_adapters(lora_base(preset, int4), preset)
         train, val = chat_datasets(preset)
-        torch.manual_seed(settings.lora.seed)
         trainer = Trainer(
             model, settings.lora, train, val, callbacks=callbacks, progress=progress
         )
