@@ -1,9 +1,9 @@
 """SFT through LoRA adapters (chapter 6): the same tasks, data and template as full
 SFT, on the pretrained model's float weights (LoRA) or on its int4 weights (QLoRA).
 
-The folder keeps the adapters alone (a few hundred KB) and the run's history; loading
-rebuilds the base and puts the adapters back on it, so the base's fingerprint is
-checked every time.
+The folder keeps the adapters alone (1 MB at the cpu preset, whose weights are 22 MB)
+and the run's history; loading rebuilds the base and puts the adapters back on it, so
+the base's fingerprint is checked every time.
 """
 
 from __future__ import annotations
