@@ -83,18 +83,28 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def _cpu_flags() -> str:
+    """The CPU's feature flags as Linux lists them ("" elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def _cpu_has_fast_bf16() -> bool:
     """bf16 on a CPU is only worth it with native bf16 instructions (AVX512-BF16 or
     AMX).
 
     Without them PyTorch emulates bf16 matmuls, which can be 100x slower than fp32.
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has Intel's AMX matrix units (Sapphire Rapids and later)."""
+    return "amx_tile" in _cpu_flags()
 
 
 def _cpu_cores() -> int:

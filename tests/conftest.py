@@ -119,3 +119,7 @@ def book_html(tmp_path_factory) -> Path:
     if existing:
         return Path(existing).resolve()
     return build_book(tmp_path_factory.mktemp("book"))
+
+
+# a tokenizer and a tiny chat model for the export tests (tests/chat_fixtures.py)
+from chat_fixtures import chat_model, chat_tokenizer  # noqa: E402, F401

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from foundry_core import ModelConfig
-from foundry_core.align import CHATML, render
-from foundry_core.export import (
-    CHATML_JINJA,
+from foundry_core.gguf_export import (
     from_gguf_rope_order,
     gguf_name,
+    gguf_tensor_type,
     save_gguf,
     to_gguf_rope_order,
 )
@@ -224,22 +223,6 @@ def test_transformers_reads_the_file_back_to_our_logits(tmp_path, tokenizer):
         assert (theirs.eval()(ids).logits - model(ids)[0]).abs().max() <= 1e-4
 
 
-def test_the_stored_chat_template_renders_our_chatml():
-    jinja2 = pytest.importorskip("jinja2")
-    chat = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Who's there?"},
-        {"role": "assistant", "content": "Bernardo"},
-        {"role": "user", "content": "And the king?"},
-    ]
-    text = jinja2.Template(CHATML_JINJA).render(
-        messages=chat, add_generation_prompt=True
-    )
-    assert text == render(chat, CHATML, add_generation_prompt=True).replace(
-        "<eot>", "<|im_end|>"
-    )
-
-
 @pytest.mark.parametrize("quantization,bits", [("Q8_0", 8), ("Q4_0", 4)])
 def test_quantized_gguf_is_smaller_and_reads_back_close(
     tmp_path, tokenizer, quantization, bits
@@ -253,6 +236,8 @@ def test_quantized_gguf_is_smaller_and_reads_back_close(
     kind = gguf.GGMLQuantizationType[quantization]
     tensors = {t.name: t for t in reader.tensors}
     assert tensors["blk.0.ffn_up.weight"].tensor_type == kind
+    # the tied token matrix makes the logits: llama-quantize keeps it at 8 bits
+    assert tensors["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
     assert (
         tensors["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
     )
@@ -269,10 +254,15 @@ def test_quantized_gguf_is_smaller_and_reads_back_close(
     assert (
         error <= step[..., None] * (0.57 if bits == 8 else 1.0) + 1e-6
     ).all() and error.max() > 0
-    matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2)
-    # bytes saved per weight
-    saved = (full.stat().st_size - small.stat().st_size) / matrices
-    assert abs(saved - (4 - (bits + 16 / 32) / 8)) < 0.05, saved
+    blocks = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.dim() == 2 and "embed" not in n
+    )
+    embedding = model.embed_tokens.weight.numel()
+    # bytes saved per weight: the blocks at `bits`, the token matrix at 8
+    saved = (full.stat().st_size - small.stat().st_size) - embedding * (4 - 8.5 / 8)
+    assert abs(saved / blocks - (4 - (bits + 16 / 32) / 8)) < 0.05, saved / blocks
     with pytest.raises(ValueError, match="not offered"):
         save_gguf(model, tokenizer, tmp_path / "x.gguf", quantization="Q2_K")
     with pytest.raises(ValueError, match="ffn_down.weight \\(rows of 48\\)"):
@@ -285,3 +275,14 @@ def test_quantized_gguf_is_smaller_and_reads_back_close(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["f32.gguf", f"{quantization}.gguf"]
     )
+
+
+def test_q4_0_keeps_the_logits_matrix_at_8_bits():
+    names = {"token_embd.weight", "output.weight", "blk.0.ffn_up.weight"}
+    assert gguf_tensor_type("output.weight", names, "Q4_0") == "Q8_0"
+    assert gguf_tensor_type("token_embd.weight", names, "Q4_0") == "Q4_0"
+    tied = names - {"output.weight"}  # the embedding makes the logits too
+    assert gguf_tensor_type("token_embd.weight", tied, "Q4_0") == "Q8_0"
+    assert gguf_tensor_type("token_embd.weight", tied, "Q8_0") == "Q8_0"
+    assert gguf_tensor_type("blk.0.ffn_up.weight", tied, "Q4_0") == "Q4_0"
+    assert gguf_tensor_type("blk.0.ffn_up.weight", tied, None) is None

@@ -45,7 +45,19 @@ def test_the_whole_pipeline_from_an_empty_artifacts_folder(tmp_path):
     # the exports are a cached stage like any other
     gguf = Path(metrics["export"]["gguf file"])
     assert gguf.parent.name.startswith("export-") and gguf.stat().st_size > 0
-    assert (gguf.parent / "hf" / "tokenizer.model").is_file()
+    hf = gguf.parent / "hf"
+    assert all(
+        (hf / name).is_file()
+        for name in (
+            "tokenizer.model",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        )
+    )
+    assert "preset | `ci`" in (hf / "README.md").read_text()  # the model card
+    config = json.loads((hf / "config.json").read_text())
+    assert config["max_position_embeddings"] == 128  # SFT's chats, not pretraining's 64
     # a second run reuses every stage (nothing is trained again) and reports the same
     # numbers
     again = subprocess.run(

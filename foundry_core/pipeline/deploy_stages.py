@@ -10,7 +10,9 @@ from typing import NamedTuple
 
 from torch import nn
 
-from ..export import save_gguf, save_hf
+from ..export import save_hf
+from ..gguf_export import save_gguf
+from ..hf_files import model_card
 from ..presets import Preset
 from ..quantize import (
     fitting_group_sizes,
@@ -18,8 +20,9 @@ from ..quantize import (
     quantize_model,
     save_quantized,
 )
-from .align_stages import ensure_dpo
+from .align_stages import ensure_dpo, ensure_sft
 from .data_stages import ensure_tokenizer
+from .pretrain import ensure_pretrained
 from .store import _build_once, stage_dir
 
 
@@ -35,7 +38,8 @@ class QuantizedModels(NamedTuple):
 
 
 class ExportFiles(NamedTuple):
-    """The DPO model as a Hugging Face folder (with tokenizer.model) and a GGUF file."""
+    """The DPO model as a Hugging Face folder (weights, tokenizer, chat template, model
+    card) and a GGUF file."""
 
     hf: Path
     gguf: Path
@@ -76,16 +80,59 @@ def ensure_quantized(preset: Preset) -> QuantizedModels:
     )
 
 
+def trained_context(preset: Preset) -> int:
+    """The longest sequence the aligned model was trained on (pretraining, SFT or
+    DPO): the context length other tools should assume."""
+    runs = (preset.train, preset.align.sft, preset.align.dpo)
+    return min(preset.model.max_seq_len, max(run.seq_len for run in runs))
+
+
+def export_card(preset: Preset) -> str:
+    """The exported model's README.md: the recipe and the numbers its runs logged."""
+    pretrained = ensure_pretrained(preset).history[-1]
+    sft, dpo = ensure_sft(preset).history[-1], ensure_dpo(preset).history[-1]
+    model = preset.model
+    facts = {
+        "preset": f"`{preset.name}` ({preset.hardware})",
+        "parameters": f"{model.num_params() / 1e6:.2f}M: {model.n_layers} layers, "
+        f"width {model.d_model}, {model.n_heads} query / {model.n_kv_heads} kv heads",
+        "vocabulary": f"{model.vocab_size} (SentencePiece BPE, byte fallback)",
+        "trained context": f"{trained_context(preset)} tokens",
+        "pretraining": f"{preset.data.corpus} corpus, {pretrained['step']} steps, "
+        f"validation loss {pretrained['val_loss']:.3f}",
+        "SFT": f"{sft['step']} steps, held-out loss {sft['val_loss']:.3f}",
+        "DPO": f"{dpo['step']} steps, held-out preference accuracy "
+        f"{dpo['val_accuracy']:.3f}",
+    }
+    description = (
+        "A small Llama-style model trained from scratch by a reader of LLM Foundry: "
+        "pretrained, fine-tuned on instruction tasks (SFT), then aligned with DPO. "
+        "It is a teaching model, not an assistant."
+    )
+    return model_card(
+        f"foundry-{preset.name}", description, facts, preset.align.template
+    )
+
+
 def ensure_export(preset: Preset) -> ExportFiles:
-    """The DPO model written for transformers (config, weights, tokenizer.model) and
-    for llama.cpp (one GGUF file, float32)."""
+    """The DPO model written for transformers (weights, tokenizer, chat template, stop
+    tokens, model card) and for llama.cpp (one GGUF file, float32)."""
     folder = stage_dir("export", preset)
 
     def build(tmp: Path) -> None:
         model, tokenizer = ensure_dpo(preset).model, ensure_tokenizer(preset)
-        hf = save_hf(model, tmp / "hf")
-        tokenizer.save(hf / "tokenizer.model")
-        save_gguf(model, tokenizer, tmp / "model.gguf")
+        context, template = trained_context(preset), preset.align.template
+        save_hf(
+            model,
+            tmp / "hf",
+            tokenizer=tokenizer,
+            template=template,
+            context=context,
+            card=export_card(preset),
+        )
+        save_gguf(
+            model, tokenizer, tmp / "model.gguf", context=context, template=template
+        )
 
     _build_once(folder, build)
     return ExportFiles(folder / "hf", folder / "model.gguf")

@@ -115,7 +115,7 @@ def export_key(preset: Preset) -> dict:
 
 
 # Bump when a change to the quantization or export code changes the files they write.
-DEPLOY_VERSION = 1
+DEPLOY_VERSION = 2  # 2: the export folder holds the tokenizer files (issue 22)
 
 
 def stage_dir(stage: str, preset: Preset) -> Path:
