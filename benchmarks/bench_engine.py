@@ -113,6 +113,7 @@ def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
                     min_new_tokens=new,
                     do_sample=False,
                     pad_token_id=0,
+                    use_cache=True,  # hf_twin turns it off, for training
                     **extra,
                 )[0, len(p) :].tolist()
                 for p in prompts
