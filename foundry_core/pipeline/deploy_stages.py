@@ -13,6 +13,7 @@ from torch import nn
 from ..export import save_hf
 from ..gguf_export import save_gguf
 from ..hf_files import model_card
+from ..history import read_history
 from ..presets import Preset
 from ..quantize import (
     fitting_group_sizes,
@@ -20,10 +21,9 @@ from ..quantize import (
     quantize_model,
     save_quantized,
 )
-from .align_stages import ensure_dpo, ensure_sft
+from .align_stages import ensure_dpo
 from .data_stages import ensure_tokenizer
-from .pretrain import ensure_pretrained
-from .store import _build_once, stage_dir
+from .store import _build_once, pretrained_dir, stage_dir
 
 
 class QuantizedModels(NamedTuple):
@@ -88,9 +88,16 @@ def trained_context(preset: Preset) -> int:
 
 
 def export_card(preset: Preset) -> str:
-    """The exported model's README.md: the recipe and the numbers its runs logged."""
-    pretrained = ensure_pretrained(preset).history[-1]
-    sft, dpo = ensure_sft(preset).history[-1], ensure_dpo(preset).history[-1]
+    """The exported model's README.md: the recipe and the numbers its runs logged (read
+    from the runs' histories: no model is loaded for it). The stages must be built."""
+    pretrained, sft, dpo = (
+        read_history(folder)[-1]
+        for folder in (
+            pretrained_dir(preset),
+            stage_dir("sft", preset),
+            stage_dir("dpo", preset),
+        )
+    )
     model = preset.model
     facts = {
         "preset": f"`{preset.name}` ({preset.hardware})",
