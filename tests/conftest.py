@@ -1,7 +1,7 @@
 """The built book, shared by the tests of the site (tests/test_book.py, test_site.py).
 
 One build per test run, because executing every chapter is the expensive part. The book
-is built as the release is: every chapter executed with `force`, so the pages carry
+is built as the release is: every chapter executed afresh, so the pages carry
 their figures, tables and widget state, and each page's "Download .ipynb" carries the
 outputs. It uses the tiny `ci` preset that FOUNDRY_FAST=1 selects (set in the root
 conftest.py), treats warnings as errors, and has no network, so what the tests see is
@@ -57,7 +57,6 @@ def build_config(out: Path) -> Path:
     file it is given.
     """
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "force"
     extensions = config.get("sphinx", {}).get("local_extensions") or {}
     config["sphinx"]["local_extensions"] = {
         name: str(ROOT / path) for name, path in extensions.items()

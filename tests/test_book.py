@@ -21,9 +21,14 @@ def toc_files() -> list[str]:
     return files
 
 
+EDITIONS = ("", "zh_CN/")  # English at the root, Chinese in zh_CN/
+
+
 def test_every_toc_entry_has_a_page(book_html):
-    for name in toc_files():
-        assert (book_html / f"{name}.html").exists(), f"no page for {name}"
+    for edition in EDITIONS:
+        for name in toc_files():
+            page = book_html / f"{edition}{name}.html"
+            assert page.exists(), f"no page for {edition}{name}"
 
 
 def test_index_leads_to_every_chapter(book_html):
@@ -45,9 +50,11 @@ def test_launch_buttons_open_the_ipynb(book_html):
     for name in toc_files():
         if not name.startswith("notebooks/"):
             continue
-        page = (book_html / f"{name}.html").read_text()
-        assert f"colab.research.google.com/github/{slug}/blob/main/{name}.ipynb" in page
-        assert f"mybinder.org/v2/gh/{slug}/main?urlpath=lab/tree/{name}.ipynb" in page
+        for edition in EDITIONS:  # the Chinese pages open the same notebooks
+            page = (book_html / f"{edition}{name}.html").read_text()
+            colab = f"colab.research.google.com/github/{slug}/blob/main/{name}.ipynb"
+            binder = f"mybinder.org/v2/gh/{slug}/main?urlpath=lab/tree/{name}.ipynb"
+            assert colab in page and binder in page, f"{edition}{name}"
 
 
 def _download_links(page: str) -> dict[str, str]:

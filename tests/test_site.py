@@ -65,6 +65,8 @@ def toc_files() -> list[str]:
 
 
 PAGES = toc_files() + SPECIAL_PAGES
+# English at the root, the Chinese edition in zh_CN/ (book/_ext/translations.py)
+EDITIONS = {"en": "", "zh_CN": "zh_CN/"}
 
 
 def find_chromium() -> str | None:
@@ -194,6 +196,10 @@ _INSPECT = """() => {
     typeset: document.querySelectorAll('mjx-container').length,
     rawDollars: prose.textContent.includes('$$'),
     colab: colab ? colab.href : null,
+    // the link to the same page in the other edition (book/_ext/translations.py)
+    languageSwitch: document.querySelector('.language-switch a')?.href ?? null,
+    // Han characters in the prose: the Chinese edition must show Chinese
+    han: (prose.textContent.match(/[\\u4e00-\\u9fff]/g) || []).length,
     renderedViews: widgets.filter(e => e.querySelector('.jupyter-widgets')).length,
     readouts: [...document.querySelectorAll('.widget-readout')]
                 .map(e => squash(e.value ?? e.textContent)),
@@ -368,13 +374,16 @@ def _site_is_vendored(book_html: Path) -> bool:
 
 
 def test_every_page_is_checked(book_html):
-    """PAGES lists every page the build made, so none goes unchecked in the browser."""
-    built = {
-        p.relative_to(book_html).with_suffix("").as_posix()
-        for p in book_html.rglob("*.html")
-        if not p.relative_to(book_html).parts[0].startswith("_")
-    }
-    assert built == set(PAGES)
+    """PAGES lists every page the build made in each edition: none goes unchecked."""
+    for edition, folder in EDITIONS.items():
+        root = book_html / folder
+        built = {
+            p.relative_to(root).with_suffix("").as_posix()
+            for p in root.rglob("*.html")
+            if not p.relative_to(root).parts[0].startswith("_")
+            and p.relative_to(root).parts[0] not in EDITIONS
+        }
+        assert built == set(PAGES), edition
 
 
 def _redirect_target(html: str) -> str | None:
@@ -437,24 +446,42 @@ def widget_problems(expected: WidgetExpectations, dom: dict) -> list[str]:
     return problems
 
 
+def language_problems(edition: str, shown: str, site: str, dom: dict) -> list[str]:
+    """The switch must lead to the same page in the other edition; Chinese must show.
+
+    Sphinx's own index and search pages have neither."""
+    if shown in SPECIAL_PAGES:
+        return []
+    other = "en" if edition == "zh_CN" else "zh_CN"
+    problems = []
+    if dom["languageSwitch"] != site + EDITIONS[other] + f"{shown}.html":
+        problems.append(f"the language switch leads to {dom['languageSwitch']}")
+    if edition == "zh_CN" and dom["han"] < 20:
+        problems.append(f"only {dom['han']} Chinese characters in the prose")
+    return problems
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
 @pytest.mark.parametrize("name", PAGES)
-def test_page_in_the_browser(name, book_html, site, browser):
+def test_page_in_the_browser(name, edition, book_html, site, browser):
+    root, url = book_html / EDITIONS[edition], site + EDITIONS[edition]
     # the page the checks apply to: a redirect's target, else the page itself
-    shown = _redirect_target((book_html / f"{name}.html").read_text()) or name
-    html = (book_html / f"{shown}.html").read_text()
+    shown = _redirect_target((root / f"{name}.html").read_text()) or name
+    html = (root / f"{shown}.html").read_text()
     widgets = widget_expectations(html)
-    vendored = _site_is_vendored(book_html)
+    vendored = _site_is_vendored(root)
     result = visit(
         browser,
-        site + f"{name}.html",
+        url + f"{name}.html",
         site,
         widgets,
-        book_html / "_screenshots" / f"{name}.png",
-        redirect=site + f"{shown}.html" if shown != name else None,
+        book_html / "_screenshots" / EDITIONS[edition] / f"{name}.png",
+        redirect=url + f"{shown}.html" if shown != name else None,
     )
     dom = result.dom
 
     problems = loading_problems(result, vendored)
+    problems += language_problems(edition, shown, site, dom)
     if shown.startswith("notebooks/") and not (dom["colab"] or "").endswith(
         f"/{shown}.ipynb"
     ):
