@@ -115,7 +115,7 @@ def read_catalogue(page: str) -> Catalog | None:
 def write_catalogue(page: str, catalogue: Catalog) -> None:
     path = CATALOGUES / f"{page}.po"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for message in catalogue:  # babel takes "15% of" for a format string; Sphinx does not
+    for message in catalogue:  # babel reads "15% of" as a format; Sphinx does not
         message.flags.discard("python-format")
     with path.open("wb") as handle:
         write_po(handle, catalogue, width=0, omit_header=False, sort_output=False)
@@ -127,7 +127,10 @@ def update(pot_dir: Path) -> None:
         catalogue = read_catalogue(page)
         if catalogue is None:
             catalogue = Catalog(locale=LANGUAGE, project="LLM Foundry")
+            catalogue.creation_date = template.creation_date
+        created = catalogue.creation_date  # kept, so that an update changes only messages
         catalogue.update(template, update_header_comment=False)
+        catalogue.creation_date = created
         catalogue.obsolete.clear()  # git remembers removed messages
         write_catalogue(page, catalogue)
 
