@@ -89,7 +89,7 @@ def test_book_build_fails_a_hanging_cell_in_time(tmp_path):
     )
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: stuck\n")
     (tmp_path / "_config.yml").write_text(
-        "title: t\nexecute:\n  execute_notebooks: force\n  timeout: -1\n"
+        "title: t\nexecute:\n  execute_notebooks: cache\n  timeout: -1\n"
         "sphinx:\n  local_extensions:\n"
         f"    cell_timeout: {ROOT / 'book' / '_ext'}\n"
         "  config:\n    nb_execution_raise_on_error: true\n"

@@ -113,6 +113,8 @@ def build_chinese(app: Sphinx, exception: Exception | None) -> None:
     if app.config.nb_execution_mode != "cache":
         logger.warning("[translations] no execution cache: no Chinese edition")
         return
+    if not Path(app.srcdir, app.config.external_toc_path).is_file():
+        return  # a single page (jupyter-book build page.md): no book to translate
     work = Path(app.outdir).parent / f"{CHINESE}_build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
