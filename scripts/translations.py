@@ -115,8 +115,9 @@ def read_catalogue(page: str) -> Catalog | None:
 def write_catalogue(page: str, catalogue: Catalog) -> None:
     path = CATALOGUES / f"{page}.po"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for message in catalogue:  # babel reads "15% of" as a format; Sphinx does not
-        message.flags.discard("python-format")
+    for message in catalogue:  # babel reads "15% of" or "{doc}" as formats; Sphinx not
+        message.flags -= {"python-format", "python-brace-format"}
+    catalogue.fuzzy = False  # the header: a fuzzy one would make msgfmt skip it
     with path.open("wb") as handle:
         write_po(handle, catalogue, width=0, omit_header=False, sort_output=False)
 
@@ -128,7 +129,7 @@ def update(pot_dir: Path) -> None:
         if catalogue is None:
             catalogue = Catalog(locale=LANGUAGE, project="LLM Foundry")
             catalogue.creation_date = template.creation_date
-        created = catalogue.creation_date  # kept, so that an update changes only messages
+        created = catalogue.creation_date  # kept: an update changes only messages
         catalogue.update(template, update_header_comment=False)
         catalogue.creation_date = created
         catalogue.obsolete.clear()  # git remembers removed messages
