@@ -12,8 +12,10 @@ what the code prints, stays as it is, so both editions show the outputs of one r
 `update` runs the gettext build (no notebook is executed; seconds) and merges the
 new messages into the catalogues: a message whose English changed keeps its old
 translation marked fuzzy, as a hint, and counts as untranslated until reviewed.
-`check` (part of `status`) makes sure each translation keeps the markup Sphinx
-must find again: roles and citations, inline code, math, link targets.
+`status` counts each page against freshly extracted English and makes sure every
+translation keeps the markup Sphinx must find again: roles and citations, inline
+code, math, link targets. `check [page ...]` does the same against the catalogues as
+they stand, without the gettext build (what a translator runs while working).
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ def check(pages: list[str]) -> int:
         p.relative_to(CATALOGUES).with_suffix("").as_posix()
         for p in CATALOGUES.rglob("*.po")
     ):
-        statuses.append(page_status(page, read_catalogue(page)))
+        statuses.append(page_status(page, read_catalogue(page) or Catalog()))
     return report(statuses)
 
 
