@@ -97,12 +97,25 @@ def extract(out: Path) -> Path:
     return out / "_build" / "gettext"
 
 
+def toc_template() -> Catalog:
+    """The sidebar's part captions from _toc.yml, which no page holds for gettext.
+
+    The Chinese build reads their translations from the catalogue `_toc`."""
+    catalogue = Catalog()
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    for part in toc.get("parts", []):
+        if part.get("caption"):
+            catalogue.add(part["caption"])
+    return catalogue
+
+
 def templates(pot_dir: Path) -> dict[str, Catalog]:
     """Page name (book/intro, notebooks/01_data, ...) -> its extracted messages."""
     found = {}
     for pot in sorted(pot_dir.rglob("*.pot")):
         with pot.open("rb") as handle:
             found[pot.relative_to(pot_dir).with_suffix("").as_posix()] = read_po(handle)
+    found["_toc"] = toc_template()
     return found
 
 

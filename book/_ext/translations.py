@@ -106,6 +106,23 @@ def chinese_config(app: Sphinx, out: Path) -> Path:
     return path
 
 
+def chinese_toc(app: Sphinx, out: Path) -> Path:
+    """The table of contents with its part captions translated (locales/.../_toc.po)."""
+    from babel.messages.pofile import read_po
+
+    toc = yaml.safe_load(Path(app.srcdir, app.config.external_toc_path).read_text())
+    path = Path(app.srcdir, "locales", CHINESE, "LC_MESSAGES", "_toc.po")
+    with path.open("rb") as handle:
+        catalogue = read_po(handle)
+    for part in toc.get("parts", []):
+        message = catalogue.get(part.get("caption", ""))
+        if message is not None and message.string and not message.fuzzy:
+            part["caption"] = message.string
+    out_path = out / "_toc.yml"
+    out_path.write_text(yaml.safe_dump(toc, allow_unicode=True, sort_keys=False))
+    return out_path
+
+
 def build_chinese(app: Sphinx, exception: Exception | None) -> None:
     """After a successful English html build, build the Chinese site into zh_CN/."""
     if exception or app.builder.name != "html" or is_chinese(app.config):
@@ -121,7 +138,7 @@ def build_chinese(app: Sphinx, exception: Exception | None) -> None:
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     config = chinese_config(app, work)
     cmd = [str(jupyter_book), "build", app.srcdir, "--config", str(config)]
-    cmd += ["--path-output", str(work), "--toc", str(app.config.external_toc_path)]
+    cmd += ["--path-output", str(work), "--toc", str(chinese_toc(app, work))]
     # under -W --keep-going Sphinx 7 sets keep_going and leaves warningiserror False
     if app.warningiserror or app.keep_going:
         cmd += ["-W", "--keep-going"]
