@@ -5,11 +5,13 @@ nbval compares the English chapters' outputs; here the chapters only have to run
 since every number they print changes with the corpus.
 """
 
+import warnings
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
 
 from foundry_core.presets import cell_timeout, get_preset
 
@@ -24,9 +26,7 @@ CHAPTERS = [
 ]
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_runs_on_the_chinese_track(chapter, monkeypatch):
-    monkeypatch.setenv("FOUNDRY_CORPUS", "zh")  # the kernel inherits the environment
+def run(chapter: str) -> nbformat.NotebookNode:
     notebook = nbformat.read(NOTEBOOKS / f"{chapter}.ipynb", as_version=4)
     NotebookClient(
         notebook,
@@ -34,6 +34,20 @@ def test_chapter_runs_on_the_chinese_track(chapter, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     ).execute()
+    return notebook
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_runs_on_the_chinese_track(chapter, monkeypatch):
+    monkeypatch.setenv("FOUNDRY_CORPUS", "zh")  # the kernel inherits the environment
+    try:
+        notebook = run(chapter)
+    except DeadKernelError:
+        # the rare lost kernel message that foundry_core.watchdog turns from a hang
+        # into a dead kernel (seen in chapter 5's widget cell, here and in the book
+        # build, which retries it too): a transport failure, so the chapter runs again
+        warnings.warn(f"{chapter}: the kernel died (a lost message?); running again")
+        notebook = run(chapter)
     printed = "".join(
         output.get("text", "")
         for cell in notebook.cells
