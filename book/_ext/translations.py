@@ -161,7 +161,20 @@ def build_chinese(app: Sphinx, exception: Exception | None) -> None:
     target = Path(app.outdir, CHINESE)
     shutil.rmtree(target, ignore_errors=True)
     shutil.move(str(work / "_build" / "html"), target)
+    offer_the_executed_notebooks(Path(app.outdir), target)
     logger.info(f"[translations] the Chinese edition is in {target}")
+
+
+def offer_the_executed_notebooks(english: Path, chinese: Path) -> None:
+    """The Chinese pages' "Download .ipynb" gets the run's outputs, as the English has.
+
+    myst-nb 1.4 writes the notebook it read, not the one it merged from the cache, so
+    the Chinese build's copies carry no outputs: the English build's replace them (the
+    same notebooks, which Colab opens from both editions)."""
+    for executed in (english / "_sources").rglob("*.ipynb"):
+        copy = chinese / "_sources" / executed.relative_to(english / "_sources")
+        if copy.exists():
+            shutil.copy2(executed, copy)
 
 
 def setup(app: Sphinx) -> dict:
