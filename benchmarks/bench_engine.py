@@ -25,6 +25,7 @@ from bench_model import hf_twin
 
 from foundry_core import detect, get_preset
 from foundry_core.data import read_tokens
+from foundry_core.distill import distill_draft
 from foundry_core.engine import Engine, speculative_generate
 from foundry_core.generate import generate
 from foundry_core.pipeline import ensure, ensure_draft, ensure_pretrained
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new", type=int, default=96)
+    parser.add_argument("--tables", default="batching,speculative")
     args = parser.parse_args()
     import transformers
 
@@ -172,9 +174,21 @@ def main() -> None:
         f"{max(len(p) for p, _ in requests)} tokens, answers "
         f"{min(n for _, n in requests)}-{max(n for _, n in requests)} tokens, greedy\n"
     )
-    with torch.no_grad():
-        batching_table(model, requests, args.repeats)
-        speculative_table(model, draft, requests, args.repeats, args.new)
+    if "batching" in args.tables:
+        with torch.no_grad():
+            batching_table(model, requests, args.repeats)
+    if "speculative" in args.tables:
+        started = time.perf_counter()
+        train_tokens = read_tokens(ensure("tokens", preset)[0])
+        distilled = distill_draft(model, draft, train_tokens, seed=preset.train.seed)
+        print(
+            f"\ndistilled draft: trained on the model's greedy continuations "
+            f"in {time.perf_counter() - started:.0f} s (foundry_core.distill)"
+        )
+        for name, candidate in (("draft", draft), ("distilled draft", distilled)):
+            print(f"\n### {name}")
+            with torch.no_grad():
+                speculative_table(model, candidate, requests, args.repeats, args.new)
 
 
 if __name__ == "__main__":
