@@ -3,6 +3,7 @@ speculative decoding against plain greedy decoding and transformers' assisted
 generation (the same draft model).
 
     python benchmarks/bench_engine.py [--preset ci] [--requests 32] [--repeats 3]
+                                      [--device cuda]
 
 The models are the preset's pretrained model and its draft (`ensure_draft`), built into
 the course's cache if missing. Requests: prompts of 8-32 tokens cut from the
@@ -21,7 +22,7 @@ import time
 import numpy as np
 import torch
 from bench_generate import timed
-from bench_model import hf_twin
+from bench_model import hf_twin, sync
 
 from foundry_core import detect, get_preset
 from foundry_core.data import read_tokens
@@ -43,11 +44,17 @@ def make_requests(preset, n: int, seed: int = 0) -> list[tuple[list[int], int]]:
     return requests
 
 
+def device_of(model) -> str:
+    return next(model.parameters()).device.type
+
+
 def engine_run(model, requests, slots: int) -> tuple[float, list[float], list]:
     engine = Engine(model, slots=slots)
     submitted = [engine.submit(p, n) for p, n in requests]
+    sync(device_of(model))
     start = time.perf_counter()
     engine.run()
+    sync(device_of(model))
     seconds = time.perf_counter() - start
     return (
         seconds,
@@ -57,6 +64,7 @@ def engine_run(model, requests, slots: int) -> tuple[float, list[float], list]:
 
 
 def static_run(model, requests, slots: int) -> tuple[float, list[float], list]:
+    sync(device_of(model))
     start, latency, outputs = time.perf_counter(), [], []
     for i in range(0, len(requests), slots):
         batch = requests[i : i + slots]
@@ -93,7 +101,9 @@ def batching_table(model, requests, repeats: int) -> None:
 
 
 def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
-    target_hf, draft_hf = hf_twin(model).eval(), hf_twin(draft).eval()
+    device = device_of(model)
+    target_hf = hf_twin(model).eval().to(device)
+    draft_hf = hf_twin(draft).eval().to(device)
     prompts = [p for p, _ in requests[:4]]
     new = min(new, model.config.max_seq_len - max(map(len, prompts)))
 
@@ -109,7 +119,7 @@ def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
         with torch.no_grad():
             return [
                 target_hf.generate(
-                    torch.tensor([p]),
+                    torch.tensor([p], device=device),
                     max_new_tokens=new,
                     min_new_tokens=new,
                     do_sample=False,
@@ -120,8 +130,8 @@ def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
                 for p in prompts
             ]
 
-    greedy, ours_plain = timed(plain, repeats)
-    _, hf_plain = timed(hf, repeats)
+    greedy, ours_plain = timed(plain, repeats, device)
+    _, hf_plain = timed(hf, repeats, device)
     print(
         f"\n{len(prompts)} prompts x {new} new tokens, greedy: "
         f"ours {ours_plain:.3f} s, "
@@ -136,8 +146,9 @@ def speculative_table(model, draft, requests, repeats: int, new: int) -> None:
                 speculative_generate(model, draft, p, new, lookahead) for p in prompts
             ],
             repeats,
+            device,
         )
-        assisted, hf_seconds = timed(lambda: hf(draft_hf, lookahead), repeats)
+        assisted, hf_seconds = timed(lambda: hf(draft_hf, lookahead), repeats, device)
         drafted = sum(s.drafted for _, s in results)
         accepted = sum(s.accepted for _, s in results)
         calls = sum(s.target_calls for _, s in results)
@@ -156,14 +167,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new", type=int, default=96)
     parser.add_argument("--tables", default="batching,speculative")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     import transformers
 
     preset = get_preset(args.preset)
-    model = ensure_pretrained(preset).model.eval()
-    draft = ensure_draft(preset).model.eval()
+    model = ensure_pretrained(preset).model.eval().to(args.device)
+    draft = ensure_draft(preset).model.eval().to(args.device)
     print(
-        f"{detect('cpu')} | {torch.get_num_threads()} threads | "
+        f"{detect(args.device)} | {torch.get_num_threads()} threads | "
         f"torch {torch.__version__} | transformers {transformers.__version__} | "
         f"preset {preset.name}: model {model.num_params():,} parameters, "
         f"draft {draft.num_params():,}"

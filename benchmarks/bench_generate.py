@@ -1,6 +1,7 @@
 """Speed of foundry_core.generate beside transformers' generate(), KV cache on and off.
 
     python benchmarks/bench_generate.py [--prompt 32] [--new 200] [--repeats 3]
+                                        [--device cuda]
 
 Both models have the same configuration and weights (the `small` config of
 bench_model.py); batch 1, greedy decoding, the same random prompt. Reports tokens/s
@@ -14,18 +15,20 @@ import statistics
 import time
 
 import torch
-from bench_model import CONFIGS, hf_twin
+from bench_model import CONFIGS, hf_twin, sync
 
 from foundry_core import detect
 from foundry_core.generate import generate
 from foundry_core.model import Transformer
 
 
-def timed(fn, repeats: int) -> tuple[list, float]:
+def timed(fn, repeats: int, device: str = "cpu") -> tuple[list, float]:
     result, times = None, []
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
         result = fn()
+        sync(device)
         times.append(time.perf_counter() - start)
     return result, statistics.median(times)
 
@@ -35,16 +38,18 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     import transformers
 
     config = CONFIGS["small"]
     torch.manual_seed(0)
     ours = Transformer(config).eval()
-    theirs = hf_twin(ours).eval()
-    prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
+    theirs = hf_twin(ours).eval().to(args.device)
+    ours = ours.to(args.device)
+    prompt = torch.randint(0, config.vocab_size, (1, args.prompt)).to(args.device)
     print(
-        f"{detect('cpu')} | {torch.get_num_threads()} threads | "
+        f"{detect(args.device)} | {torch.get_num_threads()} threads | "
         f"torch {torch.__version__} | transformers {transformers.__version__} | "
         f"prompt {args.prompt}, {args.new} new tokens, greedy"
     )
@@ -53,6 +58,7 @@ def main() -> None:
         ids, ours_s = timed(
             lambda: generate(ours, prompt, args.new, temperature=0, use_cache=cache)[0],
             args.repeats,
+            args.device,
         )
         with torch.no_grad():
             out, hf_s = timed(
@@ -65,6 +71,7 @@ def main() -> None:
                     pad_token_id=0,
                 )[0, args.prompt :].tolist(),
                 args.repeats,
+                args.device,
             )
         rows.append((cache, args.new / ours_s, args.new / hf_s, ids == out))
     print(

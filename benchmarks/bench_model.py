@@ -1,13 +1,17 @@
 """Training speed of foundry_core's Transformer beside Hugging Face's LlamaForCausalLM.
 
     python benchmarks/bench_model.py [--steps 20] [--configs small,16m] [--bf16]
+                                     [--device cuda] [--compile]
 
 Both models get the same configuration and the same initial weights, and train with
 AdamW on the same random batches. Their steps are interleaved one by one in this
 process, so that machine noise hits both alike; the table reports median step times,
 tokens/s, MFU and the median of the per-step speed ratios. MFU is measured against this
 machine's own dense matmul throughput (benchmarks/bench_matmul.py), since a CPU has no
-single published peak.
+single published peak. A config may also be a preset's name (`a100`): its model at its
+context length. `--compile` adds a bf16 row (fp32 where bf16 is missing) with both
+models under torch.compile, and its compile time: the first step's time beyond a
+measured step.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 
 import torch
 
-from foundry_core import ModelConfig, detect, measure_matmul_tflops
+from foundry_core import ModelConfig, detect, get_preset, measure_matmul_tflops
 from foundry_core.model import Transformer
 
 CONFIGS = {
@@ -74,11 +78,24 @@ def hf_twin(model: Transformer):
     return hf
 
 
-def make_step(model: torch.nn.Module, is_ours: bool, autocast: bool):
+def model_config(name: str) -> ModelConfig:
+    """One of CONFIGS, or the model of the preset called `name`."""
+    return CONFIGS[name] if name in CONFIGS else get_preset(name).model
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work: a GPU runs asynchronously."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_step(
+    model: torch.nn.Module, is_ours: bool, autocast: bool, device: str = "cpu"
+):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(idx: torch.Tensor, targets: torch.Tensor) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             loss = (
                 model(idx, targets)[1]
                 if is_ours
@@ -100,35 +117,41 @@ def bench(
     warmup: int,
     autocast: bool,
     peak_tflops: float,
+    device: str = "cpu",
+    compile: bool = False,
 ) -> dict[str, float]:
     torch.manual_seed(0)
     ours = Transformer(config).train()
     reference = hf_twin(ours).train()
-    run_ours, run_ref = (
-        make_step(ours, True, autocast),
-        make_step(reference, False, autocast),
-    )
+    models = {"ours": ours.to(device), "hf": reference.to(device)}
+    if compile:
+        models = {key: torch.compile(model) for key, model in models.items()}
+    runs = {
+        key: make_step(model, key == "ours", autocast, device)
+        for key, model in models.items()
+    }
     times: dict[str, list[float]] = {"ours": [], "hf": []}
+    first: dict[str, float] = {}
     for i in range(warmup + steps):
         idx = torch.randint(0, config.vocab_size, (batch, config.max_seq_len))
+        idx = idx.to(device)
         targets = torch.roll(idx, -1, dims=1)
-        order = (
-            [("ours", run_ours), ("hf", run_ref)]
-            if i % 2 == 0
-            else [("hf", run_ref), ("ours", run_ours)]
-        )
-        for key, run in order:
+        for key in ("ours", "hf") if i % 2 == 0 else ("hf", "ours"):
+            sync(device)
             start = time.perf_counter()
-            run(idx, targets)
+            runs[key](idx, targets)
+            sync(device)
+            seconds = time.perf_counter() - start
             if i >= warmup:
-                times[key].append(time.perf_counter() - start)
+                times[key].append(seconds)
+            first.setdefault(key, seconds)
     tokens = batch * config.max_seq_len
     flops = config.flops_per_token(config.max_seq_len) * tokens
     ratios = [h / o for o, h in zip(times["ours"], times["hf"])]
     row = {
         "config": name,
         "params (M)": config.num_params() / 1e6,
-        "dtype": "bf16" if autocast else "fp32",
+        "dtype": ("bf16" if autocast else "fp32") + (" compiled" if compile else ""),
     }
     for key in ("ours", "hf"):
         median = statistics.median(times[key])
@@ -136,6 +159,13 @@ def bench(
         row[f"{key} tok/s"] = tokens / median
         row[f"{key} MFU"] = flops / median / (peak_tflops * 1e12)
     row["speed ratio (median)"] = statistics.median(ratios)
+    row["compile s (ours, hf)"] = (
+        ", ".join(
+            f"{first[k] - statistics.median(times[k]):.1f}" for k in ("ours", "hf")
+        )
+        if compile
+        else ""
+    )
     return row
 
 
@@ -148,42 +178,62 @@ def main() -> None:
     parser.add_argument(
         "--bf16",
         action="store_true",
-        help="also run with bf16 autocast (if the CPU has bf16)",
+        help="also run with bf16 autocast (if the device has bf16)",
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument(
+        "--compile", action="store_true", help="also run both under torch.compile"
     )
     args = parser.parse_args()
-    info = detect("cpu")
-    peak = measure_matmul_tflops("cpu", torch.float32, size=2048, seconds=2.0)
+    device = args.device
+    info = detect(device)
+    # a GPU needs large products to reach its peak; a CPU reaches it early
+    size = 8192 if device == "cuda" else 2048
+    peaks = {False: measure_matmul_tflops(device, torch.float32, size, 2.0)}
+    if info.bf16:
+        peaks[True] = measure_matmul_tflops(device, torch.bfloat16, size, 2.0)
     import transformers
 
     print(
         f"{info} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-        f"transformers {transformers.__version__} | "
-        f"matmul peak {peak * 1e3:.0f} GFLOP/s fp32"
-    )
-    modes = [False] + ([True] if args.bf16 and info.bf16 else [])
-    if args.bf16 and not info.bf16:
-        print(
-            "bf16: skipped, this CPU has no native bf16 instructions "
-            "(AVX512-BF16 / AMX)"
+        f"transformers {transformers.__version__} | matmul peak "
+        + ", ".join(
+            f"{peak:.3g} TFLOP/s {'bf16' if bf16 else 'fp32'}"
+            for bf16, peak in peaks.items()
         )
+    )
+    modes = [(False, False)] + ([(True, False)] if args.bf16 and info.bf16 else [])
+    if args.compile:
+        modes.append((info.bf16, True))
+    if args.bf16 and not info.bf16:
+        print("bf16: skipped, this device has no native bf16 (AVX512-BF16 / AMX)")
     header = None
     for name in args.configs.split(","):
-        for autocast in modes:
-            row = bench(
-                name,
-                CONFIGS[name],
-                args.batch,
-                args.steps,
-                args.warmup,
-                autocast,
-                peak
-                if not autocast
-                else measure_matmul_tflops("cpu", torch.bfloat16, 2048, 2.0),
-            )
+        for autocast, compile in modes:
+            try:
+                row = bench(
+                    name,
+                    model_config(name),
+                    args.batch,
+                    args.steps,
+                    args.warmup,
+                    autocast,
+                    peaks[autocast],
+                    device,
+                    compile,
+                )
+            except Exception as error:  # a compiler failure must not lose the rest
+                if not compile:
+                    raise
+                print(f"| {name} | compiled: failed, {type(error).__name__}: {error}")
+                continue
             if header is None:
                 header = list(row)
                 print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-            print("| " + " | ".join(_format(k, v) for k, v in row.items()) + " |")
+            print(
+                "| " + " | ".join(_format(k, v) for k, v in row.items()) + " |",
+                flush=True,
+            )
 
 
 def _format(key: str, value: object) -> str:

@@ -75,9 +75,11 @@ def distill_draft(
         target, tokens, prompts, prompt_len, new_tokens, generator
     )
     student = copy.deepcopy(draft).train()
+    data = data.to(next(student.parameters()).device)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     for _ in range(steps):
-        batch = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
+        pick = torch.randint(0, len(data), (batch_size,), generator=generator)
+        batch = data[pick.to(data.device)]
         targets = batch[:, 1:].clone()
         targets[:, : prompt_len - 1] = -100  # learn the continuation, not the text
         _, loss = student(batch[:, :-1], targets)

@@ -16,7 +16,9 @@ def check_token_ids(idx: torch.Tensor, config: ModelConfig, past: int) -> None:
     """Refuse ids the model cannot take, saying what to do instead.
 
     They must be an integer tensor of shape (batch, seq), fit in the context after the
-    `past` cached positions, and lie inside the vocabulary.
+    `past` cached positions, and lie inside the vocabulary. The vocabulary check reads
+    the ids' range back to Python, so torch.compile skips it: a compiled graph would
+    otherwise break in two there on every call (seen in benchmarks/bench_model.py).
     """
     if not isinstance(idx, torch.Tensor) or idx.dtype not in (
         torch.long,
@@ -35,7 +37,7 @@ def check_token_ids(idx: torch.Tensor, config: ModelConfig, past: int) -> None:
             f"{past + idx.shape[1]} positions exceed the model's context "
             f"(max_seq_len={config.max_seq_len}): shorten the input"
         )
-    if idx.numel():
+    if idx.numel() and not torch.compiler.is_compiling():
         low, high = (int(v) for v in torch.aminmax(idx))
         if low < 0 or high >= config.vocab_size:
             raise ValueError(

@@ -307,3 +307,13 @@ def test_bad_inputs_are_clear_errors():
         r"the model expects \(211, 64\)",
     ):
         model.load_weights(state)
+
+
+def test_a_training_step_compiles_into_one_graph():
+    """torch.compile traces the forward and loss without a graph break: the range check
+    on the token ids (which reads values back to Python) is left to eager code."""
+    torch._dynamo.reset()
+    model = make_model().train()
+    explanation = torch._dynamo.explain(model)(ids(), ids())
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
