@@ -192,7 +192,7 @@ def main() -> None:
     if "speculative" in args.tables:
         started = time.perf_counter()
         train_tokens = read_tokens(ensure("tokens", preset)[0])
-        distilled = distill_draft(model, draft, train_tokens, seed=preset.train.seed)
+        distilled = distill_draft(model, draft, train_tokens, seed=preset.train.seed)[0]
         print(
             f"\ndistilled draft: trained on the model's greedy continuations "
             f"in {time.perf_counter() - started:.0f} s (foundry_core.distill)"

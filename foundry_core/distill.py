@@ -61,8 +61,9 @@ def distill_draft(
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
-) -> Transformer:
-    """A copy of `draft` trained to predict `target`'s greedy continuations."""
+) -> tuple[Transformer, list[dict]]:
+    """A copy of `draft` trained to predict `target`'s greedy continuations, and its
+    history (the loss of each step)."""
     if target.config.vocab_size != draft.config.vocab_size:
         raise ValueError("the draft must share the target's vocabulary")
     if prompt_len + new_tokens > min(
@@ -77,7 +78,8 @@ def distill_draft(
     student = copy.deepcopy(draft).train()
     data = data.to(next(student.parameters()).device)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    for _ in range(steps):
+    history = []
+    for step in range(1, steps + 1):
         pick = torch.randint(0, len(data), (batch_size,), generator=generator)
         batch = data[pick.to(data.device)]
         targets = batch[:, 1:].clone()
@@ -86,4 +88,5 @@ def distill_draft(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return student.eval()
+        history.append({"step": step, "loss": loss.item()})
+    return student.eval(), history

@@ -48,10 +48,11 @@ def test_distilled_draft_guesses_its_target():
     tokens = torch.randint(
         0, CONFIG.vocab_size, (2000,), generator=torch.Generator().manual_seed(0)
     )
-    distilled = distill_draft(
+    distilled, history = distill_draft(
         target, draft, tokens, prompts=128, prompt_len=8, new_tokens=24, steps=400,
         lr=1e-2,
     )  # fmt: skip
+    assert len(history) == 400 and history[-1]["loss"] < history[0]["loss"] / 2
     held_out = prompts(8, seed=9)
     before = acceptance(target, draft, held_out)
     after = acceptance(target, distilled, held_out)

@@ -193,3 +193,16 @@ def test_an_interrupted_large_corpus_build_resumes_after_its_finished_split(
     # the validation story that repeats a training one was dropped after the restart too
     meta = json.loads(resumed[1].with_suffix(".json").read_text())
     assert meta["documents"] == len(ensure("corpus", preset)[1]) + 10
+
+
+def test_the_distilled_draft_is_keyed_by_both_models_and_the_seed(artifacts):
+    from foundry_core.pipeline import stage_dir
+
+    preset = PRESETS["ci"]
+    folder = stage_dir("distilled-draft", preset)
+    assert folder.parent == stage_dir("pretrained", preset).parent
+    longer = replace(preset, train=replace(preset.train, max_steps=300))
+    reseeded = replace(preset, train=replace(preset.train, seed=7))
+    wider = replace(preset, model=replace(preset.model, d_model=128))
+    others = {stage_dir("distilled-draft", p) for p in (longer, reseeded, wider)}
+    assert folder not in others and len(others) == 3

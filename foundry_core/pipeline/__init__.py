@@ -32,6 +32,7 @@ from .deploy_stages import (
 from .lora_stages import ensure_lora, lora_base, template_tokens, with_adapters
 from .pretrain import (
     PRETRAIN_CHECKPOINTS,
+    ensure_distilled_draft,
     ensure_draft,
     ensure_pretrained,
     finish_pretraining,
@@ -71,6 +72,7 @@ __all__ = [
     "ensure",
     "ensure_corpus",
     "ensure_dpo",
+    "ensure_distilled_draft",
     "ensure_draft",
     "ensure_export",
     "ensure_grpo",

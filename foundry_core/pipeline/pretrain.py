@@ -14,9 +14,15 @@ from typing import Callable
 
 import torch
 
-from ..checkpoint import checkpoint_dir, latest_checkpoint, list_checkpoints
+from ..checkpoint import (
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+)
 from ..config import TrainConfig
 from ..data import read_tokens
+from ..distill import distill_draft
 from ..engine import draft_config
 from ..hardware import detect
 from ..model import Transformer
@@ -114,6 +120,25 @@ def ensure_draft(preset: Preset, progress: bool = False) -> TrainedStage:
     return ensure_pretrained(
         replace(preset, model=draft_config(preset.model)), progress=progress
     )
+
+
+def ensure_distilled_draft(preset: Preset) -> TrainedStage:
+    """The draft of `ensure_draft`, distilled on the pretrained model's own greedy
+    continuations of the training text (distill.py): a draft that guesses what the
+    model will say, for speculative decoding (chapter 5). Cached like any stage."""
+    draft_recipe = replace(preset, model=draft_config(preset.model))
+
+    def build(tmp: Path) -> None:
+        model = ensure_pretrained(preset).model
+        draft = ensure_draft(preset).model
+        tokens = read_tokens(ensure_tokens(preset).train)
+        student, history = distill_draft(model, draft, tokens, seed=preset.train.seed)
+        describe_run(tmp, "distilled-draft", draft_recipe, ensure_tokenizer(preset))
+        state = {"model_config": student.config.to_dict(), "history": history}
+        save_checkpoint(tmp, len(history), student, state, keep=1)
+
+    _build_once(stage_dir("distilled-draft", preset), build)
+    return _load_stage("distilled-draft", preset)
 
 
 def _train_stage(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
 from ..config import TrainConfig
 from ..data.stream import large_corpus_files
+from ..engine import draft_config
 from ..fileio import atomic_directory
 from ..presets import Preset
 
@@ -97,6 +98,21 @@ _ALIGN_FIELDS = {
 }
 
 
+# Bump when a change to distill.py (its defaults included) changes the draft it makes.
+DISTILL_VERSION = 1
+
+
+def distilled_draft_key(preset: Preset) -> dict:
+    draft = replace(preset, model=draft_config(preset.model))
+    return {
+        "stage": "distilled-draft",
+        "version": DISTILL_VERSION,
+        "model": stage_dir("pretrained", preset).name,
+        "draft": stage_dir("pretrained", draft).name,
+        "seed": preset.train.seed,
+    }
+
+
 def quantized_key(preset: Preset) -> dict:
     return {
         "stage": "quantized",
@@ -127,6 +143,7 @@ def stage_dir(stage: str, preset: Preset) -> Path:
         "tokenizer": tokenizer_key,
         "tokens": tokens_key,
         "pretrained": pretrained_key,
+        "distilled-draft": distilled_draft_key,
         "quantized": quantized_key,
         "export": export_key,
     }
