@@ -169,13 +169,14 @@ def main() -> None:
     parser.add_argument("--tables", default="batching,speculative")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
+    info = detect(args.device)  # a clear error where there is no such device
     import transformers
 
     preset = get_preset(args.preset)
     model = ensure_pretrained(preset).model.eval().to(args.device)
     draft = ensure_draft(preset).model.eval().to(args.device)
     print(
-        f"{detect(args.device)} | {torch.get_num_threads()} threads | "
+        f"{info} | {torch.get_num_threads()} threads | "
         f"torch {torch.__version__} | transformers {transformers.__version__} | "
         f"preset {preset.name}: model {model.num_params():,} parameters, "
         f"draft {draft.num_params():,}"

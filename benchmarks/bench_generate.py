@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
+    info = detect(args.device)  # a clear error where there is no such device
     import transformers
 
     config = CONFIGS["small"]
@@ -49,7 +50,7 @@ def main() -> None:
     ours = ours.to(args.device)
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt)).to(args.device)
     print(
-        f"{detect(args.device)} | {torch.get_num_threads()} threads | "
+        f"{info} | {torch.get_num_threads()} threads | "
         f"torch {torch.__version__} | transformers {transformers.__version__} | "
         f"prompt {args.prompt}, {args.new} new tokens, greedy"
     )
