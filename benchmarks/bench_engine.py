@@ -5,8 +5,9 @@ generation (the same draft model).
     python benchmarks/bench_engine.py [--preset ci] [--requests 32] [--repeats 3]
                                       [--device cuda]
 
-The models are the preset's pretrained model and its draft (`ensure_draft`), built into
-the course's cache if missing. Requests: prompts of 8-32 tokens cut from the
+The models are the preset's pretrained model, its draft (`ensure_draft`) and the draft
+distilled on the model's own output (`ensure_distilled_draft`), built into the course's
+cache if missing. Requests: prompts of 8-32 tokens cut from the
 validation text, each asking for 8-64 new tokens, all waiting at the start. Static
 batching serves them `slots` at a time in arrival order, each batch as long as its
 longest answer; a request's latency is the time until its batch (or, in the engine,
@@ -26,10 +27,14 @@ from bench_model import hf_twin, sync
 
 from foundry_core import detect, get_preset
 from foundry_core.data import read_tokens
-from foundry_core.distill import distill_draft
 from foundry_core.engine import Engine, speculative_generate
 from foundry_core.generate import generate
-from foundry_core.pipeline import ensure, ensure_draft, ensure_pretrained
+from foundry_core.pipeline import (
+    ensure,
+    ensure_distilled_draft,
+    ensure_draft,
+    ensure_pretrained,
+)
 
 
 def make_requests(preset, n: int, seed: int = 0) -> list[tuple[list[int], int]]:
@@ -191,12 +196,12 @@ def main() -> None:
         with torch.no_grad():
             batching_table(model, requests, args.repeats)
     if "speculative" in args.tables:
-        started = time.perf_counter()
-        train_tokens = read_tokens(ensure("tokens", preset)[0])
-        distilled = distill_draft(model, draft, train_tokens, seed=preset.train.seed)[0]
+        distilled, history = ensure_distilled_draft(preset)
+        distilled = distilled.eval().to(args.device)
         print(
-            f"\ndistilled draft: trained on the model's greedy continuations "
-            f"in {time.perf_counter() - started:.0f} s (foundry_core.distill)"
+            f"\ndistilled draft (pipeline.ensure_distilled_draft): loss "
+            f"{history[0]['loss']:.2f} -> {history[-1]['loss']:.2f} in "
+            f"{len(history)} steps on the model's greedy continuations"
         )
         for name, candidate in (("draft", draft), ("distilled draft", distilled)):
             print(f"\n### {name}")

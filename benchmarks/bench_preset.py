@@ -22,10 +22,8 @@ from dataclasses import replace
 import torch
 
 from foundry_core import detect, get_preset, measure_matmul_tflops, select_preset
-from foundry_core.hardware import choose_precision
+from foundry_core.hardware import GIB, choose_precision
 from foundry_core.pipeline import ensure, pretrain_trainer
-
-GIB = 2**30
 
 
 def report_step(record: dict, last: int) -> None:

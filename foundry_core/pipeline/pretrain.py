@@ -8,7 +8,6 @@ recipe gives the same model whichever way it was trained.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +22,6 @@ from ..checkpoint import (
 from ..config import TrainConfig
 from ..data import read_tokens
 from ..distill import distill_draft
-from ..engine import draft_config
 from ..hardware import detect
 from ..model import Transformer
 from ..presets import Preset, known_peak_tflops
@@ -31,7 +29,7 @@ from ..runs import INFO, TOKENIZER, describe_run, is_described, load_run
 from ..train import Trainer
 from .data_stages import ensure_tokenizer, ensure_tokens
 from .results import TrainedStage
-from .store import _build_once, pretrained_dir, stage_dir
+from .store import _build_once, draft_preset, pretrained_dir, stage_dir
 
 # evenly spaced checkpoints kept by a pretraining run (chapter 4 loads each)
 PRETRAIN_CHECKPOINTS = 4
@@ -117,23 +115,21 @@ def ensure_draft(preset: Preset, progress: bool = False) -> TrainedStage:
     """The draft model of speculative decoding (chapter 5): the preset's pretraining
     recipe, tokenizer and token files, with the small model of `engine.draft_config`.
     Cached like the pretrained model, under its own key."""
-    return ensure_pretrained(
-        replace(preset, model=draft_config(preset.model)), progress=progress
-    )
+    return ensure_pretrained(draft_preset(preset), progress=progress)
 
 
 def ensure_distilled_draft(preset: Preset) -> TrainedStage:
     """The draft of `ensure_draft`, distilled on the pretrained model's own greedy
     continuations of the training text (distill.py): a draft that guesses what the
     model will say, for speculative decoding (chapter 5). Cached like any stage."""
-    draft_recipe = replace(preset, model=draft_config(preset.model))
 
     def build(tmp: Path) -> None:
         model = ensure_pretrained(preset).model
         draft = ensure_draft(preset).model
         tokens = read_tokens(ensure_tokens(preset).train)
         student, history = distill_draft(model, draft, tokens, seed=preset.train.seed)
-        describe_run(tmp, "distilled-draft", draft_recipe, ensure_tokenizer(preset))
+        tokenizer = ensure_tokenizer(preset)
+        describe_run(tmp, "distilled-draft", draft_preset(preset), tokenizer)
         state = {"model_config": student.config.to_dict(), "history": history}
         save_checkpoint(tmp, len(history), student, state, keep=1)
 

@@ -102,14 +102,19 @@ _ALIGN_FIELDS = {
 DISTILL_VERSION = 1
 
 
+def draft_preset(preset: Preset) -> Preset:
+    """The preset's recipe with the draft model of speculative decoding in place of its
+    own (engine.draft_config): how the draft is trained and where it is cached."""
+    return replace(preset, model=draft_config(preset.model))
+
+
 def distilled_draft_key(preset: Preset) -> dict:
-    draft = replace(preset, model=draft_config(preset.model))
+    # the pretrained key holds the seed, which the distillation also uses
     return {
         "stage": "distilled-draft",
         "version": DISTILL_VERSION,
         "model": stage_dir("pretrained", preset).name,
-        "draft": stage_dir("pretrained", draft).name,
-        "seed": preset.train.seed,
+        "draft": stage_dir("pretrained", draft_preset(preset)).name,
     }
 
 
