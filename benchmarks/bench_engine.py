@@ -53,8 +53,7 @@ def device_of(model) -> str:
     return next(model.parameters()).device.type
 
 
-def engine_run(model, requests, slots: int) -> tuple[float, list[float], list]:
-    engine = Engine(model, slots=slots)
+def engine_run(model, requests, engine: Engine) -> tuple[float, list[float], list]:
     submitted = [engine.submit(p, n) for p, n in requests]
     sync(device_of(model))
     start = time.perf_counter()
@@ -83,26 +82,44 @@ def static_run(model, requests, slots: int) -> tuple[float, list[float], list]:
 
 
 def batching_table(model, requests, repeats: int) -> None:
+    """The engine against static batches at 1-16 slots; on a GPU also the engine with
+    CUDA graphs (each engine is reused across repeats, so graphs are recorded once)."""
     useful = sum(n for _, n in requests)
+    graphs = device_of(model) == "cuda"
     print(
         "| slots | engine tok/s | static tok/s | ratio | engine mean latency (s) | "
-        "static mean latency (s) | same tokens |\n|---|---|---|---|---|---|---|"
+        "static mean latency (s) | same tokens |"
+        + (" engine + CUDA graphs tok/s | its ratio | same tokens |" if graphs else "")
+        + "\n|---|---|---|---|---|---|---|"
+        + ("---|---|---|" if graphs else "")
     )
-    engine_run(model, requests, 4)  # warm-up
+    engine_run(model, requests, Engine(model, slots=4))  # warm-up
     for slots in (1, 2, 4, 8, 16):
-        runs = {"engine": [], "static": []}
-        for _ in range(repeats):  # interleaved, so machine noise hits both
-            runs["engine"].append(engine_run(model, requests, slots))
+        engines = {"engine": Engine(model, slots=slots)}
+        if graphs:
+            engines["graphs"] = Engine(model, slots=slots, cuda_graphs=True)
+            engine_run(model, requests, engines["graphs"])  # records its graphs
+        runs = {"static": [], **{name: [] for name in engines}}
+        for _ in range(repeats):  # interleaved, so machine noise hits all
+            for name, engine in engines.items():
+                runs[name].append(engine_run(model, requests, engine))
             runs["static"].append(static_run(model, requests, slots))
         seconds = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
         latency = {k: statistics.mean(v[-1][1]) for k, v in runs.items()}
         same = runs["engine"][-1][2] == runs["static"][-1][2]
-        print(
+        row = (
             f"| {slots} | {useful / seconds['engine']:,.0f} | "
             f"{useful / seconds['static']:,.0f} | "
             f"{seconds['static'] / seconds['engine']:.2f} | {latency['engine']:.3f} | "
             f"{latency['static']:.3f} | {same} |"
         )
+        if graphs:
+            row += (
+                f" {useful / seconds['graphs']:,.0f} | "
+                f"{seconds['static'] / seconds['graphs']:.2f} | "
+                f"{runs['graphs'][-1][2] == runs['static'][-1][2]} |"
+            )
+        print(row)
 
 
 def speculative_table(model, draft, requests, repeats: int, new: int) -> None:

@@ -6,17 +6,20 @@
 # Parts, in this order unless named:
 #   preset       the a100 preset's first 50 pretraining steps, eager (bench_preset.py)
 #   model        the training step beside transformers: fp32, bf16, compiled (bench_model.py)
-#   engine       the inference engine on the cpu preset's model (bench_engine.py, which
-#                trains that model and its draft first if the cache lacks them)
-#   generate     batch-1 generation with and without the KV cache (bench_generate.py)
+#   engine       continuous batching, with and without CUDA graphs, on the cpu preset's
+#                model (bench_engine.py, which trains that model first if the cache
+#                lacks it)
+#   generate     batch-1 generation: KV cache on and off, the engine with CUDA graphs,
+#                transformers' compiled static cache (bench_generate.py)
 #   model_a100   the a100 preset's model beside transformers, fp32 and bf16, eager
+#   speculative  speculative decoding with the pretrained and the distilled draft
 #   preset_compiled  the a100 preset's own recipe, torch.compile included
-# All parts take about 15 minutes on one H200; the limits come from that run
+# All parts take about 20 minutes on one H200; the limits come from the runs there
 # (benchmarks/README.md), where compiling the a100 model took more than two minutes.
 set -u
 logs=${1:-benchmark-logs}
 shift $(($# > 0 ? 1 : 0))
-parts=${*:-preset model engine generate model_a100 preset_compiled}
+parts=${*:-preset model engine generate model_a100 speculative preset_compiled}
 mkdir -p "$logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -39,9 +42,11 @@ $python -c "import torch, transformers; print('torch', torch.__version__, \
 '| transformers', transformers.__version__, '| cuda', torch.version.cuda)"
 part preset 100 $python benchmarks/bench_preset.py --preset a100 --steps 50 --no-compile
 part model 170 $python benchmarks/bench_model.py --device cuda --bf16 --compile
-part engine 220 $python benchmarks/bench_engine.py --device cuda --preset cpu \
-    --repeats 2
-part generate 30 $python benchmarks/bench_generate.py --device cuda --repeats 3
+part engine 240 $python benchmarks/bench_engine.py --device cuda --preset cpu \
+    --repeats 2 --tables batching
+part generate 150 $python benchmarks/bench_generate.py --device cuda --repeats 3
 part model_a100 100 $python benchmarks/bench_model.py --device cuda --bf16 \
     --configs a100 --batch 8 --steps 8 --warmup 2
+part speculative 200 $python benchmarks/bench_engine.py --device cuda --preset cpu \
+    --repeats 2 --tables speculative
 part preset_compiled 400 $python benchmarks/bench_preset.py --preset a100 --steps 50

@@ -8,6 +8,12 @@ finished request leaves at once and a waiting one takes its place after a prefil
 its prompt. Each slot has its own rows of the KV cache and its own position, so requests
 of any length share one batch. Busy slots are kept at the front (a leaving request's
 slot is filled by the last busy one), so every step reads a contiguous block.
+
+On a GPU a small model's decoding step is hundreds of tiny kernels, each launched from
+Python: the GPU waits on the launches, not on the arithmetic. `Engine(...,
+cuda_graphs=True)` records the step once as a CUDA graph, over a fixed shape (a
+power-of-two number of slots, the whole context, future positions masked), and then
+replays it: one launch per token instead of hundreds.
 """
 
 from __future__ import annotations
@@ -77,11 +83,22 @@ def check_request(
 class Engine:
     """Continuous batching over `slots` slots of one model's KV cache."""
 
-    def __init__(self, model: Transformer, slots: int = 8, seed: int = 0):
+    def __init__(
+        self,
+        model: Transformer,
+        slots: int = 8,
+        seed: int = 0,
+        cuda_graphs: bool = False,
+    ):
         if slots < 1:
             raise ValueError(f"an engine needs at least one slot, got {slots}")
         self.model = model.eval()
         config, weights = model.config, next(model.parameters())
+        if cuda_graphs and weights.device.type != "cuda":
+            raise ValueError(
+                "cuda_graphs=True needs the model on a CUDA device; "
+                f"it is on {weights.device.type}"
+            )
         shape = (
             config.n_layers,
             slots,
@@ -93,6 +110,10 @@ class Engine:
         self.values = torch.zeros_like(self.keys)
         # positions filled in each slot: the position of the slot's next token
         self.lengths = torch.zeros(slots, dtype=torch.long, device=weights.device)
+        # each slot's last token: the input of the next decoding step
+        self.last = torch.zeros_like(self.lengths)
+        self.cuda_graphs = cuda_graphs
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.running: list[Request] = []  # running[i] holds slot i
         self.waiting: deque[Request] = deque()
         self.generator = torch.Generator(weights.device).manual_seed(seed)
@@ -157,13 +178,22 @@ class Engine:
         self._append(logits, [request])
 
     def _decode(self) -> None:
-        """One token for every running request: each slot's last token goes in at that
-        slot's own position and attends to that slot's own keys."""
-        model, n = self.model, len(self.running)
-        device = self.keys.device
-        last = torch.tensor([r.tokens[-1] for r in self.running], device=device)
-        position = self.lengths[:n]
-        span = int(position.max()) + 1  # no slot sees further than this
+        """One token for every running request."""
+        n = len(self.running)
+        self.last[:n] = torch.tensor([r.tokens[-1] for r in self.running])
+        if self.cuda_graphs:
+            logits = self._replay(n)[:n]
+        else:
+            logits = self._forward(n, span=int(self.lengths[:n].max()) + 1)
+        self.lengths[:n] += 1
+        self.decode_steps += 1
+        self._append(logits, self.running)
+
+    def _forward(self, n: int, span: int) -> torch.Tensor:
+        """Next-token logits (n, vocab) of the first n slots: each slot's last token
+        goes in at that slot's own position and attends to that slot's own keys, among
+        the first `span` positions."""
+        model, last, position = self.model, self.last[:n], self.lengths[:n]
         cos = model.rope_cos[position][:, None, None]  # (slots, 1, 1, head_dim)
         sin = model.rope_sin[position][:, None, None]
         keys_seen = torch.arange(span, device=last.device)
@@ -185,9 +215,33 @@ class Engine:
             )
             x = x + attn.o_proj(out.transpose(1, 2).reshape(n, 1, -1))
             x = x + block.mlp(block.post_attention_layernorm(x))
-        self.lengths[:n] += 1
-        self.decode_steps += 1
-        self._append(model.lm_head(model.norm(x))[:, -1], self.running)
+        return model.lm_head(model.norm(x))[:, -1]
+
+    def _replay(self, n: int) -> torch.Tensor:
+        """`_forward` for n slots, as a CUDA graph over the next power of two of slots
+        and the whole context, recorded the first time that size is needed.
+
+        A graph replays fixed kernels on fixed memory: the step reads its inputs from
+        self.last and self.lengths and writes its logits to the same tensor each time.
+        Slots past n compute tokens nobody reads, in rows no request owns.
+        """
+        size = min(self.slots, 1 << (n - 1).bit_length())
+        if size not in self.graphs:
+            span = self.model.config.max_seq_len
+            # Run once outside the graph first, on a side stream as PyTorch requires:
+            # that settles the kernels and workspaces the graph will record.
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self._forward(size, span)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = self._forward(size, span)
+            self.graphs[size] = (graph, logits)
+        graph, logits = self.graphs[size]
+        graph.replay()
+        return logits
 
     def _append(self, logits: torch.Tensor, requests: list[Request]) -> None:
         """Pick each request's next token (greedy or sampled at its own temperature);
@@ -222,6 +276,7 @@ class Engine:
             self.values[:, slot, :, :n] = self.values[:, last, :, :n]
             self.lengths[slot] = n
             self.running[slot] = self.running[last]
+        self.lengths[last] = 0  # a free slot's position stays inside the context
         self.running.pop()
         return request
 

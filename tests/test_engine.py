@@ -143,6 +143,43 @@ def test_bad_requests_are_refused_with_clear_errors():
         speculative_generate(net, net, [1, 2], 5, lookahead=0)
 
 
+def test_the_fixed_shape_step_of_cuda_graphs_computes_the_eager_step():
+    """A CUDA graph replays one shape: every position of the context, the future
+    masked. That step must give the logits of the step that reads only the positions
+    written so far (checked here on the CPU; the graph itself in the next test)."""
+    net = model()
+    engine = Engine(net, slots=3)
+    for prompt, n in zip(prompts(3), [9, 20, 14]):
+        engine.submit(prompt, n)
+    for _ in range(5):
+        engine.step()
+    n = len(engine.running)
+    span = int(engine.lengths[:n].max()) + 1
+    with torch.no_grad():
+        narrow = engine._forward(n, span)
+        whole = engine._forward(n, CONFIG.max_seq_len)
+    assert n == 3 and span < CONFIG.max_seq_len
+    torch.testing.assert_close(whole, narrow)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_serve_every_request_as_greedy_decoding_does():
+    net = model().cuda()
+    requests = list(zip(prompts(7), [5, 30, 1, 12, 40, 3, 20]))
+    expected = [generate(net, p, n, temperature=0)[0] for p, n in requests]
+    engine = Engine(net, slots=4, cuda_graphs=True)
+    for _ in range(2):  # the second run replays the graphs the first recorded
+        submitted = [engine.submit(p, n) for p, n in requests]
+        engine.run()
+        assert [r.output for r in submitted] == expected
+    assert set(engine.graphs) <= {1, 2, 4} and 4 in engine.graphs
+
+
+def test_cuda_graphs_need_a_cuda_model():
+    with pytest.raises(ValueError, match="needs the model on a CUDA device; it is on"):
+        Engine(model(), cuda_graphs=True)
+
+
 def test_kv_cache_rewind_forgets_positions():
     cache = KVCache(CONFIG, 1, 10)
     cache.length = 6
