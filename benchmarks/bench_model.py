@@ -1,7 +1,8 @@
 """Training speed of foundry_core's Transformer beside Hugging Face's LlamaForCausalLM.
 
     python benchmarks/bench_model.py [--steps 20] [--configs small,16m] [--bf16]
-                                     [--device cuda] [--compile]
+                                     [--device cuda] [--compile] [--skip-fp32]
+                                     [--loss-chunk ELEMENTS]
 
 Both models get the same configuration and the same initial weights, and train with
 AdamW on the same random batches. Their steps are interleaved one by one in this
@@ -22,7 +23,7 @@ import time
 
 import torch
 
-from foundry_core import ModelConfig, detect, get_preset, measure_matmul_tflops
+from foundry_core import ModelConfig, detect, get_preset, losses, measure_matmul_tflops
 from foundry_core.model import Transformer
 
 CONFIGS = {
@@ -184,7 +185,18 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also run both under torch.compile"
     )
+    parser.add_argument(
+        "--skip-fp32", action="store_true", help="no fp32 rows (with --bf16)"
+    )
+    parser.add_argument(
+        "--loss-chunk",
+        type=int,
+        help="logits per chunk of our fused loss, on any device (default: "
+        "losses.chunk_elements)",
+    )
     args = parser.parse_args()
+    if args.loss_chunk:
+        losses.CHUNK_ELEMENTS = losses.GPU_CHUNK_ELEMENTS = args.loss_chunk
     device = args.device
     info = detect(device)
     # a GPU needs large products to reach its peak; a CPU reaches it early
@@ -202,7 +214,8 @@ def main() -> None:
             for bf16, peak in peaks.items()
         )
     )
-    modes = [(False, False)] + ([(True, False)] if args.bf16 and info.bf16 else [])
+    modes = [] if args.skip_fp32 and args.bf16 else [(False, False)]
+    modes += [(True, False)] if args.bf16 and info.bf16 else []
     if args.compile:
         modes.append((info.bf16, True))
     if args.bf16 and not info.bf16:

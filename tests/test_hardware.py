@@ -13,7 +13,7 @@ from foundry_core import (
     hardware,
 )
 from foundry_core.hardware import GIB, measure_matmul_tflops, mps_notes, prepare_device
-from foundry_core.losses import CHUNK_ELEMENTS
+from foundry_core.losses import CHUNK_ELEMENTS, GPU_CHUNK_ELEMENTS
 from foundry_core.memory import activation_bytes_per_token, loss_workspace_bytes
 
 CUDA_AMPERE = HardwareInfo("cuda", "A100", 80 * GIB, bf16=True)
@@ -131,6 +131,13 @@ def test_loss_workspace_is_one_chunk_of_logits_plus_the_output_gradient():
     )
     # never more rows than tokens
     assert loss_workspace_bytes(MODEL, 8) == 1000 * 128 * 4 + 8 * 1000 * 10
+    # a GPU takes larger chunks: fewer kernel launches
+    tokens = 1 << 16
+    for device, elements in (("cuda", GPU_CHUNK_ELEMENTS), ("mps", GPU_CHUNK_ELEMENTS)):
+        assert loss_workspace_bytes(MODEL, tokens, device) == (
+            1000 * 128 * 4 + min(tokens, elements // 1000) * 1000 * 10
+        )
+    assert GPU_CHUNK_ELEMENTS // 1000 > CHUNK_ELEMENTS // 1000
 
 
 def test_autocast_halves_matmul_activations_and_adds_weight_copies():

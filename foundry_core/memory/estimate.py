@@ -18,7 +18,7 @@ from ..hardware import (
     HardwareInfo,
     choose_precision,
 )
-from ..losses import CHUNK_ELEMENTS
+from ..losses import chunk_elements
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,11 @@ def activation_bytes_per_token(
     return layers + 3 * d * 4
 
 
-def loss_workspace_bytes(model: ModelConfig, tokens: int) -> int:
+def loss_workspace_bytes(model: ModelConfig, tokens: int, device: str = "cpu") -> int:
     """Memory of the fused loss beyond the per-token part: the output weight's
     gradient, made in the forward pass, and one chunk's logits, log-probabilities and
-    16-bit gradient at a time."""
-    chunk_rows = min(tokens, max(16, CHUNK_ELEMENTS // model.vocab_size))
+    16-bit gradient at a time (chunks are larger on a GPU: losses.chunk_elements)."""
+    chunk_rows = min(tokens, max(16, chunk_elements(device) // model.vocab_size))
     return model.vocab_size * model.d_model * 4 + chunk_rows * model.vocab_size * (
         4 + 4 + 2
     )
@@ -154,7 +154,7 @@ def estimate_memory(
     activations = tokens * activation_bytes_per_token(
         model, act_bytes, train.grad_checkpointing, **scores
     )
-    workspace = loss_workspace_bytes(model, tokens)
+    workspace = loss_workspace_bytes(model, tokens, device)
     if train.grad_checkpointing:
         # The loss's workspace is alive at the end of the forward pass, the recomputed
         # layer only later, in the backward pass: they never coexist, so only the larger
