@@ -97,6 +97,15 @@ def main() -> None:
         fastest_paths(ours, theirs, prompt, args, hf_rate=rows[0][2])
 
 
+def first_then_timed(fn, label: str, args) -> tuple[list, float]:
+    """A first, untimed call (it records or compiles; its time is printed), then the
+    timed repeats."""
+    start = time.perf_counter()
+    fn()
+    print(f"{label}: first call {time.perf_counter() - start:.1f} s")
+    return timed(fn, args.repeats, args.device)
+
+
 def fastest_paths(ours, theirs, prompt, args, hf_rate: float) -> None:
     """Our engine with CUDA graphs, and transformers' static cache (compiled)."""
     engine = Engine(ours, slots=1, cuda_graphs=True)
@@ -107,11 +116,10 @@ def fastest_paths(ours, theirs, prompt, args, hf_rate: float) -> None:
         engine.run()
         return request.output
 
-    start = time.perf_counter()
-    served()
-    first = time.perf_counter() - start
-    print(f"\nengine, CUDA graphs: first call (records the graph) {first:.1f} s")
-    ids, seconds = timed(served, args.repeats, args.device)
+    print()
+    ids, seconds = first_then_timed(
+        served, "engine, CUDA graphs (records the graph)", args
+    )
     print(
         f"engine + CUDA graphs: {args.new / seconds:,.0f} tok/s, "
         f"{args.new / seconds / hf_rate:.2f}x transformers' generate with its "
@@ -130,11 +138,9 @@ def fastest_paths(ours, theirs, prompt, args, hf_rate: float) -> None:
                 cache_implementation="static",
             )[0, args.prompt :].tolist()
 
-    start = time.perf_counter()
-    static()
-    first = time.perf_counter() - start
-    print(f"transformers, static cache: first call (compiles) {first:.1f} s")
-    out, hf_seconds = timed(static, args.repeats, args.device)
+    out, hf_seconds = first_then_timed(
+        static, "transformers, static cache (compiles)", args
+    )
     print(
         f"transformers, static cache: {args.new / hf_seconds:,.0f} tok/s; "
         f"engine + CUDA graphs / it: {hf_seconds / seconds:.2f}x, "
