@@ -9,11 +9,9 @@ its prompt. Each slot has its own rows of the KV cache and its own position, so 
 of any length share one batch. Busy slots are kept at the front (a leaving request's
 slot is filled by the last busy one), so every step reads a contiguous block.
 
-On a GPU a small model's decoding step is hundreds of tiny kernels, each launched from
-Python: the GPU waits on the launches, not on the arithmetic. `Engine(...,
-cuda_graphs=True)` records the step once as a CUDA graph, over a fixed shape (a
-power-of-two number of slots, the whole context, future positions masked), and then
-replays it: one launch per token instead of hundreds.
+On a GPU a small model's decoding step is hundreds of tiny kernel launches that the GPU
+waits on; `Engine(..., cuda_graphs=True)` records the step once as a CUDA graph of fixed
+shape and replays it: one launch per token (`_replay`).
 """
 
 from __future__ import annotations
