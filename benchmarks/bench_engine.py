@@ -53,12 +53,13 @@ def device_of(model) -> str:
     return next(model.parameters()).device.type
 
 
-def engine_run(model, requests, engine: Engine) -> tuple[float, list[float], list]:
+def engine_run(requests, engine: Engine) -> tuple[float, list[float], list]:
+    device = device_of(engine.model)
     submitted = [engine.submit(p, n) for p, n in requests]
-    sync(device_of(model))
+    sync(device)
     start = time.perf_counter()
     engine.run()
-    sync(device_of(model))
+    sync(device)
     seconds = time.perf_counter() - start
     return (
         seconds,
@@ -93,16 +94,16 @@ def batching_table(model, requests, repeats: int) -> None:
         + "\n|---|---|---|---|---|---|---|"
         + ("---|---|---|" if graphs else "")
     )
-    engine_run(model, requests, Engine(model, slots=4))  # warm-up
+    engine_run(requests, Engine(model, slots=4))  # warm-up
     for slots in (1, 2, 4, 8, 16):
         engines = {"engine": Engine(model, slots=slots)}
         if graphs:
             engines["graphs"] = Engine(model, slots=slots, cuda_graphs=True)
-            engine_run(model, requests, engines["graphs"])  # records its graphs
+            engine_run(requests, engines["graphs"])  # records its graphs
         runs = {"static": [], **{name: [] for name in engines}}
         for _ in range(repeats):  # interleaved, so machine noise hits all
             for name, engine in engines.items():
-                runs[name].append(engine_run(model, requests, engine))
+                runs[name].append(engine_run(requests, engine))
             runs["static"].append(static_run(model, requests, slots))
         seconds = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
         latency = {k: statistics.mean(v[-1][1]) for k, v in runs.items()}
