@@ -27,7 +27,7 @@ from bench_model import hf_twin, sync
 
 from foundry_core import detect, get_preset
 from foundry_core.data import read_tokens
-from foundry_core.engine import Engine, speculative_generate
+from foundry_core.engine import Engine
 from foundry_core.generate import generate
 from foundry_core.pipeline import (
     ensure,
@@ -35,6 +35,7 @@ from foundry_core.pipeline import (
     ensure_draft,
     ensure_pretrained,
 )
+from foundry_core.speculative import speculative_generate
 
 
 def make_requests(preset, n: int, seed: int = 0) -> list[tuple[list[int], int]]:

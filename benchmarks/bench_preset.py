@@ -1,6 +1,7 @@
 """The first steps of a preset's real pretraining run, against the preset's estimates.
 
     python benchmarks/bench_preset.py [--preset a100] [--steps 50]
+                                      [--no-compile | --compile-blocks]
 
 The run is the recipe's own (`pipeline.pretrain_trainer`: the preset's model, token
 files, batch, precision and torch.compile setting), written to a temporary folder and
@@ -45,10 +46,16 @@ def main() -> None:
     parser.add_argument(
         "--no-compile", action="store_true", help="train eagerly, whatever the preset"
     )
+    parser.add_argument(
+        "--compile-blocks",
+        action="store_true",
+        help="compile each block on its own instead of the whole model: one graph "
+        "that every block reuses, so the first step compiles one layer, not all",
+    )
     args = parser.parse_args()
     info = detect()
     preset = get_preset(args.preset) if args.preset else select_preset(info).preset
-    if args.no_compile:
+    if args.no_compile or args.compile_blocks:
         preset = replace(preset, train=replace(preset.train, compile=False))
     precision = choose_precision(info, preset.train.dtype)
     dtype = torch.bfloat16 if precision.dtype == "bfloat16" else torch.float32
@@ -61,7 +68,8 @@ def main() -> None:
         f"({preset.hardware}): {model.num_params() / 1e6:.1f}M parameters, "
         f"{train.batch_size} x {train.seq_len} x {train.grad_accum_steps} = "
         f"{tokens_per_step:,} tokens/step, {precision.dtype}, "
-        f"compile {train.compile} | matmul peak {peak:.3g} TFLOP/s "
+        f"compile {'blocks' if args.compile_blocks else train.compile} | "
+        f"matmul peak {peak:.3g} TFLOP/s "
         f"{precision.dtype} ({size}^3)"
     )
     started = time.perf_counter()
@@ -76,6 +84,9 @@ def main() -> None:
             peak_tflops=None,
             callbacks=(lambda _, record: report_step(record, args.steps),),
         )
+        if args.compile_blocks:
+            for block in trainer.model.layers:
+                block.compile()
         if info.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         history = trainer.fit(args.steps)

@@ -14,12 +14,14 @@
 #   model_a100   the a100 preset's model beside transformers, fp32 and bf16, eager
 #   speculative  speculative decoding with the pretrained and the distilled draft
 #   preset_compiled  the a100 preset's own recipe, torch.compile included
+#   preset_blocks    the same with each block compiled on its own (bench_preset.py
+#                --compile-blocks)
 # All parts take about 20 minutes on one H200; the limits come from the runs there
 # (benchmarks/README.md), where compiling the a100 model took more than two minutes.
 set -u
 logs=${1:-benchmark-logs}
 shift $(($# > 0 ? 1 : 0))
-parts=${*:-preset model engine generate model_a100 speculative preset_compiled}
+parts=${*:-preset model engine generate model_a100 speculative preset_compiled preset_blocks}
 mkdir -p "$logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -50,3 +52,5 @@ part model_a100 100 $python benchmarks/bench_model.py --device cuda --bf16 \
 part speculative 200 $python benchmarks/bench_engine.py --device cuda --preset cpu \
     --repeats 2 --tables speculative
 part preset_compiled 400 $python benchmarks/bench_preset.py --preset a100 --steps 50
+part preset_blocks 240 $python benchmarks/bench_preset.py --preset a100 --steps 50 \
+    --compile-blocks

@@ -1,5 +1,6 @@
-"""An inference engine: many requests served at once (continuous batching), and one
-request decoded in fewer steps of the big model (speculative decoding).
+"""An inference engine: many requests served at once (continuous batching). The other
+way to serve faster, one request decoded in fewer steps of the big model, is in
+speculative.py.
 
 `generate` decodes one batch from start to end: every sequence waits for the longest,
 and a request that arrives meanwhile waits for the whole batch. A serving engine keeps
@@ -11,20 +12,20 @@ slot is filled by the last busy one), so every step reads a contiguous block.
 
 On a GPU a small model's decoding step is hundreds of tiny kernel launches that the GPU
 waits on; `Engine(..., cuda_graphs=True)` records the step once as a CUDA graph of fixed
-shape and replays it: one launch per token (`_replay`).
+shape and replays it: one launch per token (`_replay`). On a CPU the same fixed-shape
+step can be compiled instead (`compile=True`, `_compiled_step`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
 from .generate import until_stop
 from .kv_cache import KVCache
 from .model import Transformer
@@ -87,11 +88,14 @@ class Engine:
         slots: int = 8,
         seed: int = 0,
         cuda_graphs: bool = False,
+        compile: bool = False,
     ):
         if slots < 1:
             raise ValueError(f"an engine needs at least one slot, got {slots}")
         self.model = model.eval()
         config, weights = model.config, next(model.parameters())
+        if cuda_graphs and compile:
+            raise ValueError("choose cuda_graphs=True or compile=True, not both")
         if cuda_graphs and weights.device.type != "cuda":
             raise ValueError(
                 "cuda_graphs=True needs the model on a CUDA device; "
@@ -112,6 +116,7 @@ class Engine:
         self.last = torch.zeros_like(self.lengths)
         self.cuda_graphs = cuda_graphs
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.compiled = self._compiled_step() if compile else None
         self.running: list[Request] = []  # running[i] holds slot i
         self.waiting: deque[Request] = deque()
         self.generator = torch.Generator(weights.device).manual_seed(seed)
@@ -181,6 +186,9 @@ class Engine:
         self.last[:n] = torch.tensor([r.tokens[-1] for r in self.running])
         if self.cuda_graphs:
             logits = self._replay(n)[:n]
+        elif self.compiled is not None:
+            span = self.model.config.max_seq_len
+            logits = self.compiled(self._padded(n), span)[:n]
         else:
             logits = self._forward(n, span=int(self.lengths[:n].max()) + 1)
         self.lengths[:n] += 1
@@ -223,7 +231,7 @@ class Engine:
         self.last and self.lengths and writes its logits to the same tensor each time.
         Slots past n compute tokens nobody reads, in rows no request owns.
         """
-        size = min(self.slots, 1 << (n - 1).bit_length())
+        size = self._padded(n)
         if size not in self.graphs:
             span = self.model.config.max_seq_len
             # Run once outside the graph first, on a side stream as PyTorch requires:
@@ -240,6 +248,23 @@ class Engine:
         graph, logits = self.graphs[size]
         graph.replay()
         return logits
+
+    def _padded(self, n: int) -> int:
+        """The slots a fixed-shape step runs for n busy slots: the next power of two,
+        so that a handful of shapes serve every n."""
+        return min(self.slots, 1 << (n - 1).bit_length())
+
+    def _compiled_step(self):
+        """`_forward` compiled by Inductor for fixed shapes (the whole context, a power
+        of two of slots, like `_replay`), with the weights frozen into the compiled
+        code as constants. Freezing lets Inductor fold and prepack the weights for the
+        CPU's matrix kernels; the price is that the engine must not outlive a change of
+        weights. The C++ wrapper calls the step's kernels from C++ instead of Python:
+        at batch 1 each kernel takes microseconds, and the calls would cost as much.
+        Each new number of slots compiles once (seconds; benchmarks/README.md).
+        """
+        options = {"freezing": True, "cpp_wrapper": True}
+        return torch.compile(self._forward, dynamic=False, options=options)
 
     def _append(self, logits: torch.Tensor, requests: list[Request]) -> None:
         """Pick each request's next token (greedy or sampled at its own temperature);
@@ -277,124 +302,3 @@ class Engine:
         self.lengths[last] = 0  # a free slot's position stays inside the context
         self.running.pop()
         return request
-
-
-def draft_config(config: ModelConfig) -> ModelConfig:
-    """A draft model for `config`: the same vocabulary and context, a quarter of the
-    width and a third of the layers (at least 32 wide and one layer deep), so that
-    guessing a token costs a small share of a step of the big model."""
-    d_model = max(32, config.d_model // 4 // 16 * 16)
-    return replace(
-        config,
-        d_model=d_model,
-        n_layers=max(1, config.n_layers // 3),
-        n_heads=2,
-        n_kv_heads=1,
-        d_ff=3 * d_model,
-    )
-
-
-@dataclass
-class SpeculativeStats:
-    """What speculative decoding did: tokens drafted and accepted, calls of the big
-    model."""
-
-    drafted: int = 0
-    accepted: int = 0
-    target_calls: int = 0
-    tokens: int = 0
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / max(1, self.drafted)
-
-    @property
-    def tokens_per_call(self) -> float:
-        """New tokens per forward pass of the big model (plain decoding: 1)."""
-        return self.tokens / max(1, self.target_calls)
-
-
-@torch.no_grad()
-def speculative_generate(
-    target: Transformer,
-    draft: Transformer,
-    prompt: Sequence[int],
-    max_new_tokens: int = 100,
-    lookahead: int = 4,
-    stop_tokens: Sequence[int] = (),
-) -> tuple[list[int], SpeculativeStats]:
-    """Greedy decoding of `target`, with `draft` guessing `lookahead` tokens ahead.
-
-    The small draft model proposes tokens one by one; the target scores all of them in
-    one forward pass and keeps the longest run it agrees with, plus its own next token.
-    The output is the target's greedy output (up to float rounding in near ties); only
-    the number of target passes changes: fewer when the draft guesses well.
-    """
-    _check_pair(target, draft, prompt, max_new_tokens, lookahead)
-    device = next(target.parameters()).device
-    target.eval()
-    draft.eval()
-    length = len(prompt) + max_new_tokens
-    target_cache, draft_cache = (
-        KVCache(model.config, 1, length, device, next(model.parameters()).dtype)
-        for model in (target, draft)
-    )
-    stats = SpeculativeStats(target_calls=1)
-    ids = torch.tensor([list(prompt)], device=device)
-    out = [int(target(ids, cache=target_cache, last_only=True)[0][0, -1].argmax())]
-    pending = list(prompt) + out  # tokens the draft has not read yet
-    stops = set(stop_tokens)
-    while len(out) < max_new_tokens and not stops.intersection(out):
-        k = min(lookahead, max_new_tokens - len(out))
-        guesses = []
-        for _ in range(k):
-            feed = torch.tensor([pending], device=device)
-            logits = draft(feed, cache=draft_cache, last_only=True)[0]
-            guesses.append(int(logits[0, -1].argmax()))
-            pending = guesses[-1:]
-        # the draft read all but its last guess
-        feed = torch.tensor([out[-1:] + guesses], device=device)
-        best = target(feed, cache=target_cache)[0][0].argmax(-1).tolist()
-        new = accept(guesses, best)
-        agreed = len(new) - 1
-        target_cache.rewind(k - agreed)  # keys of the rejected guesses
-        draft_cache.rewind(k - 1 - min(agreed, k - 1))
-        pending = guesses[min(agreed, k - 1) : agreed] + [best[agreed]]
-        out += new
-        stats.drafted += k
-        stats.accepted += agreed
-        stats.target_calls += 1
-    out = until_stop(out[:max_new_tokens], stops)
-    stats.tokens = len(out)
-    return out, stats
-
-
-def accept(guesses: list[int], best: list[int]) -> list[int]:
-    """The tokens one round of speculative decoding adds: the draft's guesses up to
-    the first one the model disagrees with, then the model's own token there.
-
-    best[i] is the model's greedy token after the first i guesses, so there is one more
-    of them than guesses: when every guess is right, the model's next token comes free.
-    """
-    agreed = 0
-    while agreed < len(guesses) and guesses[agreed] == best[agreed]:
-        agreed += 1
-    return guesses[:agreed] + [best[agreed]]
-
-
-def _check_pair(
-    target: Transformer,
-    draft: Transformer,
-    prompt: Sequence[int],
-    max_new_tokens: int,
-    lookahead: int,
-) -> None:
-    if draft.config.vocab_size != target.config.vocab_size:
-        raise ValueError(
-            f"the draft's vocabulary ({draft.config.vocab_size}) differs from the "
-            f"target's ({target.config.vocab_size}): both must use one tokenizer"
-        )
-    if lookahead < 1:
-        raise ValueError(f"lookahead must be at least 1, got {lookahead}")
-    for model in (target, draft):
-        check_request(model, prompt, max_new_tokens, 0.0)

@@ -57,8 +57,8 @@ class KVCache:
     def rewind(self, positions: int) -> None:
         """Forget the last `positions` positions: the next update overwrites them.
 
-        Speculative decoding (engine.py) stores keys for drafted tokens that the model
-        then rejects; rewinding drops them without copying anything.
+        Speculative decoding (speculative.py) stores keys for drafted tokens that the
+        model then rejects; rewinding drops them without copying anything.
         """
         if not 0 <= positions <= self.length:
             raise ValueError(

@@ -68,6 +68,10 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer_idx, k, v)
         if need_weights:
             out, weights = explicit_attention(q, k, v, past)
+        elif fp32_attention(q):
+            with torch.autocast("cpu", enabled=False):
+                out = self._sdpa(q.float(), k.float(), v.float(), past, key_mask)
+            out, weights = out.to(q.dtype), None
         else:
             out, weights = self._sdpa(q, k, v, past, key_mask), None
         out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
@@ -116,6 +120,19 @@ class Attention(nn.Module):
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa
         )
+
+
+def fp32_attention(q: torch.Tensor) -> bool:
+    """Should this bf16 attention run in fp32? Yes on a CPU under autocast.
+
+    PyTorch's fused CPU kernel is slower in bf16 than in fp32 there, its backward pass
+    above all (benchmarks/README.md), and fp32 is also the more precise of the two.
+    """
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and torch.is_autocast_enabled("cpu")
+    )
 
 
 def causal_mask(

@@ -8,8 +8,8 @@ import torch
 from test_engine import CONFIG, model, prompts
 
 from foundry_core.distill import distill_draft
-from foundry_core.engine import speculative_generate
 from foundry_core.generate import generate
+from foundry_core.speculative import speculative_generate
 
 SMALL = replace(CONFIG, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64)
 

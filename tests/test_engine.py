@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from foundry_core.config import ModelConfig
-from foundry_core.engine import Engine, speculative_generate
+from foundry_core.engine import Engine
 from foundry_core.generate import generate
 from foundry_core.kv_cache import KVCache
 from foundry_core.model import Transformer
+from foundry_core.speculative import speculative_generate
 
 CONFIG = ModelConfig(
     vocab_size=97, d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96,
@@ -178,6 +179,20 @@ def test_cuda_graphs_serve_every_request_as_greedy_decoding_does():
 def test_cuda_graphs_need_a_cuda_model():
     with pytest.raises(ValueError, match="needs the model on a CUDA device; it is on"):
         Engine(model(), cuda_graphs=True)
+    with pytest.raises(ValueError, match="not both"):
+        Engine(model(), cuda_graphs=True, compile=True)
+
+
+def test_the_compiled_step_serves_every_request_as_greedy_decoding_does():
+    """compile=True: the fixed-shape step compiled by Inductor, here for the CPU; two
+    slots, so both shapes (one busy slot and two) are compiled and used."""
+    net = model()
+    requests = list(zip(prompts(3), [6, 14, 9]))
+    expected = [generate(net, p, n, temperature=0)[0] for p, n in requests]
+    engine = Engine(net, slots=2, compile=True)
+    submitted = [engine.submit(p, n) for p, n in requests]
+    engine.run()
+    assert [r.output for r in submitted] == expected
 
 
 def test_kv_cache_rewind_forgets_positions():
@@ -192,7 +207,7 @@ def test_kv_cache_rewind_forgets_positions():
 @pytest.mark.parametrize("name", ["ci", "cpu", "rtx3060", "a100"])
 def test_draft_config_is_a_much_smaller_model_with_the_same_vocabulary(name):
     from foundry_core import PRESETS
-    from foundry_core.engine import draft_config
+    from foundry_core.speculative import draft_config
 
     config = PRESETS[name].model
     draft = draft_config(config)

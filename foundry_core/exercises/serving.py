@@ -3,7 +3,7 @@ guesses, checked against the engine's."""
 
 from __future__ import annotations
 
-from ..engine import accept
+from ..speculative import accept
 from .check import Case, Exercise, Mistake, register
 
 

@@ -113,8 +113,8 @@ def ensure_pretrained(
 
 def ensure_draft(preset: Preset, progress: bool = False) -> TrainedStage:
     """The draft model of speculative decoding (chapter 5): the preset's pretraining
-    recipe, tokenizer and token files, with the small model of `engine.draft_config`.
-    Cached like the pretrained model, under its own key."""
+    recipe, tokenizer and token files, with the small model of
+    `speculative.draft_config`. Cached like the pretrained model, under its own key."""
     return ensure_pretrained(draft_preset(preset), progress=progress)
 
 

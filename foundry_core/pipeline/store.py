@@ -18,9 +18,9 @@ from typing import Callable
 
 from ..config import TrainConfig
 from ..data.stream import large_corpus_files
-from ..engine import draft_config
 from ..fileio import atomic_directory
 from ..presets import Preset
+from ..speculative import draft_config
 
 
 def artifacts_root() -> Path:
@@ -104,7 +104,7 @@ DISTILL_VERSION = 1
 
 def draft_preset(preset: Preset) -> Preset:
     """The preset's recipe with the draft model of speculative decoding in place of its
-    own (engine.draft_config): how the draft is trained and where it is cached."""
+    own (speculative.draft_config): how the draft is trained and where it is cached."""
     return replace(preset, model=draft_config(preset.model))
 
 
