@@ -11,10 +11,15 @@ told `FOUNDRY_IDLE_LIMIT=<seconds>` (set by the book build's extension and the t
 run, never in an interactive session) watches itself and, after that long without a
 cell, prints what it last ran and exits. The client sees a dead kernel within seconds
 and fails the build, naming the notebook.
+
+Such a kernel also turns on Python's fault handler: a kernel that crashes inside native
+code (a segmentation fault in a library) then prints every thread's Python stack to the
+build's log before it dies, instead of leaving only "Kernel died".
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 import threading
@@ -43,6 +48,7 @@ def start_idle_watchdog(limit_seconds: float, check_every: float = 1.0) -> bool:
     def post_run_cell(result) -> None:
         state.update(busy=False, since=time.monotonic())
 
+    faulthandler.enable(sys.__stderr__, all_threads=True)
     shell.events.register("pre_run_cell", pre_run_cell)
     shell.events.register("post_run_cell", post_run_cell)
 

@@ -14,6 +14,8 @@ from foundry_core.kv_cache import KVCache
 from foundry_core.model import Transformer
 from foundry_core.speculative import speculative_generate
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 CONFIG = ModelConfig(
     vocab_size=97, d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96,
     max_seq_len=64,
@@ -163,7 +165,7 @@ def test_the_fixed_shape_step_of_cuda_graphs_computes_the_eager_step():
     torch.testing.assert_close(whole, narrow)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@CUDA
 def test_cuda_graphs_serve_every_request_as_greedy_decoding_does():
     net = model().cuda()
     requests = list(zip(prompts(7), [5, 30, 1, 12, 40, 3, 20]))
@@ -183,10 +185,11 @@ def test_cuda_graphs_need_a_cuda_model():
         Engine(model(), cuda_graphs=True, compile=True)
 
 
-def test_the_compiled_step_serves_every_request_as_greedy_decoding_does():
-    """compile=True: the fixed-shape step compiled by Inductor, here for the CPU; two
-    slots, so both shapes (one busy slot and two) are compiled and used."""
-    net = model()
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_the_compiled_step_serves_every_request_as_greedy_decoding_does(device):
+    """compile=True: the fixed-shape step compiled by Inductor; two slots, so both
+    shapes (one busy slot and two) are compiled and used."""
+    net = model().to(device)
     requests = list(zip(prompts(3), [6, 14, 9]))
     expected = [generate(net, p, n, temperature=0)[0] for p, n in requests]
     engine = Engine(net, slots=2, compile=True)
