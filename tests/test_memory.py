@@ -179,7 +179,10 @@ def test_layer_formula_counts_what_autograd_saves(autocast):
     )
     assert (
         per_sequence_layer
-        == layer_bytes_per_token(config(1), 2 if autocast else 4) * 32
+        == layer_bytes_per_token(
+            config(1), 2 if autocast else 4, fp32_attention=autocast
+        )
+        * 32
     )
 
 

@@ -52,15 +52,20 @@ def layer_bytes_per_token(
     act_bytes: int,
     attention_scores: bool = False,
     seq_len: int | None = None,
+    fp32_attention: bool = False,
 ) -> int:
     """Bytes one Transformer block keeps for its backward pass per token
     (see activation_bytes_per_token)."""
     d, f = model.d_model, model.d_ff
     norm_outputs = 2 * d * 4 if act_bytes == 4 else 5 * d * act_bytes
+    attention = (2 * d + 2 * model.kv_dim) * (4 if fp32_attention else act_bytes)
+    if fp32_attention:  # the output projection reads a 16-bit copy of the output
+        attention += d * act_bytes
     total = (
         4 * d * 4
         + norm_outputs
-        + (2 * d + 2 * model.kv_dim + 4 * f) * act_bytes
+        + attention
+        + 4 * f * act_bytes
         + (model.n_heads + 2) * 4
     )
     if model.dropout > 0:
@@ -76,6 +81,7 @@ def activation_bytes_per_token(
     grad_checkpointing: bool = False,
     attention_scores: bool = False,
     seq_len: int | None = None,
+    fp32_attention: bool = False,
 ) -> int:
     """Bytes kept for the backward pass per token of a micro-batch, counted tensor by
     tensor.
@@ -88,7 +94,10 @@ def activation_bytes_per_token(
         themselves (2 d x 4); under autocast every matmul casts its input on its
         own, so q, k and v each keep a 16-bit copy of the first norm's output and
         gate and up of the second's:                             5 d x 2 bytes
-      - attention's query and output (d each), key and value (kv each): 2 d + 2 kv
+      - attention's query and output (d each), key and value (kv each): 2 d + 2 kv;
+        on a CPU under autocast attention runs in fp32 (model.fp32_attention), so
+        these take 4 bytes each, and the output projection keeps a 16-bit copy of
+        the output, d more
       - the SwiGLU gate, up, SiLU(gate) and their product:       4 f
       - statistics in fp32: attention's log-sum-exp per head, each norm's 1/rms:
                                                                  (n_heads + 2) x 4 bytes
@@ -107,7 +116,9 @@ def activation_bytes_per_token(
     of Korthikanti et al. (2022), adapted to RoPE + GQA + SwiGLU.
     """
     d = model.d_model
-    per_layer = layer_bytes_per_token(model, act_bytes, attention_scores, seq_len)
+    per_layer = layer_bytes_per_token(
+        model, act_bytes, attention_scores, seq_len, fp32_attention
+    )
     layers = (
         (model.n_layers * d * 4 + per_layer)
         if grad_checkpointing
@@ -150,16 +161,20 @@ def estimate_memory(
     n = model.num_params()
     matmul_weights = n - model.param_counts()["norms"]
     tokens = train.batch_size * train.seq_len
-    scores = dict(attention_scores=device == "mps", seq_len=train.seq_len)
+    attention = dict(
+        attention_scores=device == "mps",
+        seq_len=train.seq_len,
+        fp32_attention=device == "cpu" and precision.autocast,
+    )
     activations = tokens * activation_bytes_per_token(
-        model, act_bytes, train.grad_checkpointing, **scores
+        model, act_bytes, train.grad_checkpointing, **attention
     )
     workspace = loss_workspace_bytes(model, tokens, device)
     if train.grad_checkpointing:
         # The loss's workspace is alive at the end of the forward pass, the recomputed
         # layer only later, in the backward pass: they never coexist, so only the larger
         # one adds to the peak.
-        one_layer = tokens * layer_bytes_per_token(model, act_bytes, **scores)
+        one_layer = tokens * layer_bytes_per_token(model, act_bytes, **attention)
         activations += max(0, workspace - one_layer)
     else:
         activations += workspace
