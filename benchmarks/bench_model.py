@@ -243,6 +243,8 @@ def main() -> None:
         "losses.chunk_elements)",
     )
     args = parser.parse_args()
+    if args.loss_chunk and args.separate:
+        parser.error("--loss-chunk sets this process's chunks: not with --separate")
     if args.loss_chunk:
         losses.CHUNK_ELEMENTS = losses.GPU_CHUNK_ELEMENTS = args.loss_chunk
     device = args.device
