@@ -140,7 +140,7 @@ def fastest_paths(ours, theirs, prompt, args, hf_rate: float) -> None:
             )[0, args.prompt :].tolist()
 
     out, hf_seconds = first_then_timed(
-        static, "transformers, static cache (compiles)", args
+        static, "transformers, static cache (may compile)", args
     )
     print(
         f"transformers, static cache: {args.new / hf_seconds:,.0f} tok/s; "

@@ -118,7 +118,7 @@ def make_step(
 
 
 def step_times(
-    keys: str | tuple[str, ...],
+    keys: tuple[str, ...],
     config: ModelConfig,
     batch: int,
     steps: int,
@@ -126,19 +126,17 @@ def step_times(
     device: str,
     compile: bool,
 ):
-    """The time of each step of the models named in `keys` ("ours", "hf"), all made
-    from one seed and stepped on the same random batches; with several, their steps
-    are interleaved one by one and the order alternates every step. For one key (a
-    str), a list of times; for a tuple, a dict of lists."""
+    """The time of each step, by model, of the models named in `keys` ("ours",
+    "hf"), all made from one seed and stepped on the same random batches; with both,
+    their steps are interleaved one by one and the order alternates every step."""
     torch.manual_seed(0)
     ours = Transformer(config).train()
-    names = (keys,) if isinstance(keys, str) else keys
-    models = {k: ours if k == "ours" else hf_twin(ours).train() for k in names}
+    models = {k: ours if k == "ours" else hf_twin(ours).train() for k in keys}
     runs = {}
     for key, model in models.items():
         model = torch.compile(model.to(device)) if compile else model.to(device)
         runs[key] = make_step(model, key == "ours", autocast, device)
-    times: dict[str, list[float]] = {key: [] for key in names}
+    times: dict[str, list[float]] = {key: [] for key in keys}
     batches = torch.Generator().manual_seed(1)
     for i in range(steps):
         idx = torch.randint(
@@ -146,13 +144,13 @@ def step_times(
         )
         idx = idx.to(device)
         targets = torch.roll(idx, -1, dims=1)
-        for key in names if i % 2 == 0 else names[::-1]:
+        for key in keys if i % 2 == 0 else keys[::-1]:
             sync(device)
             start = time.perf_counter()
             runs[key](idx, targets)
             sync(device)
             times[key].append(time.perf_counter() - start)
-    return times[keys] if isinstance(keys, str) else times
+    return times
 
 
 def bench(
@@ -176,7 +174,8 @@ def bench(
         with ProcessPoolExecutor(1, spawn, max_tasks_per_child=1) as pool:
             for _ in range(2):
                 for key in keys:
-                    times[key] += pool.submit(step_times, key, *run).result()
+                    alone = pool.submit(step_times, (key,), *run).result()
+                    times[key] += alone[key]
         first = {key: times[key][0] for key in keys}
         measured = [
             *range(warmup, warmup + steps),
