@@ -13,6 +13,7 @@ _MPS_FALLBACK_AT_TORCH_IMPORT = _os.environ.get(
     "PYTORCH_ENABLE_MPS_FALLBACK", "0"
 ).strip() not in ("", "0")
 
+from .allocator import keep_freed_memory as _keep_freed_memory
 from .config import ModelConfig, TrainConfig, check_compatible, swiglu_hidden
 from .generate import generate, stream
 from .hardware import (
@@ -50,6 +51,8 @@ from .watchdog import watchdog_from_environment as _watchdog_from_environment
 
 # FOUNDRY_THREADS=<n>: the CPU threads PyTorch uses (default: PyTorch's choice)
 _apply_thread_setting()
+# FOUNDRY_KEEP_FREED_MEMORY=0: let malloc return freed memory at once (allocator.py)
+_keep_freed_memory()
 # FOUNDRY_IDLE_LIMIT=<s>: in a build, a kernel left waiting exits (watchdog.py)
 _watchdog_from_environment()
 
