@@ -1,4 +1,4 @@
-"""allocator.keep_freed_memory: a freed tensor's memory is reused, not faulted in again."""
+"""allocator.keep_freed_memory: freed tensors are reused, not faulted in again."""
 
 import resource
 import sys

@@ -62,7 +62,7 @@ def layer_bytes_per_token(
     if fp32_attention:  # the output projection reads a 16-bit copy of the output
         attention += d * act_bytes
     total = (
-        4 * d * 4
+        2 * d * 4
         + norm_outputs
         + attention
         + 4 * f * act_bytes
@@ -88,8 +88,8 @@ def activation_bytes_per_token(
 
     Per layer (layer_bytes_per_token; d = d_model, f = d_ff, kv = key/value width,
     `act_bytes` 2 under autocast and 4 in fp32):
-      - each RMSNorm's input and its normalised tensor before the gain, in fp32
-        (the gain's gradient needs the latter):                  4 d x 4 bytes
+      - each RMSNorm's input, in fp32 (its hand-written backward pass,
+        layers.RMSNormFunction, recomputes the normalised tensor):  2 d x 4 bytes
       - the RMSNorm outputs as the matmuls read them: in fp32 the two outputs
         themselves (2 d x 4); under autocast every matmul casts its input on its
         own, so q, k and v each keep a 16-bit copy of the first norm's output and
@@ -104,8 +104,8 @@ def activation_bytes_per_token(
       - with dropout, two one-byte masks; with the math attention path (MPS), the
         T x T scores and probabilities per head
     Rotary embedding keeps nothing per token: its gradient needs only the cos/sin
-    tables. After the last layer: the final norm's input and normalised tensor and the
-    loss's gradient for the hidden states, 3 d x 4 bytes (fp32 even under autocast: the
+    tables. After the last layer: the final norm's input and the loss's gradient for the
+    hidden states, 2 d x 4 bytes (fp32 even under autocast: the
     residual stream is fp32). The logits are never stored whole
     (losses.linear_cross_entropy); see loss_workspace_bytes.
     tests/test_memory.py checks the per-layer count against the tensors autograd really
@@ -124,7 +124,7 @@ def activation_bytes_per_token(
         if grad_checkpointing
         else model.n_layers * per_layer
     )
-    return layers + 3 * d * 4
+    return layers + 2 * d * 4
 
 
 def loss_workspace_bytes(model: ModelConfig, tokens: int, device: str = "cpu") -> int:
