@@ -5,7 +5,7 @@
                                      [--separate] [--loss-chunk ELEMENTS]
 
 Both models get the same configuration and the same initial weights, and train with
-AdamW on the same random batches. Their steps are interleaved one by one in this
+fused AdamW on the same random batches. Their steps are interleaved one by one in this
 process, so that machine noise hits both alike; the table reports median step times,
 tokens/s, MFU and the median of the per-step speed ratios. MFU is measured against this
 machine's own dense matmul throughput (benchmarks/bench_matmul.py), since a CPU has no
@@ -100,7 +100,9 @@ def sync(device: str) -> None:
 def make_step(
     model: torch.nn.Module, is_ours: bool, autocast: bool, device: str = "cpu"
 ):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # fused, for both: our Trainer's choice on a CPU or CUDA GPU (optim.fused_adamw) and
+    # transformers' Trainer's default
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step(idx: torch.Tensor, targets: torch.Tensor) -> float:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):

@@ -72,6 +72,11 @@ class Resumable:
         path = Path(path) if path else self.last_checkpoint()
         if path is None:
             raise FileNotFoundError(f"no checkpoint to resume from in {self.out_dir}")
+        # the saved groups would also bring back the saving machine's choice of
+        # AdamW's kernel (fused or not, optim.fused_adamw): this machine's stays
+        kernels = [
+            {k: g[k] for k in ("fused", "foreach")} for g in self.optimizer.param_groups
+        ]
         if self.parallel == "fsdp":
             # every rank reads the whole checkpoint and keeps its shards
             weights, state = read_checkpoint(path)
@@ -81,6 +86,8 @@ class Resumable:
             state = load_checkpoint(path, self.model)
             self._check_model_config(path, state)
             self.optimizer.load_state_dict(state["optimizer"])
+        for group, kernel in zip(self.optimizer.param_groups, kernels):
+            group.update(kernel)
         self.scaler.load_state_dict(state["scaler"])
         self.history, self.step = list(state["history"]), state["step"]
         set_rng_state(state["rng"])

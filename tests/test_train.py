@@ -152,6 +152,22 @@ def test_history_file_restarts_at_the_checkpoint_a_run_resumes_from(tmp_path):
         read_history(tmp_path / "elsewhere")
 
 
+def test_adamw_is_fused_on_a_cpu_and_a_resume_keeps_this_machines_kernel(tmp_path):
+    trainer = make_trainer(out_dir=tmp_path, checkpoint_interval=2)
+    assert [g["fused"] for g in trainer.optimizer.param_groups] == [True, True]
+    # a checkpoint written where AdamW was not fused (another device, an older run)
+    for group in trainer.optimizer.param_groups:
+        group["fused"], group["foreach"] = None, True
+    trainer.fit(steps=2)
+    again = make_trainer(out_dir=tmp_path)
+    again.resume()
+    assert [(g["fused"], g["foreach"]) for g in again.optimizer.param_groups] == [
+        (True, None),
+        (True, None),
+    ]
+    again.fit(steps=1)
+
+
 def test_checkpoints_keep_the_newest_and_survive_a_crash_mid_write(
     tmp_path, monkeypatch
 ):
