@@ -1,10 +1,16 @@
 """PyTorch's dense matmul throughput on this machine, beside NumPy's BLAS for reference.
 
-    python benchmarks/bench_matmul.py [--seconds 1.0]
+    python benchmarks/bench_matmul.py [--seconds 1.0] [--model small,16m]
 
 The number is the ceiling of every training run here: chapter 0 uses it to turn a
 preset's FLOPs into an expected time, and the `cpu` preset's "~0.1 TFLOP/s" comes from
 this script on a 2-core runner.
+
+`--model` times, instead of square products, the weight products of one training step
+of bench_model.py's configs (batch 16 x 256): each linear layer's forward product and
+the two of its backward pass, at the model's own shapes. Their sum is what a step
+would take if nothing else (attention, norms, the softmax, the optimizer) took any
+time, so it bounds the MFU a step of that model can reach on this machine.
 """
 
 from __future__ import annotations
@@ -30,12 +36,66 @@ def numpy_tflops(size: int, seconds: float) -> float:
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e12
 
 
+def product_ms(rows: int, d_in: int, d_out: int, dtype: torch.dtype) -> float:
+    """Median ms of a linear layer's three training products: forward x @ W.T, and
+    backward g @ W (for x's gradient) and g.T @ x (for W's)."""
+    x, w = torch.randn(rows, d_in, dtype=dtype), torch.randn(d_out, d_in, dtype=dtype)
+    g = torch.randn(rows, d_out, dtype=dtype)
+    products = (lambda: x @ w.T, lambda: g @ w, lambda: g.T @ x)
+    total = 0.0
+    for product in products:
+        product()
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - start)
+        total += sorted(times)[3]
+    return 1e3 * total
+
+
+def model_products(names: str, batch: int = 16) -> None:
+    """The products of a training step of bench_model.py's configs (see above)."""
+    from bench_model import model_config
+
+    info = detect()
+    dtypes = [torch.float32] + ([torch.bfloat16] if info.bf16 else [])
+    peaks = {dt: measure_matmul_tflops("cpu", dt, 2048, 2.0) for dt in dtypes}
+    print("| config | dtype | products ms/step | their TFLOP/s | peak | MFU ceiling |")
+    print("|---|---|---|---|---|---|")
+    for name in names.split(","):
+        c = model_config(name)
+        rows = batch * c.max_seq_len
+        q_width = c.n_heads * c.head_dim
+        shapes = [(c.d_model, q_width), (c.d_model, c.kv_dim), (c.d_model, c.kv_dim)]
+        shapes += [(q_width, c.d_model), (c.d_model, c.d_ff), (c.d_model, c.d_ff)]
+        shapes += [(c.d_ff, c.d_model)]
+        step_flops = c.flops_per_token(c.max_seq_len) * rows
+        for dtype in dtypes:
+            ms = c.n_layers * sum(product_ms(rows, *s, dtype) for s in shapes)
+            ms += product_ms(rows, c.d_model, c.vocab_size, dtype)
+            flops = 6 * rows * (c.n_layers * sum(a * b for a, b in shapes))
+            flops += 6 * rows * c.d_model * c.vocab_size
+            print(
+                f"| {name} | {str(dtype).removeprefix('torch.')} | {ms:,.0f} | "
+                f"{flops / ms / 1e9:.2f} | {peaks[dtype]:.2f} | "
+                f"{step_flops / (ms / 1e3) / (peaks[dtype] * 1e12):.2f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--seconds", type=float, default=1.0, help="time per measurement"
     )
+    parser.add_argument(
+        "--model",
+        help="bench_model.py configs (comma-separated) whose step products to time",
+    )
     args = parser.parse_args()
+    if args.model:
+        model_products(args.model)
+        return
     info = detect()
     print(
         f"{info} | torch {torch.__version__} ({torch.get_num_threads()} threads) | "
