@@ -5,7 +5,7 @@ gradients) and frees them at its end. By default glibc's malloc hands a freed bl
 more than a few MiB straight back to the kernel, so the next step's tensor of the same
 size is fresh memory, and the kernel supplies fresh memory one 4 KiB page at a time,
 each on a page fault the first time it is written. On a 2-core Xeon that was 55,000
-page faults and about 60 ms of a 760 ms bf16 step (benchmarks/README.md). Two malloc
+page faults and about 50 ms of a 760 ms bf16 step (benchmarks/README.md). Two malloc
 settings make freed blocks stay in the process instead, which is what the allocators
 PyTorch recommends for CPUs (jemalloc, tcmalloc) do on their own.
 

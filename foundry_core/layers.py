@@ -49,14 +49,16 @@ class RMSNormFunction(torch.autograd.Function):
     """rms_norm with a backward pass written out by hand.
 
     Autograd would differentiate the formula one operation at a time, each a pass over
-    the whole tensor: on a CPU, where those passes are bound by memory, that made the
-    13 norms of a 6-layer model about 14% of a bf16 training step. Written out, with
+    the whole tensor, and on a CPU those passes are bound by memory. Written out, with
     n = x / rms and g = grad_y * weight, the gradients are
 
         grad_x = (g - n * mean(g * n)) / rms   (each x also moves the rms)
         grad_weight = sum over all vectors of grad_y * n
 
-    which take half the passes (benchmarks/README.md has the times).
+    in about half the passes: one norm over 16 x 256 x 384 floats, forward and
+    backward, took 3.7 ms against autograd's 4.9 on a 2-core Xeon
+    (benchmarks/README.md). The normalised tensor is recomputed here rather than
+    saved, which also saves memory.
     """
 
     @staticmethod

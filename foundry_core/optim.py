@@ -61,9 +61,9 @@ def fused_adamw(params: list[torch.Tensor]) -> bool:
     """Can AdamW update these weights in one fused kernel? On a CPU or a CUDA GPU.
 
     Unfused, the update is a dozen passes over all the weights and moments; fused, one:
-    on a CPU the step took a third of the time (benchmarks/README.md), and it is what
-    transformers' Trainer uses by default. Left out: MPS (not measured) and FSDP's
-    sharded weights (not plain tensors).
+    on a 2-core Xeon the update took a third of the time (benchmarks/README.md), and it
+    is what transformers' Trainer uses by default. Left out: MPS (not measured) and
+    FSDP's sharded weights (not plain tensors).
     """
     return bool(params) and all(
         p.device.type in ("cpu", "cuda") and type(p.data) is torch.Tensor

@@ -105,8 +105,8 @@ def activation_bytes_per_token(
         T x T scores and probabilities per head
     Rotary embedding keeps nothing per token: its gradient needs only the cos/sin
     tables. After the last layer: the final norm's input and the loss's gradient for the
-    hidden states, 2 d x 4 bytes (fp32 even under autocast: the
-    residual stream is fp32). The logits are never stored whole
+    hidden states, 2 d x 4 bytes (fp32 even under autocast: the residual stream is
+    fp32). The logits are never stored whole
     (losses.linear_cross_entropy); see loss_workspace_bytes.
     tests/test_memory.py checks the per-layer count against the tensors autograd really
     saves.
