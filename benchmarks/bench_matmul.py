@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -58,6 +59,8 @@ def model_products(names: str, batch: int = 16) -> None:
     """The products of a training step of bench_model.py's configs (see above)."""
     from bench_model import model_config
 
+    from foundry_core.model import Transformer
+
     info = detect()
     dtypes = [torch.float32] + ([torch.bfloat16] if info.bf16 else [])
     peaks = {dt: measure_matmul_tflops("cpu", dt, 2048, 2.0) for dt in dtypes}
@@ -66,16 +69,16 @@ def model_products(names: str, batch: int = 16) -> None:
     for name in names.split(","):
         c = model_config(name)
         rows = batch * c.max_seq_len
-        q_width = c.n_heads * c.head_dim
-        shapes = [(c.d_model, q_width), (c.d_model, c.kv_dim), (c.d_model, c.kv_dim)]
-        shapes += [(q_width, c.d_model), (c.d_model, c.d_ff), (c.d_model, c.d_ff)]
-        shapes += [(c.d_ff, c.d_model)]
+        # (in, out) of every linear layer, the output layer included, by how often
+        shapes = Counter(
+            (m.in_features, m.out_features)
+            for m in Transformer(c).modules()
+            if isinstance(m, torch.nn.Linear)
+        )
         step_flops = c.flops_per_token(c.max_seq_len) * rows
+        flops = sum(6 * rows * d_in * d_out * n for (d_in, d_out), n in shapes.items())
         for dtype in dtypes:
-            ms = c.n_layers * sum(product_ms(rows, *s, dtype) for s in shapes)
-            ms += product_ms(rows, c.d_model, c.vocab_size, dtype)
-            flops = 6 * rows * (c.n_layers * sum(a * b for a, b in shapes))
-            flops += 6 * rows * c.d_model * c.vocab_size
+            ms = sum(n * product_ms(rows, *s, dtype) for s, n in shapes.items())
             print(
                 f"| {name} | {str(dtype).removeprefix('torch.')} | {ms:,.0f} | "
                 f"{flops / ms / 1e9:.2f} | {peaks[dtype]:.2f} | "

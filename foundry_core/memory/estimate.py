@@ -88,8 +88,8 @@ def activation_bytes_per_token(
 
     Per layer (layer_bytes_per_token; d = d_model, f = d_ff, kv = key/value width,
     `act_bytes` 2 under autocast and 4 in fp32):
-      - each RMSNorm's input, in fp32 (its hand-written backward pass,
-        layers.RMSNormFunction, recomputes the normalised tensor):  2 d x 4 bytes
+      - each RMSNorm's input, in fp32 (its backward pass recomputes the normalised
+        tensor from it, layers.RMSNormFunction):                 2 d x 4 bytes
       - the RMSNorm outputs as the matmuls read them: in fp32 the two outputs
         themselves (2 d x 4); under autocast every matmul casts its input on its
         own, so q, k and v each keep a 16-bit copy of the first norm's output and
