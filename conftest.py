@@ -10,16 +10,28 @@ FOUNDRY_IDLE_LIMIT makes a kernel that waits minutes for its next cell exit
 for the `ci` preset: a stuck chapter fails within minutes, naming the notebook and the
 cell.
 
+FOUNDRY_ARTIFACTS is a fresh folder for each run, unless set: the pipeline reuses any
+artifact whose settings match, whatever version of the code built it, so a clone's
+artifacts/ from an earlier commit would let the chapters pass on models that the code
+under test no longer trains. (It happened: `pytest` passed here on the old models
+while CI, training afresh, failed.) Set it to reuse one folder on purpose.
+
 FOUNDRY_SEED (default 0) is the seed of nbval's run; the book build in
 tests/conftest.py runs the chapters at the next seed, so every `pytest` checks each
 chapter's claims on two trajectories.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ["FOUNDRY_FAST"] = "1"
 os.environ["FOUNDRY_OFFLINE"] = "1"
 os.environ.setdefault("FOUNDRY_IDLE_LIMIT", "120")
+_FRESH_ARTIFACTS = None
+if not os.environ.get("FOUNDRY_ARTIFACTS"):
+    _FRESH_ARTIFACTS = tempfile.mkdtemp(prefix="foundry-test-artifacts-")
+    os.environ["FOUNDRY_ARTIFACTS"] = _FRESH_ARTIFACTS
 os.environ.setdefault("MPLBACKEND", "Agg")
 # quiets ipykernel's debugger warning
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -34,3 +46,8 @@ def pytest_configure(config) -> None:
         from foundry_core.presets import cell_timeout, get_preset
 
         config.option.nbval_cell_timeout = cell_timeout(get_preset("ci"))
+
+
+def pytest_unconfigure(config) -> None:
+    if _FRESH_ARTIFACTS:
+        shutil.rmtree(_FRESH_ARTIFACTS, ignore_errors=True)
