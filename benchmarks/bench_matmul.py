@@ -40,18 +40,14 @@ def numpy_tflops(size: int, seconds: float) -> float:
 def product_ms(rows: int, d_in: int, d_out: int, dtype: torch.dtype) -> float:
     """Median ms of a linear layer's three training products: forward x @ W.T, and
     backward g @ W (for x's gradient) and g.T @ x (for W's)."""
+    from bench_generate import timed
+
     x, w = torch.randn(rows, d_in, dtype=dtype), torch.randn(d_out, d_in, dtype=dtype)
     g = torch.randn(rows, d_out, dtype=dtype)
-    products = (lambda: x @ w.T, lambda: g @ w, lambda: g.T @ x)
     total = 0.0
-    for product in products:
-        product()
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - start)
-        total += sorted(times)[3]
+    for product in (lambda: x @ w.T, lambda: g @ w, lambda: g.T @ x):
+        product()  # warm-up: the first call picks the kernel
+        total += timed(product, repeats=7)[1]
     return 1e3 * total
 
 

@@ -137,7 +137,7 @@ PRESETS: dict[str, Preset] = {
             align=dict(
                 # SFT: 400 steps left the tasks half-learned at some seeds and machines
                 # (held-out accuracy 0.08-0.26 over seeds 0-4, fp32 and bf16, 1 and 2
-                # threads; 0.08 failed CI), 800 steps gave 0.23-0.39 on the same grid
+                # threads; 0.08 failed CI); 800 steps gave 0.23-0.39 (12 such runs)
                 sft=dict(max_steps=800, lr=3e-3, min_lr=3e-4),
                 # rank 16 of 64, which learned faster than rank 8 (issue 21). 250
                 # steps (and 400) left it right on 0.04-0.05 of the held-out questions
